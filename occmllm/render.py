@@ -1,0 +1,165 @@
+"""Offscreen rendering of meshes seen from an OpenCV camera: the seed's "enhanced image" (grey object on black).
+
+    from occmllm.render import render_object
+    image = render_object(vertices, faces, K)          # uint8 256x256x3, grey object on black
+
+Conventions: ``vertices`` are in the camera frame with OpenCV axes (x right, y down, z forward, metres); ``K`` is
+the 3x3 pinhole intrinsics in pixels of the output image (pass ``k_size`` when K belongs to another image size,
+e.g. K of the 256x256 photo and a 448 px render). The camera sits at the origin looking down +z.
+
+Backend: pyrender offscreen. ``PYOPENGL_PLATFORM`` defaults to ``osmesa`` (set here when unset, before OpenGL is
+imported); ``egl`` works too. One ``OffscreenRenderer`` per (process, size) is created lazily and reused, so a
+worker process pays the context set-up once (about 10-20 ms a frame afterwards on this CPU).
+
+``render_scene`` is the general form (several coloured parts, an RGBA result and the depth map); the dataset
+generator (``data_tools.synth``) draws its photos with it, so there is one renderer in the project.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+
+import numpy as np  # noqa: E402
+
+GREY = (0.72, 0.72, 0.72)
+_OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+_renderers: dict[tuple[int, int], object] = {}
+
+
+@dataclass
+class Part:
+    """One mesh to draw: camera-frame vertices (N,3), triangle faces (M,3), base colour (RGB in 0..1)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    color: tuple[float, float, float] = GREY
+    roughness: float = 0.8
+    smooth: bool = True
+
+
+@dataclass
+class Light:
+    """A directional light shining along ``direction`` (camera frame, OpenCV axes), with an intensity."""
+
+    direction: tuple[float, float, float] = (0.3, 0.4, 1.0)
+    intensity: float = 3.0
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def _renderer(width: int, height: int):
+    import pyrender
+
+    key = (width, height)
+    if key not in _renderers:
+        if not _renderers:
+            atexit.register(close)
+        _renderers[key] = pyrender.OffscreenRenderer(width, height)
+    return _renderers[key]
+
+
+def close() -> None:
+    """Free this process's renderers (also run at exit, so OpenGL is not torn down during interpreter shutdown)."""
+    while _renderers:
+        _, renderer = _renderers.popitem()
+        try:
+            renderer.delete()
+        except Exception:  # noqa: BLE001 - a context that is already gone needs no freeing
+            pass
+
+
+def _look_along(direction) -> np.ndarray:
+    """A 4x4 OpenGL pose (camera frame) whose -z axis points along ``direction`` given in OpenCV axes."""
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / (np.linalg.norm(d) + 1e-12)
+    d_gl = np.array([d[0], -d[1], -d[2]])  # OpenCV -> OpenGL camera axes
+    z = -d_gl
+    up = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.95 else np.array([1.0, 0.0, 0.0])
+    x = np.cross(up, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2] = x, y, z
+    return pose
+
+
+def _scaled_k(K, size: int, k_size: int | None) -> np.ndarray:
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {K.shape}")
+    if k_size is not None and k_size != size:
+        K = K.copy()
+        K[:2] *= size / float(k_size)
+    return K
+
+
+def render_scene(
+    parts: list[Part],
+    K,
+    size: int = 256,
+    *,
+    lights: list[Light] | None = None,
+    ambient: float = 0.25,
+    k_size: int | None = None,
+    znear: float = 0.01,
+    zfar: float = 20.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``parts`` from the OpenCV camera ``K`` at the origin.
+
+    Returns ``(rgba, depth)``: uint8 (size, size, 4) with alpha 0 where nothing was drawn, and float32 (size, size)
+    camera-z depth in metres (0 for background). Lights default to one headlight-like key light plus ambient.
+    """
+    import pyrender
+    import trimesh
+
+    K = _scaled_k(K, size, k_size)
+    scene = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.full(3, ambient))
+    for part in parts:
+        v = np.asarray(part.vertices, dtype=np.float64)
+        f = np.asarray(part.faces, dtype=np.int64)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"vertices must be (N,3) and faces (M,3), got {v.shape} and {f.shape}")
+        if len(f) == 0:
+            continue
+        mesh = trimesh.Trimesh(vertices=v, faces=f, process=False)
+        material = pyrender.MetallicRoughnessMaterial(
+            baseColorFactor=(*part.color, 1.0), metallicFactor=0.0, roughnessFactor=part.roughness,
+            doubleSided=True,
+        )
+        scene.add(pyrender.Mesh.from_trimesh(mesh, material=material, smooth=part.smooth), pose=_OPENCV_TO_OPENGL)
+    camera = pyrender.IntrinsicsCamera(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2], znear=znear, zfar=zfar)
+    scene.add(camera, pose=np.eye(4))  # the scene is already in OpenGL camera axes (see the mesh pose)
+    for light in lights if lights is not None else [Light()]:
+        node = pyrender.DirectionalLight(color=np.asarray(light.color), intensity=light.intensity)
+        scene.add(node, pose=_look_along(light.direction))
+    # OSMesa has no framebuffer objects, so pyrender gives RGB only there: the alpha is "depth > 0" instead.
+    color, depth = _renderer(size, size).render(scene)
+    depth = np.asarray(depth, dtype=np.float32)
+    rgba = np.empty((size, size, 4), dtype=np.uint8)
+    rgba[..., :3] = color[..., :3]
+    rgba[..., 3] = np.where(depth > 0, 255, 0)
+    return rgba, depth
+
+
+def render_object(vertices, faces, K, size: int = 256, *, k_size: int | None = None, smooth: bool = True) -> np.ndarray:
+    """The object alone, grey on black, from the input camera: uint8 (size, size, 3).
+
+    ``vertices`` (N,3) camera frame, OpenCV axes; ``faces`` (M,3); ``K`` 3x3 intrinsics of a ``size`` px image (or
+    of a ``k_size`` px image, rescaled). An empty mesh gives a black image.
+    """
+    parts = [Part(np.asarray(vertices), np.asarray(faces), GREY, smooth=smooth)]
+    lights = [Light(direction=(0.3, 0.45, 1.0), intensity=2.2), Light(direction=(-0.6, -0.3, 0.5), intensity=0.6)]
+    rgba, _ = render_scene(parts, K, size, lights=lights, ambient=0.15, k_size=k_size)
+    rgb = rgba[..., :3].copy()
+    rgb[rgba[..., 3] == 0] = 0
+    return rgb
+
+
+def project(vertices, K) -> np.ndarray:
+    """Pixel coordinates (N,2) of camera-frame points (OpenCV axes) under intrinsics K."""
+    v = np.asarray(vertices, dtype=np.float64)
+    uvw = v @ np.asarray(K, dtype=np.float64).T
+    return uvw[:, :2] / uvw[:, 2:3]
