@@ -1,0 +1,409 @@
+"""One backend for any transformers image-text-to-text checkpoint (InternVL, Qwen2-VL / Qwen2.5-VL, LLaVA, SmolVLM /
+Idefics3, the embedded default model), loaded by local path through the Auto classes and the checkpoint's own chat
+template.
+
+    >>> from occmllm.vlm import VLM
+    >>> vlm = VLM.load("path/to/checkpoint")          # or VLM.load_default()
+    >>> answer, history = vlm.chat(image, prompts.Q1, return_history=True)
+    >>> vlm.chat(image, prompts.Q6, history=history)  # second turn: the image prefix's KV cache is reused
+    >>> vlm.generate_batch(images, [prompts.Q1] * len(images))
+    >>> vlm.sample(image, prompts.Q1, n=4, temperature=1.0)   # distinct candidates with log-probabilities
+
+Device and dtype: CUDA when available in bfloat16, else CPU in float32. Questions are written the seed's way (the
+`<image>` placeholder marks where the image goes in the first turn; when it is missing, the image comes first, as
+InternVL's `model.chat` does); they become chat messages with an image item, rendered by the checkpoint's template.
+
+No torchvision: image processors load with the PIL backend, and a processor class that wants a video processor is
+replaced by an image-only subclass registered with `AutoProcessor`. A processor that comes back as a bare tokenizer
+is refused with a clear error instead of failing later.
+
+KV-cache reuse, precisely: `chat` keeps the cache of the last conversation (prompt + answer tokens). When the next
+call has the same image (same pixels) and a prompt that starts with the cached tokens (the next turn of the same
+conversation), it crops the cache to the common prefix, skips the image encoder (no pixel values are sent) and feeds
+only the new tokens. `VLM.last_reused_tokens` says how many tokens were reused (0 = full recompute). Families whose
+position ids depend on the image (Qwen2-VL's M-RoPE) recompute. Batched generation never reuses caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from occmllm import prompts
+from occmllm.images import load_image
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+NO_PREFIX_REUSE = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}  # M-RoPE position ids are built from the image grid
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message names the folder and what is wrong with it."""
+
+
+@dataclass
+class Candidate:
+    """One sampled answer: its text, the sum of its tokens' log-probabilities (temperature 1, no top-p), its
+    number of tokens."""
+
+    text: str
+    logprob: float
+    num_tokens: int
+
+
+# --- processors without torchvision ----------------------------------------------------------------
+_IMAGE_ONLY: dict[type, type] = {}
+
+
+def image_only_processor_class(base: type) -> type:
+    """A subclass of the processor class `base` without its video processor, registered with `AutoProcessor` under
+    the same config class. Needed where torchvision is missing: a transformers v5 processor that wants a video
+    processor fails to build or silently degrades to a tokenizer."""
+    if base in _IMAGE_ONLY:
+        return _IMAGE_ONLY[base]
+    import inspect
+
+    if "video_processor" not in inspect.signature(base.__init__).parameters:
+        _IMAGE_ONLY[base] = base
+        return base
+
+    # The same __init__ as `base` without `video_processor`, written out so that transformers' introspection
+    # (it reads __code__.co_varnames to know which saved config keys to pass) sees every argument.
+    parameters = [p for name, p in inspect.signature(base.__init__).parameters.items()
+                  if name not in ("self", "video_processor")]
+    named = [p for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    defaults = {p.name: (None if p.default is p.empty else p.default) for p in named}
+    source = (
+        f"def __init__(self, {', '.join(f'{p.name}=_defaults[{p.name!r}]' for p in named)}, **kwargs):\n"
+        f"    _base.__init__(self, video_processor=None, {', '.join(f'{p.name}={p.name}' for p in named)}, **kwargs)\n"
+    )
+    namespace = {"_defaults": defaults, "_base": base}
+    exec(source, namespace)  # noqa: S102 - generated from the base class's own signature
+    __init__ = namespace["__init__"]
+    subclass = type(f"{base.__name__}ImageOnly", (base,), {"__init__": __init__, "__module__": __name__})
+    _IMAGE_ONLY[base] = subclass
+    globals()[subclass.__name__] = subclass  # so that a saved processor_config.json names a class we can find
+    try:
+        from transformers import AutoProcessor
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        for model_type, name in PROCESSOR_MAPPING_NAMES.items():
+            if name == base.__name__ and model_type in CONFIG_MAPPING:
+                AutoProcessor.register(CONFIG_MAPPING[model_type], subclass, exist_ok=True)
+    except Exception:  # noqa: BLE001 - registration is a convenience for AutoProcessor users, loading does not need it
+        pass
+    return subclass
+
+
+def _torchvision_available() -> bool:
+    from transformers.utils import is_torchvision_available
+
+    return is_torchvision_available()
+
+
+def _processor_class_for(folder: Path, model_type: str) -> type | None:
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES, processor_class_from_name
+
+    names = []
+    for file in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        path = folder / file
+        if path.is_file():
+            try:
+                name = json.loads(path.read_text()).get("processor_class")
+            except (json.JSONDecodeError, AttributeError):
+                name = None
+            if name:
+                names.append(name.removesuffix("ImageOnly"))
+    names.append(PROCESSOR_MAPPING_NAMES.get(model_type))
+    for name in names:
+        if name and (cls := processor_class_from_name(name)) is not None:
+            return cls
+    return None
+
+
+def load_processor(folder: Path, model_type: str):
+    """The checkpoint's processor, image-only where torchvision is missing; refuses a bare tokenizer."""
+    cls = _processor_class_for(folder, model_type)
+    if cls is None:
+        raise ModelLoadError(f"{folder}: no processor class for model type {model_type!r}")
+    if not _torchvision_available():
+        cls = image_only_processor_class(cls)
+    try:
+        processor = cls.from_pretrained(str(folder))
+    except Exception as error:  # noqa: BLE001
+        raise ModelLoadError(f"{folder}: cannot load its processor {cls.__name__} ({type(error).__name__}: {error})") from None
+    if getattr(processor, "image_processor", None) is None:
+        raise ModelLoadError(
+            f"{folder}: the processor loaded as {type(processor).__name__} without an image processor "
+            "(a transformers processor without torchvision can silently degrade to a tokenizer); "
+            "check preprocessor_config.json / processor_config.json"
+        )
+    if getattr(processor, "chat_template", None) is None and getattr(processor.tokenizer, "chat_template", None) is None:
+        raise ModelLoadError(f"{folder}: no chat template (chat_template.jinja or 'chat_template' in the processor config)")
+    processor.tokenizer.padding_side = "left"
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return processor
+
+
+def check_model_folder(folder: Path) -> dict:
+    """The folder's config.json as a dict, or ModelLoadError naming what is missing or wrong."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if not folder.exists():
+        raise ModelLoadError(f"{folder}: model folder not found")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: is a file; a model is a folder with config.json, weights and a tokenizer")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{folder}: missing config.json (is this a transformers model folder?)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    model_type = config.get("model_type")
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        kind = f"model_type {model_type!r}" if model_type else "no model_type"
+        raise ModelLoadError(
+            f"{folder}: not a vision-language model ({kind}; expected an image-text-to-text type such as "
+            "internvl, qwen2_vl, qwen2_5_vl, llava, smolvlm, idefics3)"
+        )
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise ModelLoadError(f"{folder}: no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder}: no tokenizer (expected tokenizer.json or tokenizer_config.json + vocabulary)")
+    if not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        raise ModelLoadError(f"{folder}: no image processor (missing preprocessor_config.json / processor_config.json)")
+    return config
+
+
+def _image_key(image: Image.Image) -> str:
+    return hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest() + f"{image.size}{image.mode}"
+
+
+def to_messages(question: str, history: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Chat messages for the conversation `history` [(question, answer), ...] followed by `question`.
+
+    The first question carries the image: where its `<image>` placeholder is, or first when it has none (as
+    InternVL's `model.chat`). Later questions lose any placeholder. The training stages use the same function so that
+    training and inference render identical prompts."""
+    turns = list(history or []) + [(question, None)]
+    messages = []
+    for index, (text, answer) in enumerate(turns):
+        if index == 0:
+            if prompts.IMAGE_TOKEN not in text:
+                text = f"{prompts.IMAGE_TOKEN}\n{text}"
+            content = []
+            for position, part in enumerate(text.split(prompts.IMAGE_TOKEN)):
+                if position > 0:
+                    content.append({"type": "image"})
+                if part:
+                    content.append({"type": "text", "text": part})
+        else:
+            content = [{"type": "text", "text": prompts.strip_image(text)}]
+        messages.append({"role": "user", "content": content})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+class VLM:
+    """A loaded vision-language model: `chat`, `generate_batch`, `sample`. Build it with `VLM.load(...)`."""
+
+    def __init__(self, model, processor, name: str, trained: bool = True, max_new_tokens: int = 32):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.name = name
+        self.trained = trained
+        self.max_new_tokens = max_new_tokens
+        self.model_type = model.config.model_type
+        self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE
+        self.last_reused_tokens = 0
+        self._cache = None  # (image key, token ids 1-D tensor, DynamicCache) of the last `chat` conversation
+
+    # --- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path_or_id: str | os.PathLike, device: str | None = None, dtype: torch.dtype | str | None = None,
+             max_new_tokens: int = 32) -> "VLM":
+        """Load a checkpoint folder (or a hub id where a network exists). Raises ModelLoadError with a clear message."""
+        from transformers import AutoModelForImageTextToText
+
+        from occmllm.default_model import read_marker
+
+        text = str(path_or_id)
+        folder = Path(text).expanduser()
+        is_local = folder.exists() or text.startswith((".", "/", "~")) or os.environ.get("HF_HUB_OFFLINE") == "1"
+        if is_local:
+            config = check_model_folder(folder)
+            source = str(folder)
+        else:  # a hub id: let transformers download it
+            try:
+                from huggingface_hub import snapshot_download
+
+                folder = Path(snapshot_download(text))
+            except Exception as error:  # noqa: BLE001
+                raise ModelLoadError(f"{text}: not a local folder and not downloadable ({error})") from None
+            config, source = check_model_folder(folder), str(folder)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        processor = load_processor(folder, config["model_type"])
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
+        except Exception as error:  # noqa: BLE001
+            raise ModelLoadError(f"{folder}: cannot load the model weights ({type(error).__name__}: {error})") from None
+        model.to(device)
+        marker = read_marker(folder)
+        trained = True if marker is None else bool(marker.get("trained"))
+        return cls(model, processor, name=text, trained=trained, max_new_tokens=max_new_tokens)
+
+    @classmethod
+    def load_default(cls, device: str | None = None, dtype=None) -> "VLM":
+        """The embedded default model: trained weights from `occmllm/default_model/weights/` when they ship, else an
+        untrained (random, seeded) build in a cache folder, with a warning and `trained=False`."""
+        from occmllm.default_model import WEIGHTS_DIR, build_default_model
+
+        if (WEIGHTS_DIR / "config.json").is_file():
+            vlm = cls.load(WEIGHTS_DIR, device=device, dtype=dtype)
+        else:
+            cache = Path(os.environ.get("OCCMLLM_CACHE", Path.home() / ".cache" / "occmllm")) / "default_untrained"
+            if not (cache / "config.json").is_file():
+                build_default_model(cache)
+            vlm = cls.load(cache, device=device, dtype=dtype)
+            vlm.trained = False
+        vlm.name = "default"
+        if not vlm.trained:
+            warnings.warn("the default model is UNTRAINED (random weights): its answers mean nothing until the "
+                          "training stages ship weights to occmllm/default_model/weights", stacklevel=2)
+        return vlm
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def describe(self) -> str:
+        """One line for a UI or CLI: name, family, device, dtype, trained or not."""
+        state = "" if self.trained else " [UNTRAINED: random weights]"
+        return f"{self.name} ({self.model_type}, {self.device}, {self.model.dtype}){state}"
+
+    # --- inputs ------------------------------------------------------------------------------------
+    def _prompt(self, question: str, history) -> str:
+        return self.processor.apply_chat_template(to_messages(question, history), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def _inputs(self, images: list[Image.Image], texts: list[str]):
+        try:
+            inputs = self.processor(images=[[image] for image in images], text=texts, return_tensors="pt",
+                                    padding=True)
+        except (ValueError, TypeError):  # processors that want a flat list of images
+            inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        for key, value in inputs.items():
+            if torch.is_floating_point(value):
+                inputs[key] = value.to(self.model.dtype)
+        return inputs
+
+    def _decode(self, token_ids: torch.Tensor) -> list[str]:
+        return [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+    # --- chat --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def chat(self, image, question: str, history: list[tuple[str, str]] | None = None, return_history: bool = False,
+             max_new_tokens: int | None = None):
+        """Greedy answer to `question` about `image` after `history` [(q, a), ...], like the seed's `model.chat`.
+        Returns the answer, or (answer, history + [(question, answer)]) with `return_history=True`."""
+        image = load_image(image)
+        history = list(history or [])
+        inputs = self._inputs([image], [self._prompt(question, history)])
+        key = _image_key(image)
+        ids = inputs["input_ids"][0]
+        kwargs, self.last_reused_tokens = dict(inputs), 0
+        if self.prefix_reuse and self._cache is not None and self._cache[0] == key:
+            cached_ids, cache = self._cache[1], self._cache[2]
+            n = min(len(cached_ids), len(ids) - 1)
+            common = int((cached_ids[:n] == ids[:n]).cumprod(0).sum()) if n > 0 else 0
+            image_token_id = getattr(self.model.config, "image_token_id", None) or getattr(
+                self.model.config, "image_token_index", None)
+            image_end = int((ids == image_token_id).nonzero().max()) + 1 if image_token_id is not None and (
+                ids == image_token_id).any() else len(ids)
+            if common >= image_end:
+                if common < cache.get_seq_length():
+                    cache.crop(common - cache.get_seq_length())  # negative = tokens to drop (old and new API)
+                kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                          "past_key_values": cache}
+                self.last_reused_tokens = common
+        output = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
+                                     return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
+        sequence = output.sequences[0]
+        answer = self._decode(sequence[None, len(ids):])[0]
+        cache = output.past_key_values
+        if self.prefix_reuse and cache is not None and hasattr(cache, "crop"):
+            self._cache = (key, sequence[: cache.get_seq_length()].clone(), cache)
+        else:
+            self._cache = None
+        history.append((question, answer))
+        return (answer, history) if return_history else answer
+
+    def forget(self) -> None:
+        """Drop the cached conversation prefix (frees memory)."""
+        self._cache = None
+
+    # --- batched generation ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_batch(self, images: list, questions: list[str], histories: list | None = None,
+                       max_new_tokens: int | None = None) -> list[str]:
+        """Greedy answers for a batch, left-padded, one `generate` call. `histories[i]` is image i's earlier turns."""
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+        if not images:
+            return []
+        images = [load_image(image) for image in images]
+        histories = histories or [None] * len(images)
+        texts = [self._prompt(q, h) for q, h in zip(questions, histories)]
+        inputs = self._inputs(images, texts)
+        sequences = self.model.generate(**inputs, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                        do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        return self._decode(sequences[:, inputs["input_ids"].shape[1]:])
+
+    # --- sampling ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, image, question: str, n: int = 4, temperature: float = 1.0, top_p: float = 1.0,
+               history: list[tuple[str, str]] | None = None, max_new_tokens: int | None = None,
+               max_rounds: int = 4) -> list[Candidate]:
+        """Up to `n` distinct answers sampled at `temperature` / `top_p`, each with its log-probability under the model
+        (temperature 1), best first. Samples more rounds (up to `max_rounds`) while fewer than `n` are distinct; a
+        model that is sure of one answer returns fewer than `n`."""
+        image = load_image(image)
+        inputs = self._inputs([image], [self._prompt(question, history)])
+        prompt_length = inputs["input_ids"].shape[1]
+        eos = self.tokenizer.eos_token_id
+        found: dict[str, Candidate] = {}
+        for _ in range(max_rounds):
+            output = self.model.generate(
+                **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n,
+                max_new_tokens=max_new_tokens or self.max_new_tokens, return_dict_in_generate=True,
+                output_logits=True, pad_token_id=self.tokenizer.pad_token_id,
+            )
+            new_tokens = output.sequences[:, prompt_length:]
+            logits = torch.stack(output.logits, dim=1).float()  # (n, steps, vocab), raw: temperature 1
+            token_logprobs = logits.log_softmax(-1).gather(-1, new_tokens[..., None])[..., 0]
+            ended = (new_tokens == eos).int().cumsum(1)
+            keep = (ended == 0) | ((ended == 1) & (new_tokens == eos))  # tokens up to and including the first eos
+            keep &= new_tokens != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id != eos else keep
+            for text, row_logprobs, row_keep in zip(self._decode(new_tokens), token_logprobs, keep):
+                if text not in found:
+                    found[text] = Candidate(text, float(row_logprobs[row_keep].sum()), int(row_keep.sum()))
+            if len(found) >= n:
+                break
+        return sorted(found.values(), key=lambda c: c.logprob, reverse=True)[:n]
