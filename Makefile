@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt Makefile
 	fi
 	@[ -x $(BIN)/python ] || { echo ">> creating $(VENV)"; $(PY) -m venv $(VENV); }
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(BIN)/python -c "import torch" 2>/dev/null || { echo ">> installing torch (CPU build)"; $(BIN)/python -m pip install -q torch==2.13.0; }
+	@$(BIN)/python -c "import torch" 2>/dev/null || { echo ">> installing torch (CPU build)"; $(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true; }
 	@echo ">> installing requirements.txt"
 	@$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -m pip install -q "PyOpenGL>=3.1.7" 2>&1 | grep -vE "^WARNING: Location|dependency (resolver|conflicts)|pyrender .* requires PyOpenGL" || true
