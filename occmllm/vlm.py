@@ -229,6 +229,9 @@ class VLM:
         self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE
         self.last_reused_tokens = 0
         self._cache = None  # (image key, token ids 1-D tensor, DynamicCache) of the last `chat` conversation
+        import inspect  # transformers >= 5.2x names the generate/forward cache argument `cache`, before `past_key_values`
+
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # --- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -266,6 +269,8 @@ class VLM:
         model.to(device)
         marker = read_marker(folder)
         trained = True if marker is None else bool(marker.get("trained"))
+        if marker and marker.get("max_new_tokens"):  # the default model's answers are short: stop garbage early
+            max_new_tokens = min(max_new_tokens, int(marker["max_new_tokens"]))
         return cls(model, processor, name=text, trained=trained, max_new_tokens=max_new_tokens)
 
     @classmethod
@@ -299,8 +304,13 @@ class VLM:
 
     # --- inputs ------------------------------------------------------------------------------------
     def _prompt(self, question: str, history) -> str:
-        return self.processor.apply_chat_template(to_messages(question, history), add_generation_prompt=True,
-                                                  tokenize=False)
+        messages = to_messages(question, history)
+        try:
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except AttributeError:  # an image-only processor whose apply_chat_template reads its video processor
+            template = self.processor.chat_template or self.tokenizer.chat_template
+            return self.tokenizer.apply_chat_template(messages, chat_template=template, add_generation_prompt=True,
+                                                      tokenize=False)
 
     def _inputs(self, images: list[Image.Image], texts: list[str]):
         try:
@@ -341,13 +351,13 @@ class VLM:
                 if common < cache.get_seq_length():
                     cache.crop(common - cache.get_seq_length())  # negative = tokens to drop (old and new API)
                 kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                          "past_key_values": cache}
+                          self._cache_kwarg: cache}
                 self.last_reused_tokens = common
         output = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
                                      return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
         sequence = output.sequences[0]
         answer = self._decode(sequence[None, len(ids):])[0]
-        cache = output.past_key_values
+        cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
         if self.prefix_reuse and cache is not None and hasattr(cache, "crop"):
             self._cache = (key, sequence[: cache.get_seq_length()].clone(), cache)
         else:

@@ -25,6 +25,7 @@ from occmllm import prompts
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # trained weights ship here (package data)
 MARKER = "occmllm_default.json"  # {"trained": bool, ...} written beside config.json
+MAX_NEW_TOKENS = 16  # its longest pipeline answer, "The object is cellphone.", is 5 tokens + <|im_end|>
 
 # ChatML, as InternVL2/3 and Qwen2 use it. An image item becomes <IMG_CONTEXT>, which the InternVL processor expands
 # to <img><IMG_CONTEXT>*image_seq_length</img>.
@@ -166,7 +167,7 @@ def build_default_model(out_dir: str | Path, config: DefaultModelConfig | None =
     model = build_model(tokenizer, config)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / MARKER).write_text(json.dumps({"trained": False, "config": asdict(config)}, indent=2) + "\n")
+    (out / MARKER).write_text(json.dumps({"trained": False, "max_new_tokens": MAX_NEW_TOKENS, "config": asdict(config)}, indent=2) + "\n")
     return out
 
 

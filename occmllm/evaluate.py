@@ -1,0 +1,219 @@
+"""Evaluate a model on a test set the seed's way: ACC1, ACC6, 3D plus, Decision, per class / visible fraction.
+
+    python -m occmllm.evaluate --data DIR/test_Q1.jsonl --images DIR/test/images [--model PATH] \\
+        [--expert learned | --renders MOHO_DIR] [--out runs/evaluate] [--batch-size 32] [--limit N] [--describe]
+
+Phases, each batched (left padding) with a progress bar: Q1 on every photo; Q6 as the second turn of the same
+conversation; reconstruction + Q1 on the render (a new conversation) for the images answered "No" and the images
+whose Q1 answer is wrong (so that "3D plus" is measured as defined); optionally the attribute questions. The metric
+definitions are in occmllm/metrics.py. `--renders DIR` reads precomputed renders named as the seed's MOHO outputs
+(`{id}_0_obman_test_rgb_{id}.jpg.png`). Per-image visible fractions come from DIR/../manifest.parquet when present
+(the synthetic dataset's layout).
+
+Writes to --out: predictions.json (the seed's {id: final answer text}; "" where the render was needed but missing,
+which counts as wrong), results.jsonl (per image: every raw and parsed answer), report.json (all metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from occmllm import metrics, prompts
+from occmllm.images import ImageError, load_image
+
+
+@dataclass
+class TestItem:
+    id: str
+    image: Path
+    label: str
+
+
+def read_test_set(data: str | Path, images: str | Path) -> list[TestItem]:
+    """Test items from a seed-format JSONL (Q1, Q1_Q6 ...): the label is the class of the first answer."""
+    from occmllm.formats import read_conversations
+
+    items = []
+    for conv in read_conversations(data):
+        answers = conv.turns("gpt")
+        label = prompts.parse_object(answers[0]) if answers else prompts.UNPARSED
+        if label == prompts.UNPARSED or not conv.images:
+            raise ValueError(f"{data}: record {conv.id}: no image or no readable class in {answers[:1]}")
+        image = Path(images) / conv.images[0]
+        items.append(TestItem(conv.id or image.stem, image, label))
+    return items
+
+
+def read_manifest(images: str | Path) -> dict[str, dict]:
+    """{id: manifest row} from IMAGES/../manifest.parquet (synthetic layout), or {} when there is none."""
+    path = Path(images).parent / "manifest.parquet"
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    frame["id"] = frame["id"].astype(str)
+    return {row["id"]: row for row in frame.to_dict("records")}
+
+
+def _batches(sequence, size):
+    for start in range(0, len(sequence), size):
+        yield sequence[start:start + size]
+
+
+def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, describe: bool = False,
+             manifest: dict | None = None, progress: bool = True):
+    """(list of metrics.ImageResult, list of per-image raw-answer dicts). Unreadable images count as wrong."""
+    manifest = manifest or {}
+    raw = {item.id: {"id": item.id, "image": str(item.image), "label": item.label} for item in items}
+    photos: dict[str, Image.Image | None] = {}
+    bar = tqdm(total=len(items), desc="Q1+Q6", disable=not progress, unit="img")
+    for batch in _batches(items, batch_size):
+        loaded = []
+        for item in batch:
+            try:
+                loaded.append((item, load_image(item.image)))
+            except ImageError as error:
+                raw[item.id].update(error=str(error), q1="", q6="")
+        if loaded:
+            images = [image for _, image in loaded]
+            q1 = vlm.generate_batch(images, [prompts.Q1] * len(images))
+            q6 = vlm.generate_batch(images, [prompts.Q6] * len(images), histories=[[(prompts.Q1, a)] for a in q1])
+            for (item, image), a1, a6 in zip(loaded, q1, q6):
+                raw[item.id].update(q1=a1, q6=a6)
+                if describe:
+                    photos[item.id] = image
+        bar.update(len(batch))
+    bar.close()
+
+    def parsed(item):
+        return prompts.parse_object(raw[item.id]["q1"]), prompts.parse_yes_no(raw[item.id]["q6"])
+
+    need = [item for item in items if "error" not in raw[item.id]
+            and (parsed(item)[1] == prompts.NO or parsed(item)[0] != item.label)]
+    need_ids = {item.id for item in need}
+    bar = tqdm(total=len(need), desc="3D + Q1 on render", disable=not progress or not need, unit="img")
+    for batch in _batches(need, batch_size):
+        renders = []
+        for item in batch:
+            if expert is None:
+                raw[item.id]["render"] = "no 3D expert"
+                continue
+            reconstruction = expert.reconstruct(str(item.image))
+            if reconstruction.ok:
+                renders.append((item, Image.fromarray(np.asarray(reconstruction.render, dtype=np.uint8))))
+            else:
+                raw[item.id]["render"] = reconstruction.message
+        if renders:
+            answers = vlm.generate_batch([r for _, r in renders], [prompts.Q1] * len(renders))
+            for (item, _), answer in zip(renders, answers):
+                raw[item.id]["q1_render"] = answer
+        bar.update(len(batch))
+    bar.close()
+
+    if describe:
+        attribute_items = [item for item in items if item.id in photos]
+        for name, question in prompts.ATTRIBUTE_QUESTIONS.items():
+            for batch in _batches(attribute_items, batch_size):
+                answers = vlm.generate_batch([photos[item.id] for item in batch], [question] * len(batch))
+                for item, answer in zip(batch, answers):
+                    raw[item.id][name] = answer
+
+    results = []
+    for item in items:
+        record, row = raw[item.id], manifest.get(item.id, {})
+        q1, clarity = parsed(item) if "error" not in record else (prompts.UNPARSED, prompts.UNPARSED)
+        needed = item.id in need_ids or clarity == prompts.NO
+        attributes = {name: (prompts.parse_yes_no(record[name]), bool(row[name]))
+                      for name in prompts.ATTRIBUTES if name in record and name in row}
+        fraction = row.get("visible_fraction")
+        results.append(metrics.ImageResult(
+            id=item.id, label=item.label, q1=q1, clarity=clarity,
+            render_answer=prompts.parse_object(record["q1_render"]) if "q1_render" in record else None,
+            render_missing=needed and "q1_render" not in record, attributes=attributes,
+            visible_fraction=None if fraction is None else float(fraction),
+        ))
+    return results, [raw[item.id] for item in items]
+
+
+def final_text(result: metrics.ImageResult, record: dict) -> str:
+    """The seed's prediction text: the render's answer when routed to 3D ("" without a render), else Q1's."""
+    if result.clarity == prompts.NO:
+        return record.get("q1_render", "")
+    return record.get("q1", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m occmllm.evaluate", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--data", required=True, help="test JSONL in the seed's format (e.g. DIR/test_Q1.jsonl)")
+    parser.add_argument("--images", required=True, help="folder the JSONL's image paths are relative to")
+    parser.add_argument("--model", help="model folder (default: the embedded default model)")
+    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] | oracle:DATA_DIR[:SPLIT]")
+    parser.add_argument("--renders", help="folder of precomputed renders ({id}_0_obman_test_rgb_{id}.jpg.png)")
+    parser.add_argument("--out", default="runs/evaluate", help="output folder (default: runs/evaluate)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, help="evaluate the first N images only")
+    parser.add_argument("--describe", action="store_true", help="also ask round / thin / long (needs a manifest)")
+    parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
+    args = parser.parse_args(argv)
+
+    from occmllm.formats import FormatError, write_predictions
+    from occmllm.pipeline import make_expert
+    from occmllm.vlm import VLM, ModelLoadError
+
+    try:
+        items = read_test_set(args.data, args.images)[: args.limit]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vlm = VLM.load(args.model, device=args.device) if args.model else VLM.load_default(device=args.device)
+        if args.renders:
+            from occmllm.recon import FolderExpert
+
+            expert = FolderExpert(args.renders)
+        else:
+            expert = make_expert(args.expert)
+    except (FormatError, ModelLoadError, ValueError, FileNotFoundError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"model: {vlm.describe()}\ndata: {args.data} ({len(items)} images)", file=sys.stderr)
+    manifest = read_manifest(args.images)
+    start = time.perf_counter()
+    results, records = evaluate(vlm, items, expert=expert, batch_size=args.batch_size, describe=args.describe,
+                                manifest=manifest)
+    seconds = time.perf_counter() - start
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / "predictions.json", {r.id: final_text(r, rec) for r, rec in zip(results, records)})
+    with open(out / "results.jsonl", "w") as handle:
+        for result, record in zip(results, records):
+            handle.write(json.dumps({**record, **metrics.to_dict(result)}, ensure_ascii=False) + "\n")
+    report = {
+        "model": vlm.name, "model_trained": vlm.trained, "data": str(args.data), "images": len(items),
+        "expert": "renders:" + args.renders if args.renders else args.expert, "seconds": seconds,
+        "images_per_second": len(items) / seconds if seconds else None, "batch_size": args.batch_size,
+        "manifest": bool(manifest), "definitions": metrics.__doc__, **metrics.summary(results),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"ACC1 {fmt(report['acc1'])}  ACC6 {fmt(report['acc6'])}  3D plus {fmt(report['3d_plus'])}  "
+          f"Decision {fmt(report['decision'])}  ({len(items)} images, {seconds:.1f} s)")
+    if not vlm.trained:
+        print("WARNING: the default model is untrained (random weights): these numbers mean nothing yet.")
+    print(f"wrote {out}/predictions.json, results.jsonl, report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

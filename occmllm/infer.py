@@ -1,0 +1,70 @@
+"""Run the chain of thought on photos and print each step (or the traces as JSON).
+
+    python -m occmllm.infer photo.jpg [more.jpg ...] [--model PATH] [--expert learned] [--describe] [--json]
+
+Without --model the embedded default model is used (it says so when it is untrained). --expert: none, learned,
+learned:WEIGHTS, oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from occmllm.images import ImageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m occmllm.infer", description=__doc__.split("\n")[0],
+                                     epilog="Example: python -m occmllm.infer photo.jpg --expert learned --json")
+    parser.add_argument("images", nargs="+", help="photo files (jpg, png, ...)")
+    parser.add_argument("--model", help="model folder (default: the embedded default model)")
+    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] | oracle:DATA_DIR | folder:DIR")
+    parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")
+    parser.add_argument("--force-3d", action="store_true", help="reconstruct even when the model says it is clear")
+    parser.add_argument("--out", help="folder for renders and meshes (one sub-folder per photo)")
+    parser.add_argument("--json", action="store_true", help="print one JSON trace per photo instead of the steps")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    args = parser.parse_args(argv)
+
+    from occmllm.pipeline import Step, Trace, make_expert, run_cot
+    from occmllm.vlm import VLM, ModelLoadError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vlm = VLM.load(args.model, device=args.device) if args.model else VLM.load_default(device=args.device)
+        expert = make_expert(args.expert)
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(f"model: {vlm.describe()}")
+        if not vlm.trained:
+            print("WARNING: the default model is untrained (random weights); its answers mean nothing yet.")
+    failures = 0
+    for index, path in enumerate(args.images):
+        out_dir = f"{args.out}/{index:04d}" if args.out else None
+        try:
+            for event in run_cot(vlm, path, expert=expert, describe=args.describe, force_3d=args.force_3d,
+                                 out_dir=out_dir):
+                if isinstance(event, Trace):
+                    if args.json:
+                        print(event.to_json(indent=None))
+                    else:
+                        print(f"  final: {event.final}  ({event.seconds * 1000:.0f} ms)\n")
+                elif not args.json and isinstance(event, Step):
+                    if event.name == "identify" and event.prompt:
+                        print(f"{path}")
+                    shown = event.raw if event.raw is not None else event.info.get("message", "")
+                    print(f"  {event.name:12s} {event.heading[:60]!s:60s} -> {shown!r} [{event.parsed}] "
+                          f"{event.seconds * 1000:.0f} ms")
+        except ImageError as error:
+            failures += 1
+            print(f"error: {error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

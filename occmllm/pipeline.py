@@ -1,0 +1,200 @@
+"""The OCC-MLLM-CoT steps for one photo, as a generator of step events (a UI shows each step as soon as it is done).
+
+    from occmllm.pipeline import run_cot, cot
+    for event in run_cot(vlm, "photo.jpg", expert=LearnedExpert()):
+        print(event)                       # Step(...) events, then the Trace as the last item
+    trace = cot(vlm, "photo.jpg")          # just the Trace
+
+Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
+  describe    (optional) the three attribute questions, each in its own conversation
+  identify    Q1 on the photo (greedy unless `sampling` is given)
+  reflect     Q6 in the same conversation (the image prefix's KV cache is reused where the model allows)
+  reconstruct when the clarity answer is "No" (or `force_3d`): expert.reconstruct(photo) -> mesh + render
+  identify_3d Q1 on the render, in a new conversation
+  decide      the render's answer when routed to 3D and a render exists, else the Q1 answer
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from occmllm import prompts
+from occmllm.images import load_image
+from occmllm.metrics import decide
+
+
+@dataclass
+class Step:
+    """One step's event: its name, the heading of the paper's figure, the prompt, the raw and parsed answer, seconds."""
+
+    name: str
+    heading: str
+    prompt: str | None = None
+    raw: str | None = None
+    parsed: str | None = None
+    seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)  # e.g. {"render": ".../render.png", "mesh": ".../mesh.glb"}
+    info: dict = field(default_factory=dict)  # e.g. reused KV tokens, reconstruction message, candidates
+
+
+@dataclass
+class Trace:
+    """Everything one CoT run did: the steps, the final answer, whether 3D was used, timings and files."""
+
+    image: str | None
+    model: str
+    model_trained: bool
+    steps: list[Step] = field(default_factory=list)
+    final: str | None = None  # parsed class or UNPARSED
+    final_text: str | None = None  # the raw answer the final class comes from
+    used_3d: bool = False
+    render_missing: bool = False
+    seconds: float = 0.0
+
+    def step(self, name: str) -> Step | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(asdict(self), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        data = json.loads(text)
+        data["steps"] = [Step(**s) for s in data.get("steps", [])]
+        return cls(**data)
+
+
+@dataclass
+class Sampling:
+    """Sampled decoding instead of greedy: temperature and top-p for every step."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+def _ask(vlm, image, question, history, sampling: Sampling | None):
+    """(answer, history with this turn, info) greedy via vlm.chat, or one sample via vlm.sample."""
+    if sampling is None:
+        answer, history = vlm.chat(image, question, history=history, return_history=True)
+        return answer, history, {"reused_tokens": vlm.last_reused_tokens}
+    best = vlm.sample(image, question, n=1, temperature=sampling.temperature, top_p=sampling.top_p, history=history)[0]
+    return best.text, list(history or []) + [(question, best.text)], {"logprob": best.logprob}
+
+
+def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = False, sampling: Sampling | None = None,
+            out_dir: str | Path | None = None):
+    """Yield a `Step` as each step finishes, then the `Trace`. `image`: path, bytes, PIL image or array. `expert`:
+    anything with `reconstruct(image) -> Reconstruction` (occmllm.recon); without one, a "No" cannot be routed to 3D
+    and the Q1 answer stands (the trace says so). `out_dir`: where render.png and mesh.glb are written."""
+    start = time.perf_counter()
+    source = str(image) if isinstance(image, (str, Path)) else None
+    photo = load_image(image)
+    trace = Trace(image=source, model=vlm.name, model_trained=vlm.trained)
+
+    if describe:
+        for attribute, question in prompts.ATTRIBUTE_QUESTIONS.items():
+            t0 = time.perf_counter()
+            raw, _, info = _ask(vlm, photo, question, None, sampling)
+            step = Step("describe", prompts.STEP_DESCRIBE, question, raw, prompts.parse_yes_no(raw),
+                        time.perf_counter() - t0, info={**info, "attribute": attribute})
+            trace.steps.append(step)
+            yield step
+
+    t0 = time.perf_counter()
+    raw_q1, history, info = _ask(vlm, photo, prompts.Q1, None, sampling)
+    q1 = prompts.parse_object(raw_q1)
+    step = Step("identify", prompts.STEP_IDENTIFY, prompts.Q1, raw_q1, q1, time.perf_counter() - t0, info=info)
+    trace.steps.append(step)
+    yield step
+
+    t0 = time.perf_counter()
+    raw_q6, history, info = _ask(vlm, photo, prompts.Q6, history, sampling)
+    clarity = prompts.parse_yes_no(raw_q6)
+    step = Step("reflect", prompts.STEP_REFLECT, prompts.Q6, raw_q6, clarity, time.perf_counter() - t0, info=info)
+    trace.steps.append(step)
+    yield step
+
+    render_answer, render_raw = None, None
+    routed = clarity == prompts.NO or force_3d
+    if routed and expert is None:
+        trace.render_missing = True
+        step = Step("reconstruct", prompts.STEP_3D, info={"ok": False, "message": "no 3D expert configured"})
+        trace.steps.append(step)
+        yield step
+    elif routed:
+        t0 = time.perf_counter()
+        reconstruction = expert.reconstruct(source if source is not None else np.asarray(photo))
+        files = {}
+        if out_dir is not None and reconstruction.ok:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(reconstruction.render).save(out / "render.png")
+            files["render"] = str(out / "render.png")
+            if reconstruction.mesh is not None:
+                files["mesh"] = str(reconstruction.save_glb(out / "mesh.glb"))
+        step = Step("reconstruct", prompts.STEP_3D, seconds=time.perf_counter() - t0, files=files,
+                    info={"ok": reconstruction.ok, "message": reconstruction.message,
+                          "timings": dict(reconstruction.timings)})
+        step.render = reconstruction.render if reconstruction.ok else None  # not serialised: for a live UI
+        step.reconstruction = reconstruction
+        trace.steps.append(step)
+        yield step
+        trace.used_3d = True
+        if reconstruction.ok:
+            t0 = time.perf_counter()
+            render = Image.fromarray(reconstruction.render)
+            vlm.forget()  # a new conversation on a new image
+            render_raw, _, info = _ask(vlm, render, prompts.Q1, None, sampling)
+            render_answer = prompts.parse_object(render_raw)
+            step = Step("identify_3d", prompts.STEP_IDENTIFY, prompts.Q1, render_raw, render_answer,
+                        time.perf_counter() - t0, files=dict(files), info=info)
+            trace.steps.append(step)
+            yield step
+        else:
+            trace.render_missing = True
+
+    if clarity == prompts.NO:
+        trace.final = decide(q1, clarity, render_answer, trace.render_missing)
+        trace.final_text = render_raw
+        if trace.render_missing:  # a UI still wants an answer: say which one and why
+            trace.final, trace.final_text = q1, raw_q1
+    else:
+        trace.final, trace.final_text = q1, raw_q1
+    heading = prompts.THREE_D_REQUIRED if trace.used_3d else prompts.NO_3D_REQUIRED
+    note = "no render: kept the first answer" if clarity == prompts.NO and trace.render_missing else ""
+    step = Step("decide", heading, raw=trace.final_text, parsed=trace.final, info={"note": note} if note else {})
+    trace.steps.append(step)
+    yield step
+    trace.seconds = time.perf_counter() - start
+    yield trace
+
+
+def cot(vlm, image, **kwargs) -> Trace:
+    """Run every step of `run_cot` and return the Trace."""
+    for event in run_cot(vlm, image, **kwargs):
+        pass
+    return event
+
+
+def make_expert(spec: str | None):
+    """An expert from a command-line spec: "none", "learned" or "learned:WEIGHTS", "oracle:DATA_DIR[:SPLIT]",
+    "folder:DIR" (precomputed renders named `{id}_0_obman_test_rgb_{id}.jpg.png`)."""
+    if not spec or spec == "none":
+        return None
+    kind, _, arg = spec.partition(":")
+    from occmllm import recon
+
+    if kind == "learned":
+        return recon.LearnedExpert(arg or None)
+    if kind == "oracle":
+        data_dir, _, split = arg.partition(":")
+        return recon.OracleExpert(data_dir, split or "test")
+    if kind == "folder":
+        return recon.FolderExpert(arg)
+    raise ValueError(f"--expert {spec!r}: expected none, learned[:WEIGHTS], oracle:DATA_DIR[:SPLIT] or folder:DIR")
