@@ -1,0 +1,194 @@
+"""The three 3D experts. Each has `reconstruct(image, ...) -> Reconstruction`.
+
+    from occmllm.recon import LearnedExpert, FolderExpert, OracleExpert
+    rec = LearnedExpert().reconstruct("photo.jpg")            # the trained weights shipped in occmllm/recon/weights
+    rec = LearnedExpert("runs/recon").reconstruct(image)      # a model trained with `python -m occmllm.recon.train`
+    rec = FolderExpert("moho_renders/").reconstruct("00000042")   # precomputed renders, the seed's MOHO naming
+    rec = OracleExpert("data/synth", "test").reconstruct("00000042")  # the synthetic ground truth: upper bound
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, half_depth, mesh_from_grid
+from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+def as_rgb_array(image, size: int | None = None) -> np.ndarray:
+    """A path, PIL image or HxWx3/HxW array -> uint8 HxWx3 (resized to size x size when given)."""
+    if isinstance(image, (str, Path)):
+        try:
+            image = Image.open(image)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{image}: not a readable image ({err})") from None
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+        if size and image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 image, got an array of shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    array = array[..., :3]
+    if size and array.shape[:2] != (size, size):
+        array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return array
+
+
+def finish(mesh: trimesh.Trimesh | None, K: np.ndarray, size: int, views: bool, timings: dict, t0: float,
+           message: str = "reconstructed") -> Reconstruction:
+    """Render a mesh from the input camera (+ the 4-view strip) into a Reconstruction, or the not-ok result."""
+    from occmllm.render import render_object
+
+    mesh = checked_mesh(mesh)
+    if mesh is None:
+        return nothing_reconstructed("the reconstruction is empty or degenerate", size, timings)
+    t = time.perf_counter()
+    render = render_object(mesh.vertices, mesh.faces, K, size=size)
+    timings["render"] = time.perf_counter() - t
+    if not render.any():
+        return nothing_reconstructed("the object is outside the camera's view", size, timings)
+    strip = None
+    if views:
+        t = time.perf_counter()
+        strip = render_views(mesh, K)
+        timings["views"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    return Reconstruction(True, message, mesh, render, strip, np.asarray(K, np.float32), timings)
+
+
+class LearnedExpert:
+    """The trained occupancy network (occmllm.recon.model): photo -> amodal mesh in the camera frame -> render.
+
+    path: a folder with config.json + model.safetensors (default: the weights shipped in occmllm/recon/weights).
+    threshold: occupancy probability of the surface. min_objectness: below it, "no object found".
+    """
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", threshold: float = 0.5,
+                 min_objectness: float = 0.5):
+        from occmllm.recon.model import OccupancyNet
+
+        self.model = OccupancyNet.from_pretrained(path or WEIGHTS, device=device)
+        self.config = self.model.config
+        self.device, self.threshold, self.min_objectness = device, threshold, min_objectness
+
+    def default_K(self) -> np.ndarray:
+        c = self.config
+        return np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1]], dtype=np.float32)
+
+    @torch.no_grad()
+    def predict(self, image, K: np.ndarray | None = None) -> tuple[FrustumBox, np.ndarray, float, np.ndarray]:
+        """Photo -> (predicted window, occupancy probabilities [depth, y, x], objectness, K of the 256 px photo)."""
+        c = self.config
+        photo = as_rgb_array(image, c.image_size)
+        K = self.default_K() if K is None else np.asarray(K, np.float32)
+        x = self.model.normalize(torch.from_numpy(photo).unsqueeze(0).to(self.device))
+        pred = self.model(x)
+        u0, v0, r, z = (float(pred[k][0]) for k in ("u0", "v0", "r", "z"))
+        box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, c.depth_ratio))
+        prob = pred["occupancy"][0].sigmoid().cpu().numpy()
+        return box, prob, float(torch.sigmoid(pred["objectness"][0])), K
+
+    def reconstruct(self, image, K: np.ndarray | None = None, views: bool = False) -> Reconstruction:
+        """Photo (path / PIL / array; resized to 256 px) -> Reconstruction. K: intrinsics of the 256 px photo
+        (default: the training data's). views: also render the 4-view strip (about 4 renders more)."""
+        t0 = time.perf_counter()
+        size = self.config.image_size
+        try:
+            photo = as_rgb_array(image, size)
+        except ValueError as err:
+            return nothing_reconstructed(str(err), size)
+        if photo.astype(np.float32).std() < 2.0:
+            return nothing_reconstructed("the image is blank", size)
+        box, prob, objectness, K = self.predict(photo, K)
+        timings = {"network": time.perf_counter() - t0}
+        if objectness < self.min_objectness:
+            return nothing_reconstructed(f"no object found (objectness {objectness:.2f})", size, timings)
+        t = time.perf_counter()
+        mesh = mesh_from_grid(prob, lambda abc: frustum_to_camera(abc, box, K), self.threshold)
+        timings["mesh"] = time.perf_counter() - t
+        return finish(mesh, K, size, views, timings, t0, f"reconstructed (objectness {objectness:.2f})")
+
+
+class OracleExpert:
+    """The synthetic ground truth as an expert: the true object mesh, rendered from the true camera (upper bound
+    of the 3D route). reconstruct() takes a sample id (or a photo path DIR/{split}/images/{id}.jpg)."""
+
+    def __init__(self, data_dir: str | Path, split: str = "test", size: int = 256):
+        self.root, self.size = Path(data_dir) / split, size
+
+    def reconstruct(self, image_or_id, K=None, views: bool = False) -> Reconstruction:
+        from occmllm.recon.data import load_shape
+
+        t0 = time.perf_counter()
+        sid = Path(str(image_or_id)).stem
+        path = self.root / "shapes" / f"{sid}.npz"
+        if not path.is_file():
+            return nothing_reconstructed(f"{path}: no ground-truth shape", self.size)
+        vertices, faces, K_true = load_shape(path)
+        mesh = trimesh.Trimesh(vertices, faces, process=False)
+        return finish(mesh, K_true, self.size, views, {"load": time.perf_counter() - t0}, t0, "ground truth")
+
+
+class FolderExpert:
+    """Precomputed reconstructions in a folder, the seed's MOHO naming: renders `{id}_0_obman_test_rgb_{id}.jpg.png`
+    (or `{id}.png`), meshes `{id}.glb|.obj|.ply|.off` (camera frame) when present. reconstruct() takes a sample id
+    or a photo path whose file stem is the id."""
+
+    RENDER_PATTERNS = ("{id}_0_obman_test_rgb_{id}.jpg.png", "{id}_0_*_rgb_{id}.jpg.png", "{id}.png")
+    MESH_SUFFIXES = (".glb", ".obj", ".ply", ".off")
+
+    def __init__(self, folder: str | Path, size: int = 256, K: np.ndarray | None = None):
+        self.folder, self.size = Path(folder), size
+        self.K = None if K is None else np.asarray(K, np.float32)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"{self.folder}: no such folder of precomputed renders")
+
+    def find_render(self, sid: str) -> Path | None:
+        for pattern in self.RENDER_PATTERNS:
+            hits = sorted(self.folder.glob(pattern.format(id=sid)))
+            if hits:
+                return hits[0]
+        return None
+
+    def find_mesh(self, sid: str) -> Path | None:
+        for suffix in self.MESH_SUFFIXES:
+            if (self.folder / f"{sid}{suffix}").is_file():
+                return self.folder / f"{sid}{suffix}"
+        return None
+
+    def reconstruct(self, image_or_id, K=None, views: bool = False) -> Reconstruction:
+        t0 = time.perf_counter()
+        sid = Path(str(image_or_id)).name.split(".")[0]
+        render_path, mesh_path = self.find_render(sid), self.find_mesh(sid)
+        mesh = None
+        if mesh_path is not None:
+            try:
+                mesh = checked_mesh(trimesh.load(mesh_path, force="mesh", process=True))
+            except Exception as err:  # noqa: BLE001 - a broken file is reported, not raised
+                return nothing_reconstructed(f"{mesh_path}: unreadable mesh ({err})", self.size)
+        if render_path is None:
+            K = K if K is not None else self.K
+            if mesh is None or K is None:
+                return nothing_reconstructed(f"{self.folder}: no render or mesh for id {sid}", self.size)
+            return finish(mesh, K, self.size, views, {}, t0, f"mesh {mesh_path.name}")
+        render = as_rgb_array(render_path, self.size)
+        if not render.any():
+            return nothing_reconstructed(f"{render_path}: the render is empty", self.size)
+        strip = render_views(mesh, K if K is not None else self.K) if views and mesh is not None and \
+            (K is not None or self.K is not None) else None
+        return Reconstruction(True, f"precomputed {render_path.name}", mesh, render, strip,
+                              None if K is None else np.asarray(K, np.float32),
+                              {"total": time.perf_counter() - t0})

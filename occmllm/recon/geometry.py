@@ -1,0 +1,140 @@
+"""Geometry of the 3D expert: the camera-aligned frustum grid, voxelizing meshes, marching cubes back to a mesh.
+
+Frames: every mesh lives in the camera frame of the photo, OpenCV axes (x right, y down, z forward), metres.
+
+The learned expert predicts occupancy on a *frustum grid*: a square window of the image (centre u0, v0 in pixels,
+half-size r) times a depth slab (centre depth z, half-depth d). Cell (i, j, k) (x, y, depth index) sits on the ray
+through the window pixel of column i and row j, at depth z + d * c_k. Cells stay aligned with image pixels at every
+depth, so the render of the reconstruction matches the photo's silhouette, and an error in the predicted depth only
+scales the whole object about the camera centre (the usual single-view scale ambiguity), never moves it in the image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+from scipy import ndimage
+
+
+@dataclass
+class FrustumBox:
+    """Where the frustum grid sits: image window (u0, v0, r in pixels) and depth slab (z, d in metres)."""
+
+    u0: float
+    v0: float
+    r: float
+    z: float
+    d: float
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.u0, self.v0, self.r, self.z, self.d], dtype=np.float32)
+
+
+def cell_centres(n: int) -> np.ndarray:
+    """Normalized cell centres in (-1, 1) for n cells."""
+    return (np.arange(n, dtype=np.float32) + 0.5) / n * 2.0 - 1.0
+
+
+def frustum_to_camera(abc: np.ndarray, box: FrustumBox, K: np.ndarray) -> np.ndarray:
+    """Map normalized frustum coordinates (..., 3) = (a, b, c) in [-1, 1] to camera-frame points (..., 3)."""
+    u = box.u0 + box.r * abc[..., 0]
+    v = box.v0 + box.r * abc[..., 1]
+    depth = box.z + box.d * abc[..., 2]
+    x = (u - K[0, 2]) / K[0, 0] * depth
+    y = (v - K[1, 2]) / K[1, 1] * depth
+    return np.stack([x, y, depth], axis=-1).astype(np.float32)
+
+
+def frustum_points(box: FrustumBox, K: np.ndarray, n_xy: int, n_depth: int) -> np.ndarray:
+    """Camera-frame centres of every frustum cell, shape (n_depth, n_xy, n_xy, 3), indexed [k, j, i]."""
+    c, b, a = np.meshgrid(cell_centres(n_depth), cell_centres(n_xy), cell_centres(n_xy), indexing="ij")
+    return frustum_to_camera(np.stack([a, b, c], axis=-1), box, K)
+
+
+def box_around_mesh(vertices: np.ndarray, K: np.ndarray, pad: float = 1.15, depth_ratio: float = 1.5) -> FrustumBox:
+    """The ground-truth frustum box of a mesh: its padded square 2D extent and its depth centre.
+
+    The half-depth d is tied to the window size (d = depth_ratio * half the object's width at depth z), the same rule
+    the network's predictions follow, so only (u0, v0, r, z) need to be predicted.
+    """
+    uvw = vertices @ K.T
+    uv = uvw[:, :2] / uvw[:, 2:3]
+    lo, hi = uv.min(0), uv.max(0)
+    u0, v0 = (lo + hi) / 2
+    r = float(max(hi - lo) / 2 * pad)
+    z = float((vertices[:, 2].min() + vertices[:, 2].max()) / 2)
+    return FrustumBox(float(u0), float(v0), r, z, half_depth(r, z, K, depth_ratio))
+
+
+def half_depth(r: float, z: float, K: np.ndarray, depth_ratio: float) -> float:
+    """Half-depth of the slab: depth_ratio times the metric half-width of the window at depth z."""
+    return float(depth_ratio * r * z / K[0, 0])
+
+
+def cube_around(vertices: np.ndarray, pad: float = 1.05) -> tuple[np.ndarray, float]:
+    """Axis-aligned cube (corner lo, side) around vertices, padded."""
+    vmin, vmax = vertices.min(0), vertices.max(0)
+    side = float((vmax - vmin).max() * pad) + 1e-6
+    lo = (vmin + vmax) / 2 - side / 2
+    return lo.astype(np.float32), side
+
+
+def voxelize(vertices: np.ndarray, faces: np.ndarray, lo: np.ndarray, pitch: float | np.ndarray,
+             res: int | tuple[int, int, int]) -> np.ndarray:
+    """Solid occupancy of a mesh on the grid lo + (index + 0.5) * pitch, as a bool array indexed [ix, iy, iz].
+
+    Marks every cell the surface passes through (dense surface samples), then fills the enclosed inside. Works for
+    meshes that are not watertight too (they stay a shell). Thin parts keep at least their surface cells.
+    """
+    res = (res, res, res) if np.isscalar(res) else tuple(res)
+    pitch = np.broadcast_to(np.asarray(pitch, dtype=np.float64), (3,))
+    grid = np.zeros(res, dtype=bool)
+    if len(faces) == 0:
+        return grid
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    count = int(np.clip(mesh.area / float(pitch.min()) ** 2 * 16, 2000, 400_000))
+    points, _ = trimesh.sample.sample_surface(mesh, count, seed=0)
+    points = np.concatenate([points, vertices])
+    idx = np.floor((points - lo) / pitch).astype(np.int64)
+    keep = np.all((idx >= 0) & (idx < np.array(res)), axis=1)
+    idx = idx[keep]
+    grid[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    # close one-cell gaps a random sample may leave before filling the inside, then give back the surface cells
+    closed = ndimage.binary_dilation(grid)
+    inside = ndimage.binary_erosion(ndimage.binary_fill_holes(closed), border_value=1)
+    return inside | grid
+
+
+def mesh_from_grid(prob: np.ndarray, to_camera, level: float = 0.5) -> trimesh.Trimesh | None:
+    """Marching cubes on an occupancy probability grid indexed [k, j, i] (depth, y, x) -> camera-frame mesh.
+
+    to_camera maps normalized (a, b, c) coordinates (..., 3) to camera points. Returns None when nothing is above
+    the level or the mesh is degenerate (fewer than 4 faces or no volume).
+    """
+    from skimage.measure import marching_cubes
+
+    if prob.max() <= level:
+        return None
+    padded = np.pad(prob.astype(np.float32), 1)
+    try:
+        verts, faces, _, _ = marching_cubes(padded, level=level)
+    except (ValueError, RuntimeError):
+        return None
+    n_depth, n_y, n_x = prob.shape
+    k, j, i = verts[:, 0] - 1, verts[:, 1] - 1, verts[:, 2] - 1
+    abc = np.stack([(i + 0.5) / n_x * 2 - 1, (j + 0.5) / n_y * 2 - 1, (k + 0.5) / n_depth * 2 - 1], axis=-1)
+    mesh = trimesh.Trimesh(to_camera(abc), faces, process=True)
+    return checked_mesh(mesh)
+
+
+def checked_mesh(mesh: trimesh.Trimesh | None) -> trimesh.Trimesh | None:
+    """The mesh with outward normals, or None when it is empty or degenerate."""
+    if mesh is None or len(mesh.faces) < 4 or not np.all(np.isfinite(mesh.vertices)):
+        return None
+    extent = mesh.vertices.max(0) - mesh.vertices.min(0)
+    if np.sort(extent)[1] <= 1e-9:  # collapsed to a line or a point
+        return None
+    if mesh.is_watertight and mesh.volume < 0:
+        mesh.invert()
+    return mesh

@@ -1,0 +1,198 @@
+"""The learned 3D expert's network and loss: one RGB photo -> amodal occupancy on a camera-aligned frustum grid.
+
+Two small CNNs in one module (about 1 M parameters, a few MB of safetensors):
+- BoxNet reads the whole photo (downsampled to 128 px) and predicts where the object is: the image window centre
+  (u0, v0), its half-size r, the depth z of the object's centre, and an objectness logit (no object -> nothing
+  reconstructed).
+- ShapeNet reads the photo cropped to that window (64 px) and predicts occupancy logits for n_depth x n_xy x n_xy
+  frustum cells: a U-Net whose output channels are depth slices, with a fully connected bottleneck so it can fill in
+  the parts the hand hides.
+
+    model = OccupancyNet(OccupancyNetConfig())
+    model.save_pretrained("out/recon")            # config.json + model.safetensors
+    model = OccupancyNet.from_pretrained("out/recon")
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class OccupancyNetConfig:
+    n_xy: int = 32            # frustum cells across the image window
+    n_depth: int = 32         # frustum cells in depth
+    crop: int = 64            # ShapeNet input size (px)
+    box_input: int = 128      # BoxNet input size (px)
+    image_size: int = 256     # the photo size the box is expressed in
+    width: int = 32           # channel width multiplier
+    pad: float = 1.15         # ground-truth window = padded square 2D extent of the object
+    depth_ratio: float = 1.5  # half-depth of the slab / half-width of the window at the object's depth
+    fx: float = 280.0         # default intrinsics of a 256 px photo (used when reconstruct() gets no K)
+    fy: float = 280.0
+    cx: float = 128.0
+    cy: float = 128.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OccupancyNetConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class BoxNet(nn.Module):
+    """Photo -> (u, v) window centre in [-1, 1], log(r / image_size), log z, objectness logit."""
+
+    def __init__(self, w: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv(3, w // 2, 2), conv(w // 2, w, 2), conv(w, w), conv(w, 2 * w, 2), conv(2 * w, 2 * w),
+            conv(2 * w, 3 * w, 2), conv(3 * w, 3 * w), conv(3 * w, 4 * w, 2),  # 128 -> 4 px
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(4 * w * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, 5))
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.tensor([0.0, 0.0, math.log(0.2), math.log(0.5), 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ShapeNet(nn.Module):
+    """Window crop (B, 3, crop, crop) -> occupancy logits (B, n_depth, n_xy, n_xy)."""
+
+    def __init__(self, w: int, n_depth: int, crop: int = 64):
+        super().__init__()
+        cells = (crop // 16) ** 2
+        self.e1 = nn.Sequential(conv(3, w, 2), conv(w, w))                     # 32
+        self.e2 = nn.Sequential(conv(w, w * 3 // 2, 2), conv(w * 3 // 2, w * 3 // 2))  # 16
+        self.e3 = nn.Sequential(conv(w * 3 // 2, 2 * w, 2), conv(2 * w, 2 * w))  # 8
+        self.e4 = nn.Sequential(conv(2 * w, 3 * w, 2))                        # 4
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(3 * w * cells, 256), nn.ReLU(inplace=True),
+                                nn.Linear(256, 3 * w * cells), nn.ReLU(inplace=True))
+        self.d3 = conv(3 * w + 2 * w, 2 * w)
+        self.d2 = conv(2 * w + w * 3 // 2, w * 3 // 2)
+        self.d1 = conv(w * 3 // 2 + w, w * 3 // 2)
+        self.head = nn.Conv2d(w * 3 // 2, n_depth, 1)
+        self.w = w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.e1(x)
+        s2 = self.e2(s1)
+        s3 = self.e3(s2)
+        g = self.e4(s3)
+        g = g + self.fc(g).view_as(g)
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+        y = self.d3(torch.cat([up(g), s3], 1))
+        y = self.d2(torch.cat([up(y), s2], 1))
+        y = self.d1(torch.cat([up(y), s1], 1))
+        return self.head(y)
+
+
+class OccupancyNet(nn.Module):
+    """BoxNet + ShapeNet with save_pretrained / from_pretrained (config.json + model.safetensors)."""
+
+    def __init__(self, config: OccupancyNetConfig | None = None):
+        super().__init__()
+        self.config = config or OccupancyNetConfig()
+        self.box_net = BoxNet(self.config.width)
+        self.shape_net = ShapeNet(self.config.width, self.config.n_depth, self.config.crop)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or float (B, 3, H, W) in [0, 1] -> normalized float (B, 3, H, W)."""
+        if images.dtype == torch.uint8:
+            images = images.permute(0, 3, 1, 2).float() / 255.0
+        return (images - self.mean) / self.std
+
+    def predict_box(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalized photos (B, 3, S, S) -> dict u0, v0, r (pixels of image_size), z (metres), objectness logit."""
+        c = self.config
+        small = F.interpolate(x, size=(c.box_input, c.box_input), mode="area") if x.shape[-1] != c.box_input else x
+        out = self.box_net(small)
+        half = c.image_size / 2
+        return {"u0": half + half * out[:, 0], "v0": half + half * out[:, 1],
+                "r": c.image_size * out[:, 2].exp(), "z": out[:, 3].exp(), "objectness": out[:, 4], "raw": out}
+
+    def crop(self, x: torch.Tensor, u0: torch.Tensor, v0: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Crop windows [u0 - r, u0 + r] x [v0 - r, v0 + r] (pixels of image_size) to (B, 3, crop, crop)."""
+        c = self.config
+        scale = x.shape[-1] / c.image_size
+        size = x.shape[-1]
+        theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype, device=x.device)
+        theta[:, 0, 0] = r * scale / (size / 2)
+        theta[:, 1, 1] = r * scale / (size / 2)
+        theta[:, 0, 2] = u0 * scale / (size / 2) - 1
+        theta[:, 1, 2] = v0 * scale / (size / 2) - 1
+        grid = F.affine_grid(theta, [x.shape[0], 3, c.crop, c.crop], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def forward(self, x: torch.Tensor, box: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Normalized photos -> box prediction + occupancy logits (B, n_depth, n_xy, n_xy) in the window `box`
+        (the predicted one when box is None; training passes the ground-truth window)."""
+        pred = self.predict_box(x)
+        window = box if box is not None else pred
+        pred["occupancy"] = self.shape_net(self.crop(x, window["u0"], window["v0"], window["r"]))
+        return pred
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, path / "model.safetensors")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "OccupancyNet":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        for name in ("config.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name}: missing (a 3D expert folder holds config.json + "
+                                        f"model.safetensors, written by OccupancyNet.save_pretrained)")
+        model = cls(OccupancyNetConfig.from_dict(json.loads((path / "config.json").read_text())))
+        model.load_state_dict(load_file(path / "model.safetensors", device=device))
+        return model.to(device).eval()
+
+
+def occupancy_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """BCE + soft-IoU loss on occupancy logits against soft targets in [0, 1] (same shape)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    union = (p + t - p * t).sum(1).clamp_min(1e-6)
+    soft_iou = 1 - (inter / union).mean()
+    return {"bce": bce, "soft_iou": soft_iou}
+
+
+def box_targets(u0, v0, r, z, image_size: int) -> torch.Tensor:
+    """Ground-truth window -> the BoxNet's raw regression targets (B, 4)."""
+    half = image_size / 2
+    return torch.stack([(u0 - half) / half, (v0 - half) / half, (r / image_size).log(), z.log()], 1)
+
+
+def expert_loss(pred: dict, target_occupancy: torch.Tensor, target_box: torch.Tensor, has_object: torch.Tensor,
+                box_weight: float = 5.0) -> dict[str, torch.Tensor]:
+    """The whole training loss: occupancy (BCE + soft IoU) on photos with an object, box regression (smooth L1)
+    on photos with an object, objectness BCE on all. Returns the parts and 'loss'."""
+    pos = has_object > 0.5
+    parts = {}
+    if pos.any():
+        parts.update(occupancy_loss(pred["occupancy"][pos], target_occupancy[pos]))
+        parts["box"] = F.smooth_l1_loss(pred["raw"][pos, :4], target_box[pos], beta=0.05) * box_weight
+    parts["objectness"] = F.binary_cross_entropy_with_logits(pred["objectness"], has_object.float())
+    parts["loss"] = sum(parts.values())
+    return parts

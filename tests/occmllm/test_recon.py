@@ -1,0 +1,177 @@
+"""Tests for occmllm.recon: the learned expert trains, GLB files face the right way, the oracle and folder experts
+find their files, and bad input gives "nothing reconstructed" instead of a crash.
+
+    pytest tests/occmllm/test_recon.py -x -q
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from occmllm.recon import NOTHING, FolderExpert, LearnedExpert, OracleExpert, Reconstruction
+from occmllm.recon.experts import WEIGHTS
+from occmllm.recon.geometry import FrustumBox, frustum_to_camera, mesh_from_grid, voxelize
+from occmllm.recon.model import OccupancyNet, OccupancyNetConfig
+from occmllm.recon.scores import compare_meshes
+from occmllm.recon.train import train_expert
+from occmllm.render import render_object
+
+K = np.array([[280.0, 0, 128], [0, 280.0, 128], [0, 0, 1]], dtype=np.float32)
+TINY = OccupancyNetConfig(n_xy=16, n_depth=16, crop=32, box_input=64, width=8)
+
+
+def random_object(rng: np.random.Generator) -> trimesh.Trimesh:
+    """A box or a cylinder, turned at random, 0.4-0.6 m in front of the camera."""
+    if rng.random() < 0.5:
+        mesh = trimesh.creation.box(extents=rng.uniform(0.04, 0.12, 3))
+    else:
+        mesh = trimesh.creation.cylinder(radius=rng.uniform(0.02, 0.05), height=rng.uniform(0.06, 0.15), sections=24)
+    mesh.apply_transform(trimesh.transformations.random_rotation_matrix(rng.random(3)))
+    mesh.apply_translation([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.4, 0.6)])
+    return mesh
+
+
+def write_dataset(root, n: int = 12, split: str = "train", seed: int = 0):
+    """A tiny dataset in the synthetic layout: photo = the object over noise with a skin-coloured block ("hand")
+    covering part of it; renders/{id}.png = the object alone; shapes/{id}.npz = mesh + K."""
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "renders", "shapes"):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        sid = f"{i:08d}"
+        mesh = random_object(rng)
+        render = render_object(mesh.vertices, mesh.faces, K)
+        photo = rng.integers(0, 90, (256, 256, 3)).astype(np.uint8)
+        photo[render.any(2)] = render[render.any(2)]
+        ys, xs = np.nonzero(render.any(2))
+        y0, x0 = int(ys.mean()), int(xs.mean())
+        photo[y0:y0 + 40, x0 - 30:x0 + 30] = (224, 172, 140)
+        Image.fromarray(photo).save(root / split / "images" / f"{sid}.jpg")
+        Image.fromarray(render).save(root / split / "renders" / f"{sid}.png")
+        np.savez(root / split / "shapes" / f"{sid}.npz", vertices=mesh.vertices.astype(np.float32),
+                 faces=mesh.faces.astype(np.int32), K=K)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("synth"))
+
+
+def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path):
+    import csv
+
+    torch.manual_seed(0)
+    before = {k: v.clone() for k, v in OccupancyNet(TINY).state_dict().items()}
+    out = train_expert(dataset, tmp_path / "run", steps=30, batch_size=8, lr=3e-3, threads=1, config=TINY,
+                       progress=False, save_every=15)
+    rows = list(csv.DictReader(open(out / "loss.csv")))
+    assert len(rows) == 30
+    first = np.mean([float(r["bce"]) for r in rows[:5]])
+    last = np.mean([float(r["bce"]) for r in rows[-5:]])
+    assert last < first * 0.9, (first, last)
+    after = OccupancyNet.from_pretrained(out).state_dict()
+    unchanged = [k for k, v in after.items() if v.is_floating_point() and "running" not in k
+                 and torch.equal(v, before[k])]
+    assert not unchanged, unchanged
+    # resuming continues from the checkpoint instead of starting again
+    train_expert(dataset, out, steps=35, batch_size=8, lr=3e-3, threads=1, config=TINY, progress=False)
+    assert len(list(csv.DictReader(open(out / "loss.csv")))) == 35
+
+    expert = LearnedExpert(out, threshold=0.3, min_objectness=0.0)
+    rec = expert.reconstruct(dataset / "train" / "images" / "00000000.jpg")
+    assert isinstance(rec, Reconstruction)
+    if rec.ok:  # a 30-step model may or may not find a surface; either way the result is well-formed
+        assert rec.render.shape == (256, 256, 3) and rec.render.dtype == np.uint8 and rec.glb
+    else:
+        assert rec.message.startswith(NOTHING) and rec.glb is None
+
+
+def test_glb_is_y_up_centred_and_unit_sized():
+    # a tall thin box standing upright in the camera frame: its long side along -y (image up) and its top face
+    # (smallest y in OpenCV) marked by a small cap
+    body = trimesh.creation.box(extents=(0.04, 0.2, 0.04))
+    cap = trimesh.creation.box(extents=(0.02, 0.02, 0.02))
+    cap.apply_translation((0, -0.11, 0))
+    mesh = trimesh.util.concatenate([body, cap])
+    mesh.apply_translation((0.1, 0.05, 0.5))
+    rec = Reconstruction(True, "test", mesh, np.zeros((256, 256, 3), np.uint8))
+    loaded = trimesh.load(io.BytesIO(rec.glb), file_type="glb", force="mesh")
+    lo, hi = loaded.bounds
+    np.testing.assert_allclose((lo + hi) / 2, 0, atol=1e-6)
+    assert np.argmax(hi - lo) == 1 and abs((hi - lo).max() - 1.0) < 1e-6  # long axis is Y, 1 unit long
+    top = loaded.vertices[loaded.vertices[:, 1] > hi[1] - 1e-6]
+    assert np.abs(top[:, 0]).max() < 0.06  # the narrow cap is at +Y (up in the viewer): image-up became Y-up
+    assert loaded.is_watertight is not None and loaded.volume > 0  # faces still point outwards
+
+
+def test_nothing_reconstructed_gives_no_glb(tmp_path):
+    assert mesh_from_grid(np.zeros((8, 8, 8)), lambda abc: abc) is None
+    rec = Reconstruction(False, f"{NOTHING}: test")
+    assert rec.glb is None
+    with pytest.raises(ValueError, match=NOTHING):
+        rec.save_glb(tmp_path / "x.glb")
+    assert not (tmp_path / "x.glb").exists()
+
+
+def test_mesh_from_grid_lands_on_the_voxelized_object():
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.05)
+    mesh.apply_translation((0.02, -0.01, 0.5))
+    box = FrustumBox(u0=139.2, v0=122.4, r=34.0, z=0.5, d=0.1)
+    grid = np.zeros((24, 24, 24))
+    c, b, a = np.meshgrid(*[(np.arange(24) + 0.5) / 12 - 1] * 3, indexing="ij")
+    points = frustum_to_camera(np.stack([a, b, c], -1), box, K)
+    grid[np.linalg.norm(points - mesh.centroid, axis=-1) < 0.05] = 1
+    rebuilt = mesh_from_grid(grid, lambda abc: frustum_to_camera(abc, box, K))
+    scores = compare_meshes(rebuilt, mesh)
+    assert scores["iou"] > 0.8 and scores["fscore"] > 0.9, scores
+
+
+def test_voxelize_fills_the_inside():
+    mesh = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    grid = voxelize(mesh.vertices, mesh.faces, np.array([-0.61] * 3), 1.2 / 24, 24)
+    assert 20 ** 3 <= grid.sum() <= 22 ** 3  # the cube's 20^3 cells, plus at most the one-cell shell it crosses
+    assert grid[12, 12, 12] and not grid[0, 0, 0]
+
+
+def test_oracle_reproduces_the_ground_truth_renders(dataset):
+    expert = OracleExpert(dataset, "train")
+    for sid in ("00000000", "00000003"):
+        rec = expert.reconstruct(sid, views=True)
+        truth = np.asarray(Image.open(dataset / "train" / "renders" / f"{sid}.png"))
+        assert rec.ok and np.abs(rec.render.astype(int) - truth).mean() < 1.0
+        assert rec.views.shape == (128, 512, 3) and rec.views.any()
+    assert not expert.reconstruct("99999999").ok
+
+
+def test_folder_expert_finds_the_seed_naming(tmp_path, dataset):
+    render = np.asarray(Image.open(dataset / "train" / "renders" / "00000002.png"))
+    Image.fromarray(render).save(tmp_path / "00000002_0_obman_test_rgb_00000002.jpg.png")
+    mesh = trimesh.Trimesh(**{k: v for k, v in np.load(dataset / "train" / "shapes" / "00000002.npz").items()
+                              if k in ("vertices", "faces")})
+    mesh.export(tmp_path / "00000002.ply")
+    expert = FolderExpert(tmp_path)
+    rec = expert.reconstruct("/some/photos/00000002.jpg")
+    assert rec.ok and np.array_equal(rec.render, render) and rec.mesh is not None and rec.glb
+    missing = expert.reconstruct("00000005")
+    assert not missing.ok and missing.message.startswith(NOTHING) and missing.glb is None
+
+
+@pytest.mark.skipif(not (WEIGHTS / "model.safetensors").is_file(), reason="no shipped weights")
+def test_bad_input_gives_nothing_reconstructed():
+    expert = LearnedExpert()
+    rng = np.random.default_rng(0)
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    t = np.linspace(0, 1, 256)[None, :, None]
+    no_object = (np.array([40, 90, 160]) * (1 - t) + np.array([200, 180, 120]) * t
+                 + rng.normal(0, 3, (256, 256, 3))).clip(0, 255).astype(np.uint8)
+    for image in (blank, no_object, np.zeros((256, 256, 3), np.uint8)):
+        rec = expert.reconstruct(image, views=True)
+        assert not rec.ok and rec.message.startswith(NOTHING) and rec.glb is None and rec.mesh is None
+        assert rec.render.shape == (256, 256, 3) and not rec.render.any()
+    assert not expert.reconstruct(np.zeros((3, 4))).ok  # not an image: a message, not a traceback
