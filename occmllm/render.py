@@ -144,18 +144,20 @@ def render_scene(
     return rgba, depth
 
 
-def render_object(vertices, faces, K, size: int = 256, *, k_size: int | None = None, smooth: bool = True) -> np.ndarray:
+def render_object(vertices, faces, K, size: int = 256, *, k_size: int | None = None, smooth: bool = True,
+                  return_depth: bool = False):
     """The object alone, grey on black, from the input camera: uint8 (size, size, 3).
 
     ``vertices`` (N,3) camera frame, OpenCV axes; ``faces`` (M,3); ``K`` 3x3 intrinsics of a ``size`` px image (or
-    of a ``k_size`` px image, rescaled). An empty mesh gives a black image.
+    of a ``k_size`` px image, rescaled). An empty mesh gives a black image. With ``return_depth`` the result is
+    ``(rgb, depth)``, depth float32 metres (0 where the object is absent).
     """
     parts = [Part(np.asarray(vertices), np.asarray(faces), GREY, smooth=smooth)]
     lights = [Light(direction=(0.3, 0.45, 1.0), intensity=2.2), Light(direction=(-0.6, -0.3, 0.5), intensity=0.6)]
-    rgba, _ = render_scene(parts, K, size, lights=lights, ambient=0.15, k_size=k_size)
+    rgba, depth = render_scene(parts, K, size, lights=lights, ambient=0.15, k_size=k_size)
     rgb = rgba[..., :3].copy()
     rgb[rgba[..., 3] == 0] = 0
-    return rgb
+    return (rgb, depth) if return_depth else rgb
 
 
 def project(vertices, K) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""One synthetic sample: object + grasping hand + camera + lights + background, rendered with its ground truth.
+
+``make_sample(seed, index)`` is a pure function of its arguments (its generator is seeded from ``(seed, index)``), so
+a sample can be made in any process, in any order, and again after a crash, with the same bytes.
+
+Labels (all computed from the geometry and the rendered masks):
+- ``visible_fraction`` = visible object pixels / amodal object pixels, where amodal = the object rendered alone
+  (depth > 0) and visible = amodal pixels where the full scene's depth equals the object's depth (nothing in front).
+- attributes, from the extents L >= W >= T of the object's axis-aligned box in its own frame (the frame its family
+  builds it in) and from the convex hull of its vertices projected along each of the three frame axes:
+  ``round``: some projection's hull has circularity 4*pi*area/perimeter^2 >= 0.9 (a circle is 1, a square 0.785);
+  ``thin``: T <= 0.2 * L;  ``long``: L >= 2 * W.
+- ``clear``: visible_fraction >= clear_threshold (default 0.5): the geometric stand-in for the seed's rule (an
+  earlier model answered Q1 right), which ``data_tools.relabel`` can apply once a model exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import ConvexHull
+
+from occmllm.prompts import CLASSES
+from occmllm.render import Light, Part, render_object, render_scene
+
+from .backgrounds import background
+from .geometry import merge
+from .hand import make_hand
+from .objects import make_object
+
+SIZE = 256
+GRID = 32  # occupancy grid resolution
+ROUND_CIRCULARITY, THIN_RATIO, LONG_RATIO = 0.9, 0.2, 2.0
+
+
+@dataclass
+class Sample:
+    index: int
+    cls: str
+    photo: np.ndarray  # uint8 (256,256,3)
+    render: np.ndarray  # uint8 (256,256,3) grey object on black
+    amodal: np.ndarray  # bool (256,256)
+    visible: np.ndarray  # bool (256,256)
+    vertices: np.ndarray  # float32 (N,3) camera frame
+    faces: np.ndarray  # int32 (M,3)
+    K: np.ndarray  # float32 (3,3)
+    occupancy: np.ndarray  # bool (GRID,GRID,GRID), indexed [x, y, z] over ``bounds``
+    bounds: np.ndarray  # float32 (2,3): min and max corner of the grid box, camera frame
+    object_to_camera: np.ndarray  # float32 (4,4)
+    labels: dict
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), 0x0CC])
+
+
+def is_test(seed: int, index: int, test_fraction: float) -> bool:
+    """Split membership, fixed per (seed, index): growing --n later never moves a sample between splits."""
+    return bool(np.random.default_rng([int(seed), int(index), 0x5B1]).random() < test_fraction)
+
+
+def attributes(vertices: np.ndarray) -> tuple[dict, dict]:
+    """round / thin / long of a mesh given in its own frame (rule in the module docstring) and the measurements."""
+    extents = vertices.max(0) - vertices.min(0)
+    T, W, L = np.sort(extents)
+    circ = []
+    for drop in range(3):
+        pts = np.delete(vertices, drop, axis=1)
+        hull = ConvexHull(pts)
+        circ.append(4 * np.pi * hull.volume / hull.area ** 2)  # in 2-D: volume = area, area = perimeter
+    attrs = {"round": bool(max(circ) >= ROUND_CIRCULARITY), "thin": bool(T <= THIN_RATIO * L),
+             "long": bool(L >= LONG_RATIO * W)}
+    return attrs, {"length": float(L), "width": float(W), "thickness": float(T), "circularity": float(max(circ))}
+
+
+def _occupancy(solids, cam_to_obj_R, cam_centre, bounds):
+    lo, hi = bounds
+    axis = [(lo[d] + (np.arange(GRID) + 0.5) * (hi[d] - lo[d]) / GRID) for d in range(3)]
+    gx, gy, gz = np.meshgrid(*axis, indexing="ij")
+    p_cam = np.column_stack([gx.ravel(), gy.ravel(), gz.ravel()])
+    p_obj = p_cam @ cam_to_obj_R.T + cam_centre
+    occ = np.zeros(len(p_obj), dtype=bool)
+    for s in solids:
+        smin, smax = s.vertices.min(0) - 1e-4, s.vertices.max(0) + 1e-4
+        near = np.nonzero(np.all((p_obj >= smin) & (p_obj <= smax), axis=1) & ~occ)[0]
+        if len(near):
+            occ[near] |= s.inside(p_obj[near])
+    return occ.reshape(GRID, GRID, GRID)
+
+
+def _shade(rng, grey):
+    tint = rng.uniform(-0.05, 0.05, 3)
+    return tuple(float(x) for x in np.clip(grey * (1 + tint), 0.05, 1.0))
+
+
+def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | None = None,
+                class_weights: np.ndarray | None = None) -> Sample:
+    rng = sample_rng(seed, index)
+    if cls is None:
+        cls = CLASSES[int(rng.choice(len(CLASSES), p=class_weights))]
+    model = make_object(cls, rng)
+    hand = make_hand(model.grasp, rng)
+    obj_v, _ = merge([(s.vertices, s.faces) for s in model.solids])
+    attrs, measures = attributes(obj_v)
+
+    # camera: looks at the object from a direction drawn in the grasp frame (azimuth 0 = the back of the hand)
+    fx = rng.uniform(380, 560)
+    K = np.array([[fx, 0, SIZE / 2], [0, fx, SIZE / 2], [0, 0, 1.0]])
+    g = model.grasp.rotation
+    for _ in range(50):  # not from along the forearm (the camera would sit in the sleeve)
+        azimuth, elevation = rng.uniform(0, 2 * np.pi), np.clip(rng.normal(0, 0.6), -1.3, 1.3)
+        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                             np.sin(elevation)])
+        if view @ hand.arm_direction < np.cos(np.radians(40)):
+            break
+    radius = float(np.linalg.norm(obj_v, axis=1).max())
+    fill = rng.uniform(0.22, 0.4)
+    dist = fx * radius / (fill * SIZE)
+    target = rng.uniform(-0.15, 0.15, 3) * radius
+    forward = -view
+    up = np.cross(forward, rng.normal(size=3))
+    up /= np.linalg.norm(up)
+    right = np.cross(up, forward)  # OpenCV: x right, y down, z forward -> rows x, y, z with y = z cross x
+    R = np.stack([right, np.cross(forward, right), forward])  # world -> camera rotation (rows)
+    C = target + view * dist
+
+    def to_cam(v):
+        return ((v - C) @ R.T).astype(np.float64)
+
+    grey = rng.uniform(0.3, 0.85)
+    shades = [_shade(rng, grey), _shade(rng, np.clip(grey * rng.uniform(0.45, 1.35), 0.1, 0.95)),
+              _shade(rng, rng.uniform(0.08, 0.35))]
+    roughness = float(rng.uniform(0.35, 0.9))
+    obj_parts = []
+    for k in range(3):
+        group = [(s.vertices, s.faces) for s in model.solids if s.shade == k]
+        if group:
+            v, f = merge(group)
+            obj_parts.append(Part(to_cam(v), f, shades[k], roughness))
+    obj_all_v, obj_all_f = merge([(s.vertices, s.faces) for s in model.solids])
+    cam_v = to_cam(obj_all_v)
+    lights = [Light(tuple(rng.uniform([-1, -1, 0.2], [1, 1, 1.5])), float(rng.uniform(1.5, 3.5)),
+                    tuple(rng.uniform(0.85, 1.0, 3)))]
+    if rng.random() < 0.5:
+        lights.append(Light(tuple(rng.uniform([-1, -1, -0.3], [1, 1, 1.0])), float(rng.uniform(0.4, 1.5))))
+    hand_parts = [Part(to_cam(hand.skin[0]), hand.skin[1], hand.skin_color, 0.7),
+                  Part(to_cam(hand.sleeve[0]), hand.sleeve[1], hand.sleeve_color, 0.95)]
+    rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=float(rng.uniform(0.15, 0.4)))
+    render, obj_depth = render_object(cam_v, obj_all_f, K, SIZE, return_depth=True)
+
+    amodal = obj_depth > 0
+    visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
+    n_amodal = int(amodal.sum())
+    visible_fraction = float(visible.sum() / n_amodal) if n_amodal else 0.0
+
+    bg, bg_name = background(rng, SIZE)
+    alpha = (depth > 0)[..., None]
+    photo = np.where(alpha, rgba[..., :3].astype(np.float32), bg)
+    photo = photo + rng.normal(0, rng.uniform(0.5, 3.0), photo.shape).astype(np.float32)
+    photo = np.clip(photo + 0.5, 0, 255).astype(np.uint8)
+
+    # shape ground truth in the camera frame: mesh, and occupancy in a cube around the object
+    lo, hi = cam_v.min(0), cam_v.max(0)
+    half = (hi - lo).max() * 0.55
+    centre = (lo + hi) / 2
+    bounds = np.stack([centre - half, centre + half])
+    occupancy = _occupancy(model.solids, R.T, C, bounds)
+    obj_to_cam = np.eye(4)
+    obj_to_cam[:3, :3], obj_to_cam[:3, 3] = R, -R @ C
+
+    labels = {
+        "class": cls, "visible_fraction": round(visible_fraction, 6), **attrs,
+        "clear": bool(visible_fraction >= clear_threshold),
+        "amodal_pixels": n_amodal, "visible_pixels": int(visible.sum()),
+        "hand_pixels": int(((depth > 0) & ~visible).sum()),
+        "touches_border": bool(amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any()),
+        "camera_distance": round(float(dist), 5), "focal": round(float(fx), 3),
+        "azimuth": round(float(azimuth), 4), "elevation": round(float(elevation), 4),
+        "background": bg_name, "left_hand": hand.params["left"], "hand_scale": round(hand.params["scale"], 4),
+        **{k: round(v, 5) for k, v in measures.items()},
+    }
+    return Sample(index, cls, photo, render, amodal, visible, cam_v.astype(np.float32),
+                  obj_all_f.astype(np.int32), K.astype(np.float32), occupancy, bounds.astype(np.float32),
+                  obj_to_cam.astype(np.float32), labels)
