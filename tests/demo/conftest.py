@@ -1,0 +1,70 @@
+"""The app under test: a Studio on a temporary data folder, the embedded (untrained, tiny) default model, a tiny
+in-code 3D expert (a box mesh in front of the camera), served on a free port in this process."""
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from occmllm import formats, prompts
+
+
+class BoxExpert:
+    """A 3D expert built in code: always reconstructs the same box, rendered through occmllm.recon's own path."""
+
+    K = np.array([[300.0, 0, 128], [0, 300.0, 128], [0, 0, 1]], np.float32)
+
+    def reconstruct(self, image, K=None, views=False):
+        import trimesh
+
+        from occmllm.recon.experts import finish
+
+        t0 = time.perf_counter()
+        mesh = trimesh.creation.box(extents=(0.08, 0.16, 0.06))
+        mesh.apply_translation((0.0, 0.0, 0.5))
+        return finish(mesh, self.K, 256, views, {}, t0, "reconstructed (test box)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_dataset(folder: Path, n: int = 6) -> Path:
+    """A synth-style folder: meta.json + test_dpo.jsonl (clarity pairs) + test_Q1.jsonl, images under test/images."""
+    images = folder / "test" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i:08d}.jpg")
+    pairs = [formats.clarity_pair(f"{i:08d}.jpg", i % 2 == 0) for i in range(n)]
+    formats.write_jsonl(folder / "test_dpo.jsonl", pairs)
+    formats.write_meta(folder / "meta.json", {"test_dpo": formats.MetaEntry("test/images", "test_dpo.jsonl", False, 1, n)})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """(studio, url) of one app for the whole test session."""
+    from demo.app import serve
+    from demo.studio import Studio, StudioConfig
+
+    root = tmp_path_factory.mktemp("studio")
+    dataset = make_dataset(root / "dataset")
+    studio = Studio(StudioConfig(root / "data", expert="box", dataset=dataset, overlap=2,
+                                 experts={"box": BoxExpert()}))
+    studio.model("default")
+    app, url = serve(studio, port=free_port(), block=False, quiet=True)
+    yield studio, url.rstrip("/")
+    app.close()
+
+
+@pytest.fixture
+def photo(tmp_path) -> str:
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(path)
+    return str(path)
