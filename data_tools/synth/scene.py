@@ -140,13 +140,13 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
             obj_parts.append(Part(to_cam(v), f, shades[k], roughness))
     obj_all_v, obj_all_f = merge([(s.vertices, s.faces) for s in model.solids])
     cam_v = to_cam(obj_all_v)
-    lights = [Light(tuple(rng.uniform([-1, -1, 0.2], [1, 1, 1.5])), float(rng.uniform(1.5, 3.5)),
+    lights = [Light(tuple(rng.uniform([-1, -1, 0.2], [1, 1, 1.5])), float(rng.uniform(0.5, 0.95)),
                     tuple(rng.uniform(0.85, 1.0, 3)))]
     if rng.random() < 0.5:
-        lights.append(Light(tuple(rng.uniform([-1, -1, -0.3], [1, 1, 1.0])), float(rng.uniform(0.4, 1.5))))
+        lights.append(Light(tuple(rng.uniform([-1, -1, -0.3], [1, 1, 1.0])), float(rng.uniform(0.1, 0.4))))
     hand_parts = [Part(to_cam(hand.skin[0]), hand.skin[1], hand.skin_color, 0.7),
                   Part(to_cam(hand.sleeve[0]), hand.sleeve[1], hand.sleeve_color, 0.95)]
-    rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=float(rng.uniform(0.15, 0.4)))
+    rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=float(rng.uniform(0.12, 0.35)))
     render, obj_depth = render_object(cam_v, obj_all_f, K, SIZE, return_depth=True)
 
     amodal = obj_depth > 0
