@@ -74,19 +74,24 @@ def attributes(vertices: np.ndarray) -> tuple[dict, dict]:
     return attrs, {"length": float(L), "width": float(W), "thickness": float(T), "circularity": float(max(circ))}
 
 
-def _occupancy(solids, cam_to_obj_R, cam_centre, bounds):
+def _occupancy(solids, obj_to_cam_R, cam_centre, bounds):
+    """Occupancy of the union of ``solids`` at the GRID^3 cell centres of the camera-frame box ``bounds``; each
+    solid is only tested on the block of cells its own (camera-frame) bounding box covers."""
     lo, hi = bounds
-    axis = [(lo[d] + (np.arange(GRID) + 0.5) * (hi[d] - lo[d]) / GRID) for d in range(3)]
+    step = (hi - lo) / GRID
+    axis = [lo[d] + (np.arange(GRID) + 0.5) * step[d] for d in range(3)]
     gx, gy, gz = np.meshgrid(*axis, indexing="ij")
-    p_cam = np.column_stack([gx.ravel(), gy.ravel(), gz.ravel()])
-    p_obj = p_cam @ cam_to_obj_R.T + cam_centre
-    occ = np.zeros(len(p_obj), dtype=bool)
+    p_obj = np.stack([gx, gy, gz], -1) @ obj_to_cam_R + cam_centre  # camera -> object frame, (G,G,G,3)
+    occ = np.zeros((GRID, GRID, GRID), dtype=bool)
     for s in solids:
-        smin, smax = s.vertices.min(0) - 1e-4, s.vertices.max(0) + 1e-4
-        near = np.nonzero(np.all((p_obj >= smin) & (p_obj <= smax), axis=1) & ~occ)[0]
-        if len(near):
-            occ[near] |= s.inside(p_obj[near])
-    return occ.reshape(GRID, GRID, GRID)
+        cam = (s.vertices - cam_centre) @ obj_to_cam_R.T
+        i0 = np.clip(np.floor((cam.min(0) - lo) / step - 0.5).astype(int), 0, GRID)
+        i1 = np.clip(np.ceil((cam.max(0) - lo) / step + 0.5).astype(int) + 1, 0, GRID)
+        if np.any(i1 <= i0):
+            continue
+        block = p_obj[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]]
+        occ[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]] |= s.inside(block.reshape(-1, 3)).reshape(block.shape[:3])
+    return occ
 
 
 def _shade(rng, grey):
@@ -157,7 +162,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     bg, bg_name = background(rng, SIZE)
     alpha = (depth > 0)[..., None]
     photo = np.where(alpha, rgba[..., :3].astype(np.float32), bg)
-    photo = photo + rng.normal(0, rng.uniform(0.5, 3.0), photo.shape).astype(np.float32)
+    photo += rng.standard_normal(photo.shape, dtype=np.float32) * np.float32(rng.uniform(0.5, 3.0))
     photo = np.clip(photo + 0.5, 0, 255).astype(np.uint8)
 
     # shape ground truth in the camera frame: mesh, and occupancy in a cube around the object
@@ -165,7 +170,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     half = (hi - lo).max() * 0.55
     centre = (lo + hi) / 2
     bounds = np.stack([centre - half, centre + half])
-    occupancy = _occupancy(model.solids, R.T, C, bounds)
+    occupancy = _occupancy(model.solids, R, C, bounds)
     obj_to_cam = np.eye(4)
     obj_to_cam[:3, :3], obj_to_cam[:3, 3] = R, -R @ C
 
