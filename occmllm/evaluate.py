@@ -11,7 +11,7 @@ definitions are in occmllm/metrics.py. `--renders DIR` reads precomputed renders
 (the synthetic dataset's layout).
 
 Writes to --out: predictions.json (the seed's {id: final answer text}; "" where the render was needed but missing,
-which counts as wrong), results.jsonl (per image: every raw and parsed answer), report.json (all metrics).
+which counts as wrong), results.jsonl (per image: raw answers answer_q1 / answer_q6 / answer_render, parsed q1 / clarity / render_answer / final), report.json (all metrics).
 """
 
 from __future__ import annotations
@@ -84,20 +84,20 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
             try:
                 loaded.append((item, load_image(item.image)))
             except ImageError as error:
-                raw[item.id].update(error=str(error), q1="", q6="")
+                raw[item.id].update(error=str(error), answer_q1="", answer_q6="")
         if loaded:
             images = [image for _, image in loaded]
             q1 = vlm.generate_batch(images, [prompts.Q1] * len(images))
             q6 = vlm.generate_batch(images, [prompts.Q6] * len(images), histories=[[(prompts.Q1, a)] for a in q1])
             for (item, image), a1, a6 in zip(loaded, q1, q6):
-                raw[item.id].update(q1=a1, q6=a6)
+                raw[item.id].update(answer_q1=a1, answer_q6=a6)
                 if describe:
                     photos[item.id] = image
         bar.update(len(batch))
     bar.close()
 
     def parsed(item):
-        return prompts.parse_object(raw[item.id]["q1"]), prompts.parse_yes_no(raw[item.id]["q6"])
+        return prompts.parse_object(raw[item.id]["answer_q1"]), prompts.parse_yes_no(raw[item.id]["answer_q6"])
 
     need = [item for item in items if "error" not in raw[item.id]
             and (parsed(item)[1] == prompts.NO or parsed(item)[0] != item.label)]
@@ -117,7 +117,7 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
         if renders:
             answers = vlm.generate_batch([r for _, r in renders], [prompts.Q1] * len(renders))
             for (item, _), answer in zip(renders, answers):
-                raw[item.id]["q1_render"] = answer
+                raw[item.id]["answer_render"] = answer
         bar.update(len(batch))
     bar.close()
 
@@ -127,20 +127,20 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
             for batch in _batches(attribute_items, batch_size):
                 answers = vlm.generate_batch([photos[item.id] for item in batch], [question] * len(batch))
                 for item, answer in zip(batch, answers):
-                    raw[item.id][name] = answer
+                    raw[item.id][f"answer_{name}"] = answer
 
     results = []
     for item in items:
         record, row = raw[item.id], manifest.get(item.id, {})
         q1, clarity = parsed(item) if "error" not in record else (prompts.UNPARSED, prompts.UNPARSED)
         needed = item.id in need_ids or clarity == prompts.NO
-        attributes = {name: (prompts.parse_yes_no(record[name]), bool(row[name]))
-                      for name in prompts.ATTRIBUTES if name in record and name in row}
+        attributes = {name: (prompts.parse_yes_no(record[f"answer_{name}"]), bool(row[name]))
+                      for name in prompts.ATTRIBUTES if f"answer_{name}" in record and name in row}
         fraction = row.get("visible_fraction")
         results.append(metrics.ImageResult(
             id=item.id, label=item.label, q1=q1, clarity=clarity,
-            render_answer=prompts.parse_object(record["q1_render"]) if "q1_render" in record else None,
-            render_missing=needed and "q1_render" not in record, attributes=attributes,
+            render_answer=prompts.parse_object(record["answer_render"]) if "answer_render" in record else None,
+            render_missing=needed and "answer_render" not in record, attributes=attributes,
             visible_fraction=None if fraction is None else float(fraction),
         ))
     return results, [raw[item.id] for item in items]
@@ -149,8 +149,8 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
 def final_text(result: metrics.ImageResult, record: dict) -> str:
     """The seed's prediction text: the render's answer when routed to 3D ("" without a render), else Q1's."""
     if result.clarity == prompts.NO:
-        return record.get("q1_render", "")
-    return record.get("q1", "")
+        return record.get("answer_render", "")
+    return record.get("answer_q1", "")
 
 
 def main(argv: list[str] | None = None) -> int:
