@@ -34,6 +34,20 @@ QUESTIONS = {"identify": prompts.Q1, "clarity": prompts.Q6_PREFERENCE}
 CHOICE_LABELS = {"A": "A better", "B": "B better", "tie": "tie", "both_bad": "both bad", "skip": "skipped"}
 
 
+class PhotoInput(gr.Image):
+    """gr.Image that hands a file it cannot decode to the app (as its path) instead of failing in Gradio's own
+    preprocessing, so that occmllm.images.load_image can say what is wrong with it in the page."""
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - the app reports it through load_image
+            return getattr(payload, "path", None)
+
+
 def build_app(studio: Studio) -> gr.Blocks:
     config = studio.config
     login = bool(config.users)
@@ -46,7 +60,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Explore", id="explore"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=4, min_width=320):
-                    photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard", "webcam"],
+                    photo = PhotoInput(label="Photo", type="filepath", sources=["upload", "clipboard", "webcam"],
                                      height=300, elem_id="photo")
                     examples = sorted(str(p) for p in EXAMPLES.glob("*.jpg")) if EXAMPLES.is_dir() else []
                     if examples:
@@ -126,7 +140,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     note = gr.HTML(views.banner("Enter your name and press <b>Start</b>." if not login else
                                                 "Press <b>Start</b> to get your first item.", "info"), elem_id="note")
                     with gr.Row(equal_height=False):
-                        item_photo = gr.Image(label="Photo", interactive=False, height=280, scale=2, elem_id="item-photo")
+                        item_photo = PhotoInput(label="Photo", interactive=False, height=280, scale=2, elem_id="item-photo")
                         with gr.Column(scale=3):
                             question = gr.HTML('<div class="empty">No item yet.</div>', elem_id="question")
                             cand_a = gr.HTML("", elem_id="cand-a")
@@ -345,7 +359,7 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, bloc
     app.queue(default_concurrency_limit=16)
     auth = list(studio.config.users.items()) if studio.config.users else None
     allowed = [str(studio.runs), str(studio.store.folder.resolve()), str(EXAMPLES)]
-    _, url, _ = app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet,
+    _, url, _ = app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet, show_error=True,
                            allowed_paths=allowed, head=views.SHORTCUT_JS, css=views.CSS,
                            theme=gr.themes.Soft(primary_hue="indigo"), footer_links=[],
                            auth_message="OCC-MLLM studio: sign in with the name and password you were given.")
