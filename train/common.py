@@ -1,0 +1,157 @@
+"""What every training stage shares: loading the policy, choosing which parts train, LoRA, saving, seeding, logging.
+
+The parts of an InternVL-style model (names as in transformers' `InternVLForConditionalGeneration`, LLaVA and
+Qwen2-VL use the same split):
+    vision     model.vision_tower / model.visual
+    projector  model.multi_modal_projector / model.visual.merger
+    lm         model.language_model + lm_head (tied input embeddings included)
+A stage lists the parts it trains; every other parameter is frozen (`requires_grad=False`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PARTS = ("vision", "projector", "lm")
+_PART_PREFIXES = {
+    "vision": ("model.vision_tower.", "model.visual.blocks.", "model.visual.patch_embed.", "vision_tower.",
+               "model.vision_model."),
+    "projector": ("model.multi_modal_projector.", "model.visual.merger.", "multi_modal_projector.", "model.connector."),
+    "lm": ("model.language_model.", "lm_head.", "language_model.", "model.text_model."),
+}
+LORA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  # language model
+               "projection_layer", "fc1", "fc2", "qkv", "proj",  # vision encoder
+               "linear_1", "linear_2")  # projector
+MARKER = "occmllm_default.json"
+
+
+class TrainError(RuntimeError):
+    """Bad input found before training: the message says `file:line: what is wrong`."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def part_of(name: str) -> str | None:
+    """Which part ('vision', 'projector', 'lm') a parameter name belongs to (peft's `base_model.model.` stripped)."""
+    name = name.removeprefix("base_model.model.")
+    for part, prefixes in _PART_PREFIXES.items():
+        if name.startswith(prefixes):
+            return part
+    return None
+
+
+def set_trainable(model: torch.nn.Module, parts: list[str]) -> dict[str, list[str]]:
+    """Train exactly the parameters of `parts`; freeze the rest. Returns {"trained": names, "frozen": names}."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown model part(s) {sorted(unknown)}; expected some of {PARTS}")
+    trained, frozen = [], []
+    for name, param in model.named_parameters():
+        on = part_of(name) in parts
+        param.requires_grad_(on)
+        (trained if on else frozen).append(name)
+    if not trained:
+        raise ValueError(f"no parameter belongs to {parts}: is this a vision-language model?")
+    return {"trained": trained, "frozen": frozen}
+
+
+def add_lora(model: torch.nn.Module, parts: list[str], rank: int = 16, alpha: int = 32, dropout: float = 0.0):
+    """Wrap `model` with LoRA adapters on the linear layers of `parts` (everything else frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [name for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and part_of(name + ".") in parts
+               and name.rsplit(".", 1)[-1] in LORA_LEAVES]
+    if not targets:
+        raise ValueError(f"no linear layer to adapt in {parts}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)
+
+
+def load_policy(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(model in train mode, processor) from a model folder, through occmllm.vlm's loader (same checks, same
+    processor without torchvision)."""
+    from occmllm.vlm import VLM, ModelLoadError
+
+    try:
+        vlm = VLM.load(folder, device=str(device), dtype=dtype)
+    except ModelLoadError as error:
+        raise TrainError(str(error)) from None
+    model = vlm.model.train()
+    model.config.use_cache = False
+    return model, vlm.processor
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Raise TrainError when `folder` is not a loadable vision-language model folder (before any training)."""
+    from occmllm.vlm import ModelLoadError, check_model_folder as check
+
+    try:
+        check(Path(folder))
+    except ModelLoadError as error:
+        raise TrainError(str(error)) from None
+
+
+def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | None = None, **info) -> Path:
+    """Save a plain (LoRA merged) model + processor to `folder`, atomically (written beside, then renamed).
+    A default-model marker in `source` is copied and set to trained."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.config.use_cache = True
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    if source is not None and (source / MARKER).is_file():
+        marker = json.loads((source / MARKER).read_text())
+        marker.update(info, trained=True)
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+class LossLog:
+    """Appends rows to a CSV file (header on first write); survives restarts by appending."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **row) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float):
+    """The seed's schedule: linear warmup over `warmup_ratio` of the steps, then cosine to 0."""
+    warmup = max(1, int(round(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,200 @@
+"""Training data: find the seed-format files of a dataset folder, check them before training, and encode
+conversations into model inputs with labels on the answers only.
+
+A dataset folder is what `python -m data_tools.synth --out DIR` writes or what the app exports: a `meta.json`
+(InternVL meta file) naming JSONL files such as `train_Q1.jsonl`, `train_Q1_Q6.jsonl`,
+`train_Q1_Q6_balanced_dpo.jsonl`, `train_Q1_Q6_Q0_balanced.jsonl`, `test_Q1.jsonl`, each with its image root.
+The seed's own names (`train_Q1_10140.jsonl`, `train_Q1_Q6_Q0_4_balanced_10140.jsonl`) are found too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from occmllm import formats, prompts
+from train.common import TrainError
+
+# data kind -> the part of the file name after "{split}_"
+KINDS = {
+    "Q1": r"Q1",
+    "Q1_Q6": r"Q1_Q6",
+    "dpo": r"Q1_Q6_balanced_dpo",
+    "cot": r"Q1_Q6_Q0(?:_\d+)?_balanced",
+    "attributes": r"attributes",
+}
+
+
+@dataclass
+class Source:
+    """One annotation file and the folder its `image` names are relative to."""
+
+    kind: str
+    split: str
+    annotation: Path
+    image_root: Path
+
+
+class DataDir:
+    """A dataset folder with a meta.json; `source(kind, split)` finds a file, `check(...)` validates files."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not self.root.is_dir():
+            raise TrainError(f"{self.root}: data folder not found (make one with python -m data_tools.synth --out DIR)")
+        if not meta_path.is_file():
+            raise TrainError(f"{self.root}: no meta.json (a dataset folder from data_tools.synth or the app's export)")
+        try:
+            self.meta = formats.read_meta(meta_path)
+        except formats.FormatError as error:
+            raise TrainError(str(error)) from None
+        self.meta_path = meta_path
+
+    def _resolve(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else (self.root / path if (self.root / path).exists() or not path.exists() else path)
+
+    def source(self, kind: str, split: str) -> Source | None:
+        pattern = re.compile(rf"^{split}_{KINDS[kind]}(?:_\d+)?(?:\.sample)?\.jsonl$")
+        for entry in self.meta.values():
+            annotation = self._resolve(entry.annotation)
+            if pattern.match(annotation.name):
+                return Source(kind, split, annotation, self._resolve(entry.root))
+        return None
+
+    def require(self, kind: str, split: str) -> Source:
+        source = self.source(kind, split)
+        if source is None:
+            names = ", ".join(Path(e.annotation).name for e in self.meta.values())
+            raise TrainError(f"{self.meta_path}: empty split: no {split!r} file of kind {kind!r} "
+                             f"(expected {split}_{KINDS[kind].split('(')[0]}.jsonl; the meta names {names})")
+        return source
+
+    def check(self, needed: list[tuple[str, str]]) -> list[Source]:
+        """Validate every (kind, split) file with data_tools.validate (format, classes, images). Raises TrainError
+        listing up to 20 problems as `file:line: message`."""
+        from data_tools.validate import validate
+
+        sources = [self.require(kind, split) for kind, split in dict.fromkeys(needed)]
+        errors = []
+        for source in sources:
+            if not source.annotation.is_file():
+                errors.append(f"{self.meta_path}: annotation file {source.annotation} not found")
+                continue
+            if not source.image_root.is_dir():
+                errors.append(f"{self.meta_path}: image root {source.image_root} is not a folder")
+                continue
+            report = validate([source.annotation], images_root=source.image_root)
+            errors += report.errors
+            if not report.errors and report.records.get(str(source.annotation), 0) == 0:
+                errors.append(f"{source.annotation}: empty split: no records")
+        if errors:
+            more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+            raise TrainError("bad training data, nothing was trained:\n" + "\n".join(errors[:20]) + more)
+        return sources
+
+
+# --- samples ---------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One SFT sample: an image file and its (question, answer) turns."""
+
+    image: Path
+    turns: list[tuple[str, str]]
+    id: str | None = None
+
+
+def conversation_turns(conv: formats.Conversation) -> list[tuple[str, str]]:
+    body = [t for t in conv.conversations if t["from"] != formats.SYSTEM]
+    return [(q["value"], a["value"]) for q, a in zip(body[::2], body[1::2])]
+
+
+def read_samples(source: Source, limit: int | None = None, renders: bool = False) -> list[Sample]:
+    """The SFT samples of a file; with `renders`, every Q1 sample again on its object render
+    (`{split}/renders/{id}.png` beside the image folder), so that the model can read the 3D expert's output."""
+    samples = []
+    for conv in formats.read_conversations(source.annotation)[:limit]:
+        image = source.image_root / conv.images[0]
+        turns = conversation_turns(conv)
+        samples.append(Sample(image, turns, conv.id))
+        if renders and turns[0][0] == prompts.Q1:
+            render = source.image_root.parent / "renders" / f"{Path(conv.images[0]).stem}.png"
+            if render.is_file():
+                samples.append(Sample(render, turns[:1], conv.id))
+    return samples
+
+
+def read_pairs(source: Source, limit: int | None = None) -> list[tuple[Path, formats.PreferencePair]]:
+    return [(source.image_root / pair.images[0], pair) for pair in formats.read_preferences(source.annotation)[:limit]]
+
+
+# --- encoding --------------------------------------------------------------------------------------
+def render(processor, turns: list[tuple[str, str | None]]) -> str:
+    """The chat text of `turns` [(question, answer or None)], rendered the way occmllm.vlm asks questions."""
+    from occmllm.vlm import to_messages
+
+    *history, (question, answer) = turns
+    messages = to_messages(question, history)
+    if answer is None:
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return processor.apply_chat_template(messages, tokenize=False)
+
+
+def _token_lengths(processor, image, texts: list[str]) -> list[int]:
+    out = processor(text=texts, images=[[image] for _ in texts], return_tensors="pt", padding=True)
+    return out["attention_mask"].sum(1).tolist()
+
+
+def encode_sample(processor, image, turns: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Model inputs for one conversation: input_ids, attention_mask, pixel values (and any other image keys),
+    labels = the answer tokens (each answer with its end-of-turn token), -100 elsewhere."""
+    full = render(processor, turns)
+    inputs = processor(text=[full], images=[[image]], return_tensors="pt")
+    ids = inputs["input_ids"][0]
+    cuts = []
+    for i in range(len(turns)):
+        cuts.append(render(processor, turns[:i] + [(turns[i][0], None)]))
+        if i < len(turns) - 1:
+            cuts.append(render(processor, turns[: i + 1]))
+    lengths = _token_lengths(processor, image, cuts) + [len(ids)]
+    labels = torch.full_like(ids, -100)
+    for start, end in zip(lengths[::2], lengths[1::2]):
+        labels[start:end] = ids[start:end]
+    if not (labels != -100).any():
+        raise TrainError(f"the chat template leaves no answer tokens for {turns!r}")
+    sample = {k: v[0] if k in ("input_ids", "attention_mask") else v for k, v in inputs.items()}
+    sample["labels"] = labels
+    return sample
+
+
+def collate(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token tensors; concatenate image tensors (pixel values of all images, in order)."""
+    longest = max(len(s["input_ids"]) for s in samples)
+    batch: dict[str, torch.Tensor] = {}
+    for key, fill in (("input_ids", pad_id), ("attention_mask", 0), ("labels", -100)):
+        batch[key] = torch.stack([torch.cat([s[key], s[key].new_full((longest - len(s[key]),), fill)]) for s in samples])
+    for key in samples[0]:
+        if key not in batch:
+            batch[key] = torch.cat([s[key] for s in samples])
+    return batch
+
+
+class SFTDataset(torch.utils.data.Dataset):
+    """Samples encoded on the fly (in DataLoader workers)."""
+
+    def __init__(self, samples: list[Sample], processor):
+        self.samples, self.processor = samples, processor
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from occmllm.images import load_image
+
+        sample = self.samples[index]
+        return encode_sample(self.processor, load_image(sample.image), sample.turns)

@@ -1,0 +1,30 @@
+"""Stage 0: the 3D expert (occmllm.recon's occupancy network), trained on the dataset's photos and shapes.
+
+    python train/run_all.py --preset smoke --stages 0
+    (the same as: python -m occmllm.recon.train, with the preset's settings)
+A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
+occmllm/recon/weights and says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
+    """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads."""
+    import torch
+
+    from occmllm.recon.train import train_expert
+
+    settings = dict(settings)
+    for key in ("parts", "lr_schedule", "weight_decay", "epochs"):
+        settings.pop(key, None)
+    if not (Path(data_dir) / "train" / "shapes").is_dir():
+        from occmllm.recon.experts import WEIGHTS
+
+        print(f">> {data_dir}/train/shapes not found: no shapes to train the 3D expert on; using the shipped "
+              f"expert {WEIGHTS}")
+        return Path(WEIGHTS)
+    settings.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
+    return Path(train_expert(data_dir, folder / "model", **settings))

@@ -1,0 +1,116 @@
+"""Stage 3a: MPO (Mixed Preference Optimization) on the clarity preference pairs, with trl's DPOTrainer.
+
+    python train/run_all.py --preset smoke --stages 3a
+Loss = 0.8 x DPO (sigmoid) + 0.2 x BCO-pair + 1.0 x SFT on the chosen answer, beta 0.1, against a frozen copy of the
+starting model (with --lora: the starting model itself with the adapter switched off, which is the same thing).
+trl is imported here only, so the other stages run without it. Resumes from the trainer's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from train.common import LossLog, add_lora, load_policy, save_model, seed_everything, set_trainable
+
+
+@dataclass
+class MPOConfig:
+    parts: list[str] = field(default_factory=lambda: ["vision", "projector", "lm"])
+    epochs: float = 1
+    lr: float = 5e-6
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.03
+    batch_size: int = 8  # per device (pairs)
+    grad_accum: int = 1
+    beta: float = 0.1
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid", "bco_pair", "sft"])
+    loss_weights: list[float] = field(default_factory=lambda: [0.8, 0.2, 1.0])
+    save_every: int = 50
+    num_workers: int = 0
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    bf16: bool = False
+    max_steps: int | None = None
+
+
+def preference_records(pairs) -> list[dict]:
+    """trl's conversational vision preference records, with the prompt rendered as occmllm.vlm asks questions."""
+    from occmllm.images import load_image
+    from occmllm.vlm import to_messages
+
+    return [{"images": [load_image(image)], "prompt": to_messages(pair.question),
+             "chosen": [{"role": "assistant", "content": [{"type": "text", "text": pair.chosen}]}],
+             "rejected": [{"role": "assistant", "content": [{"type": "text", "text": pair.rejected}]}]}
+            for image, pair in pairs]
+
+
+def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
+    """(trainer, model, processor): a DPOTrainer set up for MPO on `pairs` [(image path, PreferencePair)]."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    seed_everything(cfg.seed)
+    model, processor = load_policy(start)
+    set_trainable(model, cfg.parts)
+    if cfg.lora:
+        model, ref_model = add_lora(model, cfg.parts, cfg.lora_rank, cfg.lora_alpha), None
+    else:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    args = DPOConfig(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
+        beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights), max_length=None,
+        save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, logging_steps=1, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, dataloader_num_workers=cfg.num_workers,
+        remove_unused_columns=False, disable_tqdm=False, save_only_model=False,
+    )
+    log = LossLog(out / "loss.csv", ["step", "epoch", "loss", "lr", "rewards/accuracies", "rewards/margins"])
+
+    class CSVLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs and "loss" in logs:
+                log.write(step=state.global_step, epoch=logs.get("epoch"), loss=logs["loss"],
+                          lr=logs.get("learning_rate"), **{k: logs[k] for k in ("rewards/accuracies", "rewards/margins")
+                                                            if k in logs})
+
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=processor,
+                         train_dataset=Dataset.from_list(preference_records(pairs)), callbacks=[CSVLog()])
+    return trainer, model, processor
+
+
+def train_mpo(start: Path, out: Path, pairs, cfg: MPOConfig, name: str = "3a") -> Path:
+    """Run MPO from the model in `start`; save to `out/model`; resume from `out/trainer/checkpoint-*`."""
+    trainer, model, processor = build_trainer(start, out, pairs, cfg)
+    resume = any((out / "trainer").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    folder = out / "model"
+    if trainer.is_world_process_zero():
+        save_model(trainer.accelerator.unwrap_model(trainer.model), processor, folder, source=Path(start), stage=name)
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return folder
+
+
+@torch.no_grad()
+def sequence_logps(model, processor, image, question: str, answer: str) -> tuple[torch.Tensor, int]:
+    """(sum of the answer tokens' log-probabilities, number of answer tokens), encoded by train.data (not by trl):
+    the independent side of the MPO loss test."""
+    from train.data import encode_sample
+
+    sample = encode_sample(processor, image, [(question, answer)])
+    batch = {k: (v[None] if k in ("input_ids", "attention_mask", "labels") else v) for k, v in sample.items()}
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[0, :-1].float()
+    targets = labels[0, 1:]
+    mask = targets != -100
+    logps = logits.log_softmax(-1)[mask].gather(-1, targets[mask][:, None])[:, 0]
+    return logps, int(mask.sum())

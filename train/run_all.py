@@ -1,0 +1,352 @@
+"""The whole OCC-MLLM-CoT training recipe in one command: data, the 3D expert, seven VLM stages, evaluation.
+
+    python train/run_all.py --preset smoke --out runs/smoke                  # every stage, tiny model, minutes on CPU
+    python train/run_all.py --preset default --out runs/default              # the shipped default model (one GPU)
+    python train/run_all.py --preset real --model /models/InternVL2-1B --data data/synth --out runs/real --lora
+    python train/run_all.py --preset smoke --dry-run                         # print the plan, train nothing
+    python train/run_all.py --preset smoke --stages 1 2 --out runs/x stages.1.epochs=3 sft.batch_size=4
+    accelerate launch --num_processes 2 train/run_all.py --preset default --out runs/ddp    # DDP (or torchrun)
+
+Stages (the seed's table, ../shared/seed/NOTES.md; `starts` = the stage whose model it continues):
+    0   3D expert (occmllm.recon.train_expert)                    on the photos + shapes
+    1   SFT Q1                      projector + LM        starts base
+    2   SFT Q1+Q6 (two turns)       projector + LM        starts 1
+    3a  MPO (trl DPOTrainer)        all                   starts 2
+    3b  SFT Q1, LM frozen           vision + projector    starts 3a
+    4a  SCoRe self-correction RL    projector + LM        starts 2
+    4b  SFT Q1, LM frozen           vision + projector    starts 4a
+    4c  SFT CoT mix (Q0 / Q1+Q6)    projector + LM        starts 4b   <- the final model (OUT/final)
+After every stage its model is evaluated on the test split (occmllm.evaluate: Description / Reflection / Decision,
+and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json.
+A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
+last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `python train/run_all.py` from anywhere
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import yaml  # noqa: E402
+
+from train.common import TrainError  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class Stage:
+    id: str
+    kind: str  # expert | sft | mpo | score
+    what: str
+    data: tuple[str, ...] = ()  # data kinds (train.data.KINDS)
+    parts: tuple[str, ...] = ()
+    starts: str | None = None  # the stage whose model this one continues ("base" = the base model)
+    epochs: float = 1
+    lr: float = 4e-5
+    weight_decay: float = 0.01
+
+
+STAGES = [
+    Stage("0", "expert", "3D expert"),
+    Stage("1", "sft", "SFT Q1", ("Q1",), ("projector", "lm"), "base", 2),
+    Stage("2", "sft", "SFT Q1+Q6", ("Q1_Q6",), ("projector", "lm"), "1", 2),
+    Stage("3a", "mpo", "MPO clarity pairs", ("dpo",), ("vision", "projector", "lm"), "2", 1, 5e-6, 0.05),
+    Stage("3b", "sft", "SFT Q1, LM frozen", ("Q1",), ("vision", "projector"), "3a", 4),
+    Stage("4a", "score", "SCoRe self-correction", ("Q1",), ("projector", "lm"), "2", 1),
+    Stage("4b", "sft", "SFT Q1, LM frozen", ("Q1",), ("vision", "projector"), "4a", 6),
+    Stage("4c", "sft", "SFT CoT mix", ("cot",), ("projector", "lm"), "4b", 6),
+]
+BY_ID = {s.id: s for s in STAGES}
+FINAL = "4c"
+
+
+# --- configuration ---------------------------------------------------------------------------------
+def load_preset(name: str) -> dict:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+        raise TrainError(f"{path}: no such preset (known: {known})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def apply_override(config: dict, text: str) -> None:
+    """`a.b.c=value` (value parsed as YAML) sets config["a"]["b"]["c"]."""
+    if "=" not in text:
+        raise TrainError(f"override {text!r}: expected key=value, e.g. stages.1.epochs=3")
+    key, value = text.split("=", 1)
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
+
+
+def stage_settings(config: dict, stage: Stage) -> dict:
+    """The settings of one stage: seed table < preset's `sft`/`mpo`/`score` block < preset's `stages.ID` block."""
+    settings = {} if stage.kind == "expert" else {"parts": list(stage.parts), "lr": stage.lr,
+                                                  "weight_decay": stage.weight_decay}
+    if stage.kind == "score":
+        settings.update(stage1_epochs=stage.epochs, stage2_epochs=stage.epochs)
+    elif stage.kind != "expert":
+        settings["epochs"] = stage.epochs
+    settings.update(config.get(stage.kind, {}) or {})
+    settings.update((config.get("stages", {}) or {}).get(stage.id, {}) or {})
+    settings.setdefault("seed", config.get("seed", 0))
+    if stage.kind != "expert":
+        settings.setdefault("lora", bool(config.get("lora", False)))
+        settings.setdefault("bf16", bool(config.get("bf16", False)))
+    return settings
+
+
+def stage_order(requested: list[str] | None, start_from: str | None) -> list[Stage]:
+    ids = [s.id for s in STAGES]
+    for stage_id in (requested or []) + ([start_from] if start_from else []):
+        if stage_id not in BY_ID:
+            raise TrainError(f"unknown stage {stage_id!r}; stages are {' '.join(ids)}")
+    chosen = requested or ids
+    if start_from:
+        chosen = [i for i in chosen if ids.index(i) >= ids.index(start_from)]
+    return [BY_ID[i] for i in ids if i in chosen]
+
+
+# --- phases ----------------------------------------------------------------------------------------
+def make_data(config: dict, data: str | None, out: Path) -> Path:
+    """The dataset folder: --data, the preset's `data.dir`, or one generated by data_tools.synth into OUT/data."""
+    folder = data or (config.get("data", {}) or {}).get("dir")
+    if folder:
+        return Path(folder)
+    generate = (config.get("data", {}) or {}).get("generate") or {}
+    folder = out / "data"
+    if (folder / "meta.json").is_file():
+        return folder
+    command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder), "--seed", str(config.get("seed", 0))]
+    for key, value in generate.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    print(">> generating data:", " ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=REPO)
+    return folder
+
+
+def make_base_model(config: dict, model: str | None, out: Path) -> Path:
+    """--model, the preset's `model.path`, or the default model architecture built untrained into OUT/base."""
+    spec = config.get("model", {}) or {}
+    path = model or spec.get("path")
+    if path:
+        return Path(path)
+    folder = out / "base"
+    if not (folder / "config.json").is_file():
+        from occmllm.default_model import DefaultModelConfig, build_default_model
+
+        build_default_model(folder, DefaultModelConfig(**(spec.get("build") or {})))
+    return folder
+
+
+def check_inputs(stages: list[Stage], data_dir: Path, base: Path, evaluate: bool) -> None:
+    """Everything that can be checked before training: the model folder and every data file a stage reads."""
+    from train.common import check_model_folder
+    from train.data import DataDir
+
+    check_model_folder(base)
+    data = DataDir(data_dir)
+    needed = [(kind, "train") for stage in stages for kind in stage.data]
+    if evaluate:
+        needed.append(("Q1", "test"))
+    data.check(needed)
+
+
+def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:
+    """Train one stage into `folder`; returns its model folder (the expert's folder for stage 0)."""
+    from train.data import DataDir, read_pairs, read_samples
+
+    settings = dict(settings)
+    limit, renders = settings.pop("limit", None), settings.pop("renders", False)
+    data = DataDir(data_dir)
+    if stage.kind == "expert":
+        from train.expert import train_stage_expert
+
+        return train_stage_expert(data_dir, folder, settings)
+    if stage.kind == "mpo":
+        from train.mpo import MPOConfig, train_mpo
+
+        pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
+        return train_mpo(start, folder, pairs, _config(MPOConfig, settings), stage.id)
+    samples = [s for kind in stage.data for s in read_samples(data.require(kind, "train"), limit, renders)]
+    for kind in settings.pop("extra_data", []) or []:  # e.g. [attributes]: the paper's "Supervise Description"
+        samples += read_samples(data.require(kind, "train"), limit)
+    if stage.kind == "score":
+        from train.score import SCoReConfig, train_score
+
+        return train_score(start, folder, samples, _config(SCoReConfig, settings), stage.id)
+    from train.sft import SFTConfig, train_sft
+
+    return train_sft(start, folder, samples, _config(SFTConfig, settings), stage.id)
+
+
+def _config(cls, settings: dict):
+    names = {f.name for f in fields(cls)}
+    unknown = set(settings) - names
+    if unknown:
+        raise TrainError(f"unknown setting(s) {sorted(unknown)} for {cls.__name__}; known: {sorted(names)}")
+    return cls(**settings)
+
+
+def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: dict) -> dict:
+    """occmllm.evaluate on the test split: the paper's three scores and Decision under 40% visible."""
+    from occmllm import metrics
+    from occmllm.evaluate import evaluate, read_manifest, read_test_set
+    from occmllm.vlm import VLM
+    from train.data import DataDir
+
+    source = DataDir(data_dir).require("Q1", "test")
+    items = read_test_set(source.annotation, source.image_root)[: settings.get("limit")]
+    vlm = VLM.load(model)
+    route = settings.get("expert", "learned")
+    if route == "oracle":
+        from occmllm.recon import OracleExpert
+
+        expert_model = OracleExpert(data_dir, "test")
+    elif route == "learned" and expert is not None and (Path(expert) / "config.json").is_file():
+        from occmllm.recon import LearnedExpert
+
+        expert_model = LearnedExpert(expert)
+    else:
+        expert_model = None
+    results, _ = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
+                          manifest=read_manifest(source.image_root), progress=True)
+    summary = metrics.summary(results)
+    hidden = [r for r in results if r.visible_fraction is not None and r.visible_fraction < 0.4]
+    return {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],
+            "decision": summary["decision"], "decision_visible_under_40": metrics.decision(hidden) if hidden else None,
+            "n_visible_under_40": len(hidden), "3d_plus": summary["3d_plus"], "routed_to_3d": summary["routed_to_3d"]}
+
+
+def write_results(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = ["| stage | what | Description | Reflection | Decision | Decision (visible < 40%) | n | minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for stage_id, row in results.items():
+        lines.append(f"| {stage_id} | {row.get('what', '')} | {fmt(row.get('description'))} | "
+                     f"{fmt(row.get('reflection'))} | {fmt(row.get('decision'))} | "
+                     f"{fmt(row.get('decision_visible_under_40'))} ({row.get('n_visible_under_40', 0)}) | "
+                     f"{row.get('n', '-')} | {row.get('minutes', '-')} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, model: str | None) -> None:
+    print(f"preset -> {out}")
+    print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
+    print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
+    print(f"  lora : {bool(config.get('lora'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
+    for stage in stages:
+        done = " (done, skipped)" if (out / f"stage_{stage.id}" / "DONE").is_file() else ""
+        settings = stage_settings(config, stage)
+        print(f"  stage {stage.id:<3} {stage.kind:<6} {stage.what:<24} starts {stage.starts or '-':<5} "
+              f"data {','.join(stage.data) or 'photos+shapes':<8} {json.dumps(settings)}{done}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python train/run_all.py", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--preset", default="smoke", help="train/configs/NAME.yaml (smoke, default, real) or a path")
+    parser.add_argument("--stages", nargs="+", help="only these stages (0 1 2 3a 3b 4a 4b 4c)")
+    parser.add_argument("--from", dest="start_from", help="this stage and the ones after it")
+    parser.add_argument("--model", help="base model folder (default: the preset's; smoke/default build one)")
+    parser.add_argument("--data", help="dataset folder with meta.json (default: generated with data_tools.synth)")
+    parser.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters (peft) instead of full fine-tuning")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. stages.1.epochs=3 sft.batch_size=4")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except TrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    # --- configuration ---
+    config = load_preset(args.preset)
+    for override in args.overrides:
+        apply_override(config, override)
+    if args.lora:
+        config["lora"] = True
+    if args.seed is not None:
+        config["seed"] = args.seed
+    out = Path(args.out or REPO / "runs" / Path(args.preset).stem)
+    stages = stage_order(args.stages, args.start_from)
+    if args.dry_run:
+        print_plan(stages, config, out, args.data, args.model)
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    eval_settings = config.get("evaluate", {}) or {}
+    evaluate = eval_settings.get("enabled", True)
+
+    # --- data and base model; every input checked before anything trains ---
+    if rank0:
+        data_dir, base = make_data(config, args.data, out), make_base_model(config, args.model, out)
+    else:  # other DDP processes wait for rank 0 to generate the data and build the base model
+        data_dir = Path(args.data or (config.get("data") or {}).get("dir") or out / "data")
+        base = Path(args.model or (config.get("model") or {}).get("path") or out / "base")
+        while not ((data_dir / "meta.json").is_file() and (base / "config.json").is_file()):
+            time.sleep(5)
+    check_inputs(stages, data_dir, base, evaluate)
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+
+    # --- the stages ---
+    expert = out / "stage_0" / "model" if (out / "stage_0" / "DONE").is_file() else None
+    for stage in stages:
+        folder = out / f"stage_{stage.id}"
+        done = folder / "DONE"
+        if done.is_file():
+            print(f">> stage {stage.id} ({stage.what}): done, skipped")
+            continue
+        start = None
+        if stage.starts:
+            start = base if stage.starts == "base" else out / f"stage_{stage.starts}" / "model"
+            if not (start / "config.json").is_file():
+                raise TrainError(f"stage {stage.id} starts from stage {stage.starts}, which has no model in {start}: "
+                                 f"run it first (or use --from {stage.starts})")
+        print(f">> stage {stage.id}: {stage.what}", flush=True)
+        t0 = time.time()
+        model = run_stage(stage, stage_settings(config, stage), start, data_dir, folder)
+        minutes = round((time.time() - t0) / 60, 2)
+        row = {"what": stage.what, "minutes": minutes}
+        if stage.kind == "expert":
+            expert = model
+        elif evaluate and rank0:
+            print(f">> evaluating stage {stage.id} on the test split", flush=True)
+            row.update(evaluate_model(model, data_dir, expert, eval_settings))
+        if rank0:
+            results[stage.id] = row
+            write_results(out, results)
+            folder.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(row) + "\n")
+        print(f">> stage {stage.id} finished in {minutes} min: {json.dumps(row)}", flush=True)
+
+    # --- the final model ---
+    final_model = out / f"stage_{FINAL}" / "model"
+    if rank0 and (final_model / "config.json").is_file():
+        shutil.copytree(final_model, out / "final", dirs_exist_ok=True)
+        print(f">> final model: {out / 'final'}   results: {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

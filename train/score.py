@@ -1,0 +1,202 @@
+"""Stage 4a: self-correction by reinforcement learning, SCoRe (Kumar et al. 2024) done right.
+
+    python train/run_all.py --preset smoke --stages 4a
+Per batch of Q1 images (the class is only used to score answers, never shown to the model):
+  1. attempt 1: sample (temperature, no greedy) an answer to Q1 from the current policy;
+  2. attempt 2: sample again, the prompt being the conversation [Q1, attempt 1, SECOND_ATTEMPT ("Please check again
+     what's the object in the hand?")];
+  3. rewards r1, r2 = 1 when `prompts.parse_object` of the attempt names the right class, else 0;
+  4. log-probabilities of the sampled tokens only (up to and including the end-of-turn token), under the policy and
+     under a frozen copy of the starting model (the reference); per-token KL estimate k3 = e^(ref-pi) - (ref-pi) - 1.
+Stage I (the first `stage1_epochs`): maximise r2 while a strong KL (`kl_first`) keeps attempt 1 at the reference:
+    loss = -A(r2) logp(a2) + kl_first KL(a1) + kl KL(a2)
+Stage II: both attempts, attempt 2 with the self-correction bonus alpha (r2 - r1), KL penalty:
+    loss = -A(r1) logp(a1) - A(r2 + alpha (r2 - r1)) logp(a2) + kl (KL(a1) + KL(a2))
+A(x) = x - batch mean of x (REINFORCE with a baseline). Loss CSV, tqdm, checkpoints, DDP through accelerate as
+in train/sft.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from occmllm import prompts
+from train.common import (LossLog, add_lora, cosine_with_warmup, load_policy, save_model, seed_everything,
+                          set_trainable, trainable_parameters)
+from train.data import Sample, render
+from train.sft import epoch_order, save_checkpoint
+
+
+@dataclass
+class SCoReConfig:
+    parts: list[str] = field(default_factory=lambda: ["projector", "lm"])
+    stage1_epochs: float = 1
+    stage2_epochs: float = 1
+    lr: float = 4e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    batch_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    kl_first: float = 1.0  # stage I: strong KL of attempt 1 to the reference
+    kl: float = 0.05  # KL penalty elsewhere
+    alpha: float = 1.0  # stage II self-correction bonus
+    max_grad_norm: float = 1.0
+    save_every: int = 50
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    bf16: bool = False
+    max_steps: int | None = None
+
+
+def _inputs(processor, images, texts, device):
+    inputs = processor(text=texts, images=[[image] for image in images], return_tensors="pt", padding=True,
+                       padding_side="left")
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+@torch.no_grad()
+def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
+    """Sample one answer per prompt. Returns (inputs of the prompt + answer, answer mask, answer texts)."""
+    tokenizer = processor.tokenizer
+    inputs = _inputs(processor, images, texts, model.device)
+    prompt_length = inputs["input_ids"].shape[1]
+    # no image or other special token inside an answer (an untrained model would sample them): eos ends it
+    suppress = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+    sequences = model.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                               max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                               suppress_tokens=suppress)
+    answer = sequences[:, prompt_length:]
+    ended = (answer == tokenizer.eos_token_id).int().cumsum(1)
+    answer_mask = (ended == 0) | ((ended == 1) & (answer == tokenizer.eos_token_id))  # up to and incl. the first eos
+    texts_out = [t.strip() for t in tokenizer.batch_decode(answer.masked_fill(~answer_mask, tokenizer.pad_token_id),
+                                                           skip_special_tokens=True)]
+    full = dict(inputs)
+    full["input_ids"] = sequences
+    full["attention_mask"] = torch.cat([inputs["attention_mask"], answer_mask.long()], dim=1)
+    return full, answer_mask, texts_out
+
+
+def answer_logps(model, full: dict, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length)."""
+    attention = full["attention_mask"]
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: positions as generate() used them
+    logits = model(**full, position_ids=position_ids, use_cache=False).logits
+    length = answer_mask.shape[1]
+    logits = logits[:, -length - 1:-1].float()
+    targets = full["input_ids"][:, -length:]
+    logps = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    return logps * answer_mask
+
+
+def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence KL(policy || reference) estimate on sampled tokens: sum of e^(ref-pi) - (ref-pi) - 1."""
+    delta = (ref_logps - policy_logps) * mask
+    return ((delta.exp() - delta - 1) * mask).sum(1)
+
+
+def rewards_of(texts: list[str], labels: list[str], device) -> torch.Tensor:
+    return torch.tensor([float(prompts.parse_object(t) == label) for t, label in zip(texts, labels)], device=device)
+
+
+def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, stage: int) -> tuple[torch.Tensor, dict]:
+    """The loss of one SCoRe step (stage 1 or 2) on a batch, and its statistics."""
+    generator = getattr(policy, "module", policy)
+    first_texts = [render(processor, [(prompts.Q1, None)])] * len(images)
+    full1, mask1, answers1 = sample_attempt(generator, processor, images, first_texts, cfg)
+    second_texts = [render(processor, [(prompts.Q1, a1), (prompts.SECOND_ATTEMPT, None)]) for a1 in answers1]
+    full2, mask2, answers2 = sample_attempt(generator, processor, images, second_texts, cfg)
+    r1, r2 = rewards_of(answers1, labels, mask1.device), rewards_of(answers2, labels, mask2.device)
+
+    logp1, logp2 = answer_logps(policy, full1, mask1), answer_logps(policy, full2, mask2)
+    with torch.no_grad():
+        ref1, ref2 = answer_logps(reference, full1, mask1), answer_logps(reference, full2, mask2)
+    kl1, kl2 = kl_k3(logp1, ref1, mask1), kl_k3(logp2, ref2, mask2)
+    advantage = lambda x: x - x.mean()  # noqa: E731
+    if stage == 1:
+        loss = (-advantage(r2) * logp2.sum(1) + cfg.kl_first * kl1 + cfg.kl * kl2).mean()
+    else:
+        shaped2 = r2 + cfg.alpha * (r2 - r1)
+        loss = (-advantage(r1) * logp1.sum(1) - advantage(shaped2) * logp2.sum(1) + cfg.kl * (kl1 + kl2)).mean()
+    stats = {"reward1": r1.mean().item(), "reward2": r2.mean().item(), "kl1": kl1.mean().item(),
+             "kl2": kl2.mean().item(), "answer1": answers1[0], "answer2": answers2[0]}
+    return loss, stats
+
+
+def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig, name: str = "4a") -> Path:
+    """SCoRe from the model in `start` on Q1 `samples`; save to `out/model`; resume from `out/checkpoint`."""
+    from accelerate import Accelerator
+
+    from occmllm.images import load_image
+
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    seed_everything(cfg.seed + accelerator.process_index)
+    policy, processor = load_policy(start, device=accelerator.device)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)  # a real frozen copy of the starting model
+    set_trainable(policy, cfg.parts)
+    if cfg.lora:
+        policy = add_lora(policy, cfg.parts, cfg.lora_rank, cfg.lora_alpha)
+    params = trainable_parameters(policy)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    steps_per_epoch = max(1, math.ceil(len(samples) / world / cfg.batch_size))
+    stage1_steps = max(1, math.ceil(steps_per_epoch * cfg.stage1_epochs))
+    total_steps = stage1_steps + max(1, math.ceil(steps_per_epoch * cfg.stage2_epochs))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    checkpoint = out / "checkpoint"
+    log = LossLog(out / "loss.csv", ["step", "stage", "loss", "reward1", "reward2", "kl1", "kl2", "lr"])
+    step = 0
+    if (checkpoint / "progress.json").is_file():
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / "progress.json").read_text())["step"]
+        accelerator.print(f"[{name}] resuming from step {step}/{total_steps}")
+    labels_of = [prompts.parse_object(s.turns[0][1]) for s in samples]
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"stage {name} (SCoRe)", disable=not accelerator.is_local_main_process)
+    while step < total_steps:
+        stage = 1 if step < stage1_steps else 2
+        epoch, within = divmod(step if stage == 1 else step - stage1_steps, steps_per_epoch)
+        order = epoch_order(len(samples), cfg.seed + 1000 * stage + epoch, rank, world)
+        chunk = order[within * cfg.batch_size:(within + 1) * cfg.batch_size] or order[: cfg.batch_size]
+        images = [load_image(samples[i].image) for i in chunk]
+        policy.train()
+        loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg, stage)
+        accelerator.backward(loss)
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        step += 1
+        if accelerator.is_main_process:
+            log.write(step=step, stage=stage, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+                      **{k: v for k, v in stats.items() if not k.startswith("answer")})
+        bar.update(1)
+        bar.set_postfix(stage=stage, r1=f"{stats['reward1']:.2f}", r2=f"{stats['reward2']:.2f}",
+                        kl=f"{stats['kl1']:.3f}")
+        if step % cfg.save_every == 0 and step < total_steps:
+            save_checkpoint(accelerator, checkpoint, step)
+    bar.close()
+    accelerator.wait_for_everyone()
+    folder = out / "model"
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(policy), processor, folder, source=Path(start), stage=name)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder

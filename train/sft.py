@@ -1,0 +1,148 @@
+"""Supervised fine-tuning of chosen model parts on seed-format conversations (stages 1, 2, 3b, 4b, 4c).
+
+    python train/run_all.py --preset smoke --stages 1        # how it is normally run
+The loop is plain PyTorch through `accelerate` (one process, or DDP under `accelerate launch` / `torchrun`):
+AdamW, cosine schedule with warmup, gradient accumulation, loss on the answer tokens only, a loss CSV, a tqdm bar,
+and a checkpoint every `save_every` optimizer steps that a restarted run continues from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from train.common import (LossLog, add_lora, cosine_with_warmup, load_policy, save_model, seed_everything,
+                          set_trainable, trainable_parameters)
+from train.data import SFTDataset, Sample, collate
+
+
+@dataclass
+class SFTConfig:
+    parts: list[str] = field(default_factory=lambda: ["projector", "lm"])
+    epochs: float = 2
+    lr: float = 4e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    batch_size: int = 8  # per device
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    save_every: int = 50  # optimizer steps between checkpoints
+    num_workers: int = 0
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    bf16: bool = False
+    max_steps: int | None = None  # stop early (tests)
+
+
+def _accelerator(cfg):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+
+
+def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, name: str = "sft") -> Path:
+    """Fine-tune the model in `start` on `samples`; save the result to `out/model`. Resumes from
+    `out/checkpoint` when one exists. Returns the model folder."""
+    accelerator = _accelerator(cfg)
+    seed_everything(cfg.seed)
+    model, processor = load_policy(start, device=accelerator.device)
+    set_trainable(model, cfg.parts)
+    if cfg.lora:
+        model = add_lora(model, cfg.parts, cfg.lora_rank, cfg.lora_alpha)
+    params = trainable_parameters(model)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    pad_id = processor.tokenizer.pad_token_id
+    dataset = SFTDataset(samples, processor)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches_per_epoch = math.ceil(len(samples) / world / cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
+
+    checkpoint, log = out / "checkpoint", LossLog(out / "loss.csv", ["step", "epoch", "loss", "lr"])
+    step = 0
+    if (checkpoint / "progress.json").is_file():  # a killed run: continue where it stopped
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / "progress.json").read_text())["step"]
+        accelerator.print(f"[{name}] resuming from step {step}/{total_steps}")
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"stage {name}", disable=not accelerator.is_local_main_process)
+    model.train()
+    while step < total_steps:
+        epoch = step // max(1, steps_per_epoch)
+        order = epoch_order(len(samples), cfg.seed + epoch, rank, world)
+        skip = (step - epoch * steps_per_epoch) * cfg.grad_accum * cfg.batch_size
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order[skip:]), batch_size=cfg.batch_size,
+                                             num_workers=cfg.num_workers, collate_fn=lambda b: collate(b, pad_id))
+        for index, batch in enumerate(loader):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            last = (index + 1) % cfg.grad_accum == 0 or index == len(loader) - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss / cfg.grad_accum)
+            if not last:
+                continue
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            loss_value = accelerator.gather(loss.detach()).mean().item()
+            if accelerator.is_main_process:
+                log.write(step=step, epoch=round(step / max(1, steps_per_epoch), 4), loss=loss_value,
+                          lr=scheduler.get_last_lr()[0])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if step % cfg.save_every == 0 and step < total_steps:
+                save_checkpoint(accelerator, checkpoint, step)
+            if step >= total_steps:
+                break
+    bar.close()
+    accelerator.wait_for_everyone()
+    folder = out / "model"
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), processor, folder, source=Path(start), stage=name)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """This process's sample indices for one epoch: a seeded shuffle, every process a strided share of equal size
+    (DDP needs the same number of batches everywhere; a short share repeats its first indices)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    share = math.ceil(n / world)
+    order = (order * 2)[: share * world] if n else order
+    return order[rank::world]
+
+
+def save_checkpoint(accelerator, checkpoint: Path, step: int) -> None:
+    """accelerate's state (model, optimizer, scheduler, RNG) + the step, written beside and renamed into place."""
+    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps({"step": step}))
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        tmp.rename(checkpoint)
+    accelerator.wait_for_everyone()
