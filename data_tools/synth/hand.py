@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import frame_from_z, merge, rounded_rectangle, unit_sphere, extrude
+from .geometry import frame_from_z, merge, unit_sphere
 from .objects import Grasp
 
 # (proximal, middle, distal) phalanx lengths in metres and radius, for index, middle, ring, little finger
@@ -147,8 +147,9 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
     zg = np.array([0.0, 0.0, 1.0])
     palm_rot = np.stack([-zg, u, n_out], axis=1)
     palm_centre = np.array([*((k_mid[:2] + wrist2d) / 2), z_centre]) + n_out * (palm_th / 2 - 0.009 * scale)
-    palm = extrude(rounded_rectangle(palm_w, palm_len + 0.012, 0.012, 4), -palm_th / 2, palm_th / 2)
-    parts.append((palm.vertices @ palm_rot.T + palm_centre, palm.faces))
+    sv, sf = unit_sphere(8, 14)  # a rounded box ("pillow"): sphere coordinates pushed towards the faces
+    pillow = np.sign(sv) * np.abs(sv) ** 0.45 * np.array([palm_w / 2, (palm_len + 0.012) / 2, palm_th / 2])
+    parts.append((pillow @ palm_rot.T + palm_centre, sf))
     thenar_c = palm_centre + u * palm_len * 0.22 + zg * (palm_w / 2 - 0.008) - n_out * 0.004
     parts.append(_ball(thenar_c, 1.0, (0.024 * scale, 0.032 * scale, 0.013 * scale), palm_rot))
     # thumb: from the thenar side round the other way

@@ -145,9 +145,12 @@ def make_bowl(rng) -> ObjectModel:
         np.concatenate([np.column_stack([inner_r, inner_z])[:-1], [[0, foot_h + wall]]]),
     ]
     solids = [revolve(strokes, 32)]
-    # held from below: palm under the foot, fingers up the outer wall
-    rot = np.stack([[0, 0, -1.0], [-1.0, 0, 0], [0, 1.0, 0]], axis=1)
-    grasp = Grasp(np.array([0, 0, h * 0.5]), rot, h * 0.5, R, 2.5, slide=R * 0.3, max_wrap=h * 1.2)
+    if rng.random() < 0.3:  # held from below: palm under the foot, fingers up the outer wall
+        rot = np.stack([[0, 0, -1.0], [-1.0, 0, 0], [0, 1.0, 0]], axis=1)
+        grasp = Grasp(np.array([0, 0, h * 0.5]), rot, h * 0.5, R, 2.5, slide=R * 0.3, max_wrap=h * 1.2)
+    else:  # held from the side: palm on the outer wall, fingers round it (axis tilted with the wall)
+        grasp = Grasp(np.array([0, 0, h * 0.6]), np.eye(3), (R + foot_r) / 2 + 0.004, (R + foot_r) / 2 + 0.004, 2.0,
+                      slide=0.0, max_wrap=_u(rng, 0.05, 0.1))
     return ObjectModel("bowl", solids, grasp, dict(radius=R, height=h))
 
 
@@ -216,7 +219,6 @@ def make_knife(rng) -> ObjectModel:
         for k in range(int(rng.integers(2, 4))):
             solids.append(transform(cylinder(0.0025, -th / 2 - 0.0005, th / 2 + 0.0005, 8, shade=2), None,
                                     (0, -Lh * (0.2 + 0.3 * k), 0)))
-    rot = np.stack([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]], axis=1)  # x_g = spine side, axis -y... (right-handed)
     rot = np.stack([[1.0, 0, 0], np.cross([0, 1.0, 0], [1.0, 0, 0]), [0, 1.0, 0]], axis=1)
     grasp = Grasp(np.array([0, -Lh * _u(rng, 0.4, 0.6), 0]), rot, wh / 2, th / 2, 3.0, slide=Lh * 0.1)
     return ObjectModel("knife", solids, grasp, dict(length=Lb + Lh, blade_width=wb))
@@ -269,5 +271,4 @@ def make_object(cls: str, rng) -> ObjectModel:
     centre = (verts.min(0) + verts.max(0)) / 2
     model.solids = [transform(s, None, -centre) for s in model.solids]
     model.grasp.origin = np.asarray(model.grasp.origin, dtype=np.float64) - centre
-    assert frame_from_z is not None
     return model

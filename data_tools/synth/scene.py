@@ -32,6 +32,7 @@ from .objects import make_object
 SIZE = 256
 GRID = 32  # occupancy grid resolution
 ROUND_CIRCULARITY, THIN_RATIO, LONG_RATIO = 0.9, 0.2, 2.0
+VIEW_FROM_HAND_SHARE = 0.25
 
 
 @dataclass
@@ -114,7 +115,9 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     K = np.array([[fx, 0, SIZE / 2], [0, fx, SIZE / 2], [0, 0, 1.0]])
     g = model.grasp.rotation
     for _ in range(50):  # not from along the forearm (the camera would sit in the sleeve)
-        azimuth, elevation = rng.uniform(0, 2 * np.pi), np.clip(rng.normal(0, 0.6), -1.3, 1.3)
+        # half the views from the back-of-hand side (azimuth near 0), where the hand hides most
+        azimuth = rng.normal(0, 0.7) if rng.random() < VIEW_FROM_HAND_SHARE else rng.uniform(0, 2 * np.pi)
+        elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
         view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
                              np.sin(elevation)])
         if view @ hand.arm_direction < np.cos(np.radians(40)):

@@ -179,9 +179,14 @@ def write_meta(root: Path, counts: dict[str, dict[str, int]]) -> None:
     formats.write_meta(Path(root) / "meta.json", meta)
 
 
+MANIFEST_FIRST = ["id", "split", "class", "visible_fraction", "round", "thin", "long", "clear"]
+
+
 def write_manifest(root: Path, split: str, rows: list[dict]) -> pd.DataFrame:
-    m = pd.DataFrame(rows).sort_values("id").reset_index(drop=True) if rows else pd.DataFrame(
-        columns=["id", "split", "class", "visible_fraction", "round", "thin", "long", "clear"])
+    """manifest.parquet: one row per complete sample, the main labels first, then everything else in name order."""
+    m = pd.DataFrame(rows) if rows else pd.DataFrame(columns=MANIFEST_FIRST)
+    m = m[MANIFEST_FIRST + sorted(c for c in m.columns if c not in MANIFEST_FIRST)]
+    m = m.sort_values("id").reset_index(drop=True)
     path = Path(root) / split / "manifest.parquet"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     m.to_parquet(tmp, index=False)
