@@ -67,6 +67,7 @@ class DefaultModelConfig:
     vocab_size: int = 640  # BPE merges stop earlier when the corpus runs out of pairs
     max_position_embeddings: int = 1024
     seed: int = 0
+    model_vocab_size: int | None = None  # embedding rows; None = the tokenizer's size (benchmarks set 151674)
     extra_texts: list[str] = field(default_factory=list)  # more strings for the tokenizer to learn
 
     @property
@@ -141,7 +142,7 @@ def build_model(tokenizer, config: DefaultModelConfig | None = None):
         text_config=dict(
             model_type="qwen2", hidden_size=config.text_hidden, num_hidden_layers=config.text_layers,
             num_attention_heads=config.text_heads, num_key_value_heads=config.text_kv_heads,
-            intermediate_size=config.text_intermediate, vocab_size=len(tokenizer),
+            intermediate_size=config.text_intermediate, vocab_size=config.model_vocab_size or len(tokenizer),
             max_position_embeddings=config.max_position_embeddings, tie_word_embeddings=True,
             bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         ),
