@@ -3,8 +3,8 @@
     DIR/{split}/images/{id}.jpg     the 256 px photo
     DIR/{split}/shapes/{id}.npz     vertices (camera frame, OpenCV axes, metres), faces, K
 
-Each object's solid occupancy grid in a cube around it (the generator's own `occupancy` + `bounds` when the shape file
-has them, else the mesh voxelized at 64^3) is cached bit-packed in OUT/cache_{split}.npz; training targets are read from that grid at the frustum cells of the (jittered) window.
+Each object's solid occupancy grid in a cube around it (the mesh voxelized at 64^3; or, with use_stored_occupancy,
+the generator's own coarser `occupancy` + `bounds`) is cached bit-packed in OUT/cache_{split}.npz; training targets are read from that grid at the frustum cells of the (jittered) window.
 """
 from __future__ import annotations
 
@@ -37,7 +37,11 @@ def stored_occupancy(path: str | Path) -> tuple[np.ndarray, np.ndarray, float] |
     with np.load(path) as data:
         if "occupancy" not in data or "bounds" not in data:
             return None
-        grid, bounds = np.asarray(data["occupancy"], bool), np.asarray(data["bounds"], np.float32)
+        grid, bounds = np.asarray(data["occupancy"]), np.asarray(data["bounds"], np.float32)
+        if "occupancy_shape" in data:  # bit-packed
+            shape = tuple(int(s) for s in data["occupancy_shape"])
+            grid = np.unpackbits(grid)[: int(np.prod(shape))].reshape(shape)
+    grid = grid.astype(bool)
     if grid.ndim != 3 or len(set(grid.shape)) != 1:
         return None
     return grid.transpose(2, 1, 0), bounds[0], float((bounds[1] - bounds[0]).max())
@@ -71,30 +75,35 @@ class ReconTrainingSet:
     """All samples of one split in memory: photos, ground-truth windows, K, and bit-packed 64^3 occupancy."""
 
     def __init__(self, data_dir: str | Path, split: str, config: OccupancyNetConfig, cache_dir: str | Path | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, use_stored_occupancy: bool = False):
         self.config = config
         ids = list_ids(data_dir, split)[:limit]
         if not ids:
             raise FileNotFoundError(f"{Path(data_dir) / split}: no samples (images/{{id}}.jpg + shapes/{{id}}.npz)")
         root = Path(data_dir) / split
         cache = Path(cache_dir) / f"cache_{split}.npz" if cache_dir else None
-        if cache and cache.is_file():
+        cached = {}
+        if cache and cache.is_file():  # reuse every sample voxelized before (the dataset may have grown since)
             with np.load(cache) as data:
-                if list(data["ids"]) == ids:
-                    self._set(ids, data["boxes"], data["K"], data["lo"], data["side"], data["occ"])
-        if not hasattr(self, "ids"):
-            boxes, Ks, los, sides, occs = [], [], [], [], []
-            for sid in tqdm(ids, desc=f"voxelizing {split} shapes", leave=False):
+                for n, sid in enumerate(data["ids"]):
+                    cached[str(sid)] = (data["boxes"][n], data["K"][n], data["lo"][n], data["side"][n], data["occ"][n])
+        rows, new = [], False
+        for sid in tqdm(ids, desc=f"voxelizing {split} shapes", leave=False):
+            if sid not in cached:
                 vertices, faces, K = load_shape(root / "shapes" / f"{sid}.npz")
                 box = box_around_mesh(vertices, K, config.pad, config.depth_ratio)
-                stored = stored_occupancy(root / "shapes" / f"{sid}.npz")
+                stored = stored_occupancy(root / "shapes" / f"{sid}.npz") if use_stored_occupancy else None
                 grid, lo, side = stored if stored is not None else gt_occupancy(vertices, faces)
-                boxes.append(box.as_array()[:4]), Ks.append(K), los.append(lo), sides.append(side)
-                occs.append(np.packbits(grid.ravel()))
-            self._set(ids, np.array(boxes), np.array(Ks), np.array(los), np.array(sides, np.float32), np.array(occs))
-            if cache:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(cache, ids=np.array(ids), boxes=self.boxes, K=self.K, lo=self.lo, side=self.side, occ=self.occ)
+                cached[sid] = (box.as_array()[:4], K, lo, np.float32(side), np.packbits(grid.ravel()))
+                new = True
+            rows.append(cached[sid])
+        boxes, Ks, los, sides, occs = (np.stack(column) for column in zip(*rows))
+        self._set(ids, boxes, Ks, los, sides.astype(np.float32), occs)
+        if cache and new:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            keys = sorted(cached)
+            np.savez(cache, ids=np.array(keys), **{name: np.stack([cached[k][n] for k in keys]) for n, name in
+                                                   enumerate(("boxes", "K", "lo", "side", "occ"))})
         self.images = np.stack([load_image(root / "images" / f"{sid}.jpg", config.image_size)
                                 for sid in tqdm(ids, desc=f"loading {split} photos", leave=False)])
 

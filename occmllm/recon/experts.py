@@ -94,7 +94,7 @@ class LearnedExpert:
         c = self.config
         photo = as_rgb_array(image, c.image_size)
         K = self.default_K() if K is None else np.asarray(K, np.float32)
-        x = self.model.normalize(torch.from_numpy(photo).unsqueeze(0).to(self.device))
+        x = self.model.normalize(torch.from_numpy(photo.copy()).unsqueeze(0).to(self.device))
         pred = self.model(x)
         u0, v0, r, z = (float(pred[k][0]) for k in ("u0", "v0", "r", "z"))
         box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, c.depth_ratio))

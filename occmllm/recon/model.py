@@ -33,7 +33,7 @@ class OccupancyNetConfig:
     image_size: int = 256     # the photo size the box is expressed in
     width: int = 32           # channel width multiplier
     pad: float = 1.15         # ground-truth window = padded square 2D extent of the object
-    depth_ratio: float = 1.5  # half-depth of the slab / half-width of the window at the object's depth
+    depth_ratio: float = 1.25  # half-depth of the slab / half-width of the window at the object's depth
     fx: float = 280.0         # default intrinsics of a 256 px photo (used when reconstruct() gets no K)
     fy: float = 280.0
     cx: float = 128.0

@@ -2,6 +2,7 @@
 
     python -m occmllm.recon.train --data data/synth --out runs/recon --steps 3000 --batch-size 32
     python -m occmllm.recon.train --data data/synth --out runs/recon --steps 6000   # resumes from runs/recon
+    python -m occmllm.recon.train --data data/synth --out runs/recon --steps 20000 --batch-size 64 --device cuda --threads 0
 
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
 step: a rerun with the same OUT resumes), OUT/loss.csv (one row per logged step) and OUT/cache_{split}.npz (the
@@ -102,9 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=24, help="network width (24: ~1.2 M parameters, ~5 MB)")
+    parser.add_argument("--save-every", type=int, default=250, help="steps between saves of model + checkpoint")
     args = parser.parse_args(argv)
     out = train_expert(args.data, args.out, args.steps, args.batch_size, args.lr, args.device, args.threads or None,
-                       args.limit, args.seed)
+                       args.limit, args.seed, save_every=args.save_every, config=OccupancyNetConfig(width=args.width))
     print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
 
 

@@ -9,7 +9,7 @@ Prints, overall and per visible-fraction bucket (from DIR/test/manifest.parquet)
 distance (mm, and relative to the object size) and F-score at 5% of the object size, both in the camera frame as
 predicted ("absolute") and after scaling the prediction about the camera centre so its depth matches the truth
 ("depth-aligned": removes the one-photo scale ambiguity, the render is unchanged). Then the median time of
-reconstruct() (network + marching cubes + render). With --model: Q1 accuracy on the photo, on the learned expert's
+reconstruct() (network + marching cubes + render). The photo's true K is passed to the expert. With --model: Q1 accuracy on the photo, on the learned expert's
 render and on the oracle's (ground-truth) render, for photos with visible fraction < 0.4.
 """
 from __future__ import annotations
@@ -43,9 +43,17 @@ def depth_aligned(pred: trimesh.Trimesh, truth: trimesh.Trimesh) -> trimesh.Trim
 
 
 def read_manifest(root: Path) -> dict:
+    """{id: row} from manifest.parquet, or from the `labels` JSON in each shape file when there is no manifest."""
     path = root / "manifest.parquet"
     if not path.is_file():
-        return {}
+        import json
+
+        rows = {}
+        for shape in sorted((root / "shapes").glob("*.npz")):
+            with np.load(shape) as data:
+                if "labels" in data:
+                    rows[shape.stem] = json.loads(str(data["labels"]))
+        return rows
     import pandas as pd
 
     frame = pd.read_parquet(path)
@@ -80,7 +88,8 @@ def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manife
     for sid in tqdm(hidden, desc="VLM", leave=False):
         truth = manifest[sid]["class"]
         photo = data / split / "images" / f"{sid}.jpg"
-        images = {"photo": photo, "learned render": expert.reconstruct(photo).render,
+        K = load_shape(data / split / "shapes" / f"{sid}.npz")[2]
+        images = {"photo": photo, "learned render": expert.reconstruct(photo, K=K).render,
                   "oracle render": oracle.reconstruct(sid).render}
         for name, image in images.items():
             from PIL import Image
@@ -115,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, times = [], []
     for n, sid in enumerate(tqdm(ids, desc="reconstruct + score", leave=False)):
-        vertices, faces, _ = load_shape(data / args.split / "shapes" / f"{sid}.npz")
+        vertices, faces, K = load_shape(data / args.split / "shapes" / f"{sid}.npz")
         truth = trimesh.Trimesh(vertices, faces, process=False)
         start = time.perf_counter()
-        rec = expert.reconstruct(data / args.split / "images" / f"{sid}.jpg")
+        rec = expert.reconstruct(data / args.split / "images" / f"{sid}.jpg", K=K)
         if n < args.timing:
             times.append(time.perf_counter() - start)
         absolute = compare_meshes(rec.mesh if rec.ok else None, truth)
