@@ -86,7 +86,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                     final = gr.HTML("", elem_id="final")
                     with gr.Row():
                         viewer = gr.Model3D(label="Reconstructed object (drag to turn)", height=300,
-                                            clear_color=(0.96, 0.96, 0.97, 1.0), elem_id="viewer")
+                                            clear_color=(0.96, 0.96, 0.97, 1.0), camera_position=(60, 70, 2.2),
+                                            elem_id="viewer")
                         renders = gr.Gallery(label="Render the model re-read · extra views", columns=1, height=300,
                                              elem_id="renders")
                     trace_file = gr.File(label="Trace (JSON)", elem_id="trace")
@@ -290,9 +291,13 @@ def build_app(studio: Studio) -> gr.Blocks:
                     summary = (f'<div class="kappa"><b>{name_}</b>: {value}<br>raw agreement '
                                f'{agreement.observed:.0%} on {agreement.items} overlapped items · annotators: '
                                f'{", ".join(map(views.esc, agreement.annotators))}</div>')
-                per = (everything.pivot_table(index="annotator", columns="choice", values="id", aggfunc="count",
-                                              fill_value=0).reset_index() if not everything.empty else None)
-                if per is not None:
+                import pandas as pd
+
+                per = pd.DataFrame(columns=["annotator", "total"])
+                if not everything.empty:
+                    per = everything.pivot_table(index="annotator", columns="choice", values="id", aggfunc="count",
+                                                 fill_value=0).reset_index()
+                    per.columns.name = None
                     per["total"] = per.drop(columns="annotator").sum(axis=1)
                 names = [""] + sorted(everything.annotator.unique()) if not everything.empty else [""]
                 shown = frame.drop(columns=["image", "source_a", "source_b", "model_id"], errors="ignore")

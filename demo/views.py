@@ -79,10 +79,10 @@ def progress_html(p, name: str | None, overlap: int) -> str:
     pct = 100 * p.mine / mine_total if mine_total else 0
     all_pct = 100 * p.done_items / p.total_items if p.total_items else 0
     return (f'<div class="progress"><div><b>You{f" ({esc(name)})" if name else ""}</b>: {p.mine} done · '
-            f'{p.available} waiting<div class="bar"><span style="width:{pct:.0f}%"></span></div></div>'
+            f'{p.available} waiting<progress class="bar" value="{pct:.0f}" max="100"></progress></div>'
             f'<div><b>Everyone</b>: {p.done_items}/{p.total_items} items complete (k={overlap}) · {p.judgments} '
-            f'judgments by {p.annotators} annotator(s)<div class="bar bar-all"><span style="width:{all_pct:.0f}%">'
-            f'</span></div></div></div>')
+            f'judgments by {p.annotators} annotator(s)<progress class="bar bar-all" value="{all_pct:.0f}" max="100">'
+            f'</progress></div></div>')
 
 
 SHORTCUTS = ('<div class="keys"><span><kbd>1</kbd> A better</span><span><kbd>2</kbd> B better</span>'
@@ -151,8 +151,8 @@ CSS = """
 .keys {display: flex; flex-wrap: wrap; gap: 6px 16px; font-size: .88rem; color: var(--body-text-color-subdued); margin: 6px 0;}
 .question {font-size: 1.1rem; font-weight: 600;}
 .progress {display: flex; flex-direction: column; gap: 8px; font-size: .92rem;}
-.bar {height: 6px; background: var(--background-fill-secondary); border-radius: 3px; overflow: hidden; margin-top: 3px;}
-.bar span {display: block; height: 100%; background: #4f46e5;} .bar-all span {background: #0d9488;}
+.bar {display: block; width: 100%; height: 8px; margin-top: 4px; accent-color: #4f46e5;}
+.bar-all {accent-color: #0d9488;}
 #choice-row button {font-weight: 600;}
 .kappa {font-size: 1.05rem;}
 footer {display: none !important;}

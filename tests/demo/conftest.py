@@ -47,19 +47,23 @@ def make_dataset(folder: Path, n: int = 6) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory):
-    """(studio, url) of one app for the whole test session."""
+def start_app(root: Path):
     from demo.app import serve
     from demo.studio import Studio, StudioConfig
 
-    root = tmp_path_factory.mktemp("studio")
     dataset = make_dataset(root / "dataset")
     studio = Studio(StudioConfig(root / "data", expert="box", dataset=dataset, overlap=2,
                                  experts={"box": BoxExpert()}))
     studio.model("default")
     app, url = serve(studio, port=free_port(), block=False, quiet=True)
-    yield studio, url.rstrip("/")
+    return app, studio, url.rstrip("/")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(studio, url) of one app (its own data folder) per test module."""
+    app, studio, url = start_app(tmp_path_factory.mktemp("studio"))
+    yield studio, url
     app.close()
 
 

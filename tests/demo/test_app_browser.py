@@ -1,0 +1,84 @@
+"""The app in a real browser (Playwright + Debian's Chromium, headless): upload a photo, see the steps and the 3D
+canvas, annotate with the keyboard, export."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from data_tools.validate import validate
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(served[1])
+        page.wait_for_selector("#run", timeout=30000)
+        yield page
+        browser.close()
+
+
+def test_upload_run_steps_and_3d_canvas(page, photo):
+    page.set_input_files("#photo input[type=file]", photo)
+    page.wait_for_selector("#photo img", timeout=40000)
+    page.get_by_role("button", name="Settings").click()
+    page.get_by_label("Force 3D").check()
+    page.click("#run")
+    page.wait_for_selector("#steps .step-identify", timeout=60000)
+    page.wait_for_selector("#final .final-answer", timeout=60000)
+    assert page.locator("#steps .step").count() == 5  # identify, reflect, reconstruct, identify_3d, decide
+    page.wait_for_selector("#viewer canvas", timeout=30000)
+    assert "untrained" in page.inner_text("#status")
+
+
+def test_annotate_with_keyboard_and_export(page, served, tmp_path):
+    studio, _ = served
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#name input, #name textarea", "kim")
+    page.click("#btn-start")
+    page.wait_for_selector("#cand-a .cand-text", timeout=40000)
+    before = len(studio.store.judgments())
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("1")
+    page.wait_for_function("() => document.querySelector('#note') && document.querySelector('#note').innerText.includes('saved')",
+                           timeout=40000)
+    page.keyboard.press("u")
+    page.wait_for_function("() => document.querySelector('#note').innerText.includes('undone')", timeout=40000)
+    page.keyboard.press("2")
+    page.wait_for_function("() => document.querySelector('#note').innerText.includes('B better')", timeout=40000)
+    page.keyboard.press("e")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("No.")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('#note .banner-ok').length && "
+                           "!document.querySelector('#note').innerText.includes('B better')", timeout=40000)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("s")
+    page.wait_for_function("() => document.querySelector('#note').innerText.includes('skipped')", timeout=40000)
+    mine = [j for j in studio.store.judgments() if j["annotator"] == "kim"]
+    assert len(studio.store.judgments()) == before + 3 and [j["choice"] for j in mine][-1] == "skip"
+    assert "kbd" in page.inner_html("#annotate-panel")  # the shortcuts are shown on screen
+
+    page.get_by_role("tab", name="Review").click()
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_function("() => document.querySelector('#judgments').innerText.includes('kim')", timeout=40000)
+
+    page.get_by_role("tab", name="Export").click()
+    page.click("#btn-export")
+    page.wait_for_function("() => document.querySelector('#export-note').innerText.includes('validated')", timeout=30000)
+    with page.expect_download() as download:
+        page.locator("#export-file a").first.click()
+    archive = tmp_path / "export.zip"
+    download.value.save_as(archive)
+    zipfile.ZipFile(archive).extractall(tmp_path / "export")
+    assert validate([tmp_path / "export" / "meta.json"]).errors == []
