@@ -239,10 +239,10 @@ def build_app(studio: Studio) -> gr.Blocks:
             for button, choice in ((btn_a, "A"), (btn_b, "B"), (btn_tie, "tie"), (btn_bad, "both_bad"), (skip, "skip"),
                                    (submit, "enter")):
                 button.click(judge_fn, base + [current, gr.State(choice), correction], item_outputs,
-                             api_name=f"judge_{choice}", show_progress="hidden")
+                             api_name=f"judge_{choice}", show_progress="hidden", queue=False)
             correction.submit(judge_fn, base + [current, gr.State("enter"), correction], item_outputs,
-                              api_name="judge_enter_key", show_progress="hidden")
-            undo.click(undo_fn, base, item_outputs, api_name="undo", show_progress="hidden")
+                              api_name="judge_enter_key", show_progress="hidden", queue=False)
+            undo.click(undo_fn, base, item_outputs, api_name="undo", show_progress="hidden", queue=False)
 
             def load_fn(path):
                 try:
