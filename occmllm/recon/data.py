@@ -148,7 +148,7 @@ class ReconTrainingSet:
         has_object = torch.ones(n)
         if negative_fraction > 0:
             for b in np.nonzero(rng.random(n) < negative_fraction)[0]:
-                images[b] = torch.as_tensor(object_free_image(self.images[index[b]], self.boxes[index[b]], rng))
+                images[b] = torch.from_numpy(object_free_image(self.images[index[b]], self.boxes[index[b]], rng).copy())
                 has_object[b] = 0
         if augment:
             gain = torch.from_numpy(rng.uniform(0.75, 1.25, (n, 1, 1, 3)).astype(np.float32))
