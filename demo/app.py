@@ -86,7 +86,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     final = gr.HTML("", elem_id="final")
                     with gr.Row():
                         viewer = gr.Model3D(label="Reconstructed object (drag to turn)", height=300,
-                                            clear_color=(0.96, 0.96, 0.97, 1.0), camera_position=(60, 70, 2.2),
+                                            clear_color=(0.96, 0.96, 0.97, 1.0),
                                             elem_id="viewer")
                         renders = gr.Gallery(label="Render the model re-read · extra views", columns=1, height=300,
                                              elem_id="renders")
