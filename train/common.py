@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -148,7 +149,7 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float):
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+        return float(0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. stages.1.epochs=3 sft.batch_size=4")
     args = parser.parse_args(argv)
+    if args.stages:  # `--stages 1 2 key=value`: the overrides after the stage list are overrides
+        args.overrides = [a for a in args.stages if "=" in a] + args.overrides
+        args.stages = [a for a in args.stages if "=" not in a]
     try:
         return run(args)
     except TrainError as error:

@@ -1,0 +1,122 @@
+"""python train/run_all.py as a user runs it: the plan, bad input stopped before training, a killed run resumed,
+and the smoke preset end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from occmllm import prompts
+from train import run_all
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(args, capsys) -> tuple[int, str]:
+    code = run_all.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_dry_run_prints_every_stage_in_order(capsys, tmp_path):
+    code, text = run(["--preset", "smoke", "--dry-run", "--out", tmp_path, "stages.1.epochs=7"], capsys)
+    assert code == 0
+    lines = [line.split()[1] for line in text.splitlines() if line.strip().startswith("stage ")]
+    assert lines == ["0", "1", "2", "3a", "3b", "4a", "4b", "4c"]
+    assert '"epochs": 7' in next(line for line in text.splitlines() if line.strip().startswith("stage 1 "))
+    code, text = run(["--preset", "smoke", "--dry-run", "--from", "4a", "--lora"], capsys)
+    assert [line.split()[1] for line in text.splitlines() if line.strip().startswith("stage ")] == ["4a", "4b", "4c"]
+    assert '"lora": true' in text
+
+
+def _break_line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    lines[number - 1] = text
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("problem", ["broken line", "missing image", "empty split", "unknown class", "model folder"])
+def test_bad_input_stops_before_training_with_file_and_line(problem, toy_copy, tiny_model, tmp_path, capsys):
+    model = tiny_model
+    if problem == "broken line":
+        _break_line(toy_copy / "train_Q1.jsonl", 3, '{"id": "00000002", "image": "00000002.jpg", "conv\n')
+        expected = "train_Q1.jsonl:3:"
+    elif problem == "missing image":
+        (toy_copy / "train" / "images" / "00000004.jpg").unlink()
+        expected = "train_Q1.jsonl:5: image '00000004.jpg' not found"
+    elif problem == "empty split":
+        (toy_copy / "train_Q1.jsonl").write_text("")
+        expected = "train_Q1.jsonl"
+    elif problem == "unknown class":
+        text = (toy_copy / "train_Q1.jsonl").read_text().splitlines(keepends=True)
+        _break_line(toy_copy / "train_Q1.jsonl", 2, text[1].replace("The object is ", "The object is spoon").replace(
+            "spoon" + text[1].split("The object is ")[1].split(".")[0], "spoon"))
+        expected = "train_Q1.jsonl:2: unknown class 'spoon'"
+    else:
+        model = tmp_path / "not_a_model"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        expected = "not a vision-language model"
+    out = tmp_path / "run"
+    code, text = run(["--preset", "smoke", "--data", toy_copy, "--model", model, "--out", out, "--stages", "1"], capsys)
+    assert code == 2
+    assert expected in text, text
+    assert "Traceback" not in text
+    assert not (out / "stage_1").exists()  # nothing trained
+
+
+def test_killed_run_resumes_mid_stage_and_skips_finished_stages(toy_data, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "train" / "run_all.py"), "--preset", "smoke", "--data", str(toy_data),
+               "--model", str(tiny_model), "--out", str(out), "--stages", "1", "2",
+               "stages.1.epochs=40", "stages.1.save_every=4", "stages.1.renders=false", "evaluate.enabled=false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    progress = out / "stage_1" / "checkpoint" / "progress.json"
+    deadline = time.time() + 120
+    while not progress.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # killed mid-stage, right after a checkpoint
+    process.wait()
+    assert progress.is_file(), "no checkpoint was written"
+    saved_step = json.loads(progress.read_text())["step"]
+    assert not (out / "stage_1" / "DONE").exists()
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert f"resuming from step {saved_step}/" in finished.stdout + finished.stderr
+    steps = [int(line.split(",")[0]) for line in (out / "stage_1" / "loss.csv").read_text().splitlines()[1:]]
+    assert steps[-1] == 80 and set(steps) == set(range(1, 81))  # every step logged, the run finished its schedule
+    assert (out / "stage_1" / "DONE").is_file() and (out / "stage_2" / "DONE").is_file()
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done, skipped") == 2
+
+
+def test_smoke_preset_end_to_end(tmp_path, capsys):
+    """Every stage, with data from data_tools.synth and the tiny default architecture; results and a final model."""
+    from occmllm.vlm import VLM
+
+    out = tmp_path / "smoke"
+    code, text = run(["--preset", "smoke", "--out", out], capsys)
+    assert code == 0, text[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["0", "1", "2", "3a", "3b", "4a", "4b", "4c"]
+    for stage, row in results.items():
+        assert (out / f"stage_{stage}" / "DONE").is_file()
+        if stage != "0":
+            assert {"description", "reflection", "decision", "decision_visible_under_40"} <= row.keys()
+            assert (out / f"stage_{stage}" / "loss.csv").is_file()
+    assert (out / "stage_0" / "model" / "config.json").is_file()  # the 3D expert was trained
+    assert "| 4c |" in (out / "results.md").read_text()
+    vlm = VLM.load(out / "final")
+    assert vlm.trained and isinstance(vlm.chat(out / "data" / "test" / "images" / sorted(
+        os.listdir(out / "data" / "test" / "images"))[0], prompts.Q1), str)
