@@ -125,6 +125,6 @@ def test_score_reward_rises_on_toy_task(tiny_model, tmp_path):
     before = sampled_reward(warm, samples)
     assert before < 0.8, f"the warm-up should not know the class yet, reward {before}"
     trained = train_score(warm, tmp_path / "score", samples, SCoReConfig(lr=1e-2, batch_size=16, max_new_tokens=6,
-                                                                        stage1_epochs=0.3, stage2_epochs=5))
+                                                                        stage1_epochs=0.3, stage2_epochs=2))
     after = sampled_reward(trained, samples)
     assert after > before + 0.15, f"reward did not rise: {before:.2f} -> {after:.2f}"
