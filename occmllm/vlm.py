@@ -134,7 +134,9 @@ def load_processor(folder: Path, model_type: str):
     cls = _processor_class_for(folder, model_type)
     if cls is None:
         raise ModelLoadError(f"{folder}: no processor class for model type {model_type!r}")
-    if not _torchvision_available():
+    # Image-only where torchvision is missing, and for folders saved without a video processor (the default model,
+    # or any folder built on a machine without torchvision) even where torchvision is there.
+    if not _torchvision_available() or not (folder / "video_preprocessor_config.json").is_file():
         cls = image_only_processor_class(cls)
     try:
         processor = cls.from_pretrained(str(folder))
