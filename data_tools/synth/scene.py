@@ -95,6 +95,20 @@ def _occupancy(solids, obj_to_cam_R, cam_centre, bounds):
     return occ
 
 
+def _soften_edges(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A cheap anti-aliasing: pixels on a silhouette edge (or next to one) get the 3x3 mean of their neighbours."""
+    a = np.pad(alpha, 1, mode="edge")
+    edge = np.zeros_like(alpha)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= a[dy:dy + alpha.shape[0], dx:dx + alpha.shape[1]] != alpha
+    p = np.pad(photo, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = alpha.shape
+    box = sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    out = photo.copy()
+    out[edge] = box[edge]
+    return out
+
+
 def _shade(rng, grey):
     tint = rng.uniform(-0.05, 0.05, 3)
     return tuple(float(x) for x in np.clip(grey * (1 + tint), 0.05, 1.0))
@@ -165,6 +179,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     bg, bg_name = background(rng, SIZE)
     alpha = (depth > 0)[..., None]
     photo = np.where(alpha, rgba[..., :3].astype(np.float32), bg)
+    photo = _soften_edges(photo, alpha[..., 0])
     photo += rng.standard_normal(photo.shape, dtype=np.float32) * np.float32(rng.uniform(0.5, 3.0))
     photo = np.clip(photo + 0.5, 0, 255).astype(np.uint8)
 
