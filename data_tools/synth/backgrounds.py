@@ -11,10 +11,11 @@ from PIL import Image
 
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "hubble_deep_field",
           "immunohistochemistry", "rocket", "retina", "moon", "clock", "page", "text", "colorwheel")
-_bank: list[tuple[str, np.ndarray]] | None = None
+_bank: list[tuple[str, Image.Image]] | None = None
+GREY_PHOTOS = ("brick", "camera", "coins", "grass", "gravel", "moon", "clock", "page", "text")
 
 
-def photo_bank() -> list[tuple[str, np.ndarray]]:
+def photo_bank() -> list[tuple[str, Image.Image]]:
     global _bank
     if _bank is None:
         import skimage.data
@@ -27,7 +28,11 @@ def photo_bank() -> list[tuple[str, np.ndarray]]:
                 continue
             if img.ndim == 2:
                 img = np.repeat(img[..., None], 3, axis=2)
-            bank.append((name, np.ascontiguousarray(img[..., :3]).astype(np.uint8)))
+            pil = Image.fromarray(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+            if min(pil.size) > 400:  # crops are resized to 256 px anyway; smaller sources resize faster
+                scale = 400 / min(pil.size)
+                pil = pil.resize((round(pil.size[0] * scale), round(pil.size[1] * scale)), Image.BILINEAR)
+            bank.append((name, pil))
         if not bank:
             raise RuntimeError("no scikit-image sample photographs could be loaded (is scikit-image installed?)")
         _bank = bank
@@ -37,17 +42,18 @@ def photo_bank() -> list[tuple[str, np.ndarray]]:
 def _photo(rng, size: int) -> tuple[np.ndarray, str]:
     bank = photo_bank()
     name, img = bank[int(rng.integers(len(bank)))]
-    h, w = img.shape[:2]
+    w, h = img.size
     side = int(min(h, w) * rng.uniform(0.35, 1.0))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = Image.fromarray(img[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
-    out = np.asarray(crop, dtype=np.float32)
+    crop = img.resize((size, size), Image.BILINEAR, box=(x, y, x + side, y + side))
     if rng.random() < 0.5:
-        out = out[:, ::-1]
-    if name in ("brick", "camera", "coins", "grass", "gravel", "moon", "clock", "page", "text"):  # grey: tint it
-        out = out * rng.uniform(0.75, 1.15, 3)
-    out = out * rng.uniform(0.7, 1.15) + rng.uniform(-15, 15)
-    return out, f"photo:{name}"
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    gain = rng.uniform(0.75, 1.15, 3) if name in GREY_PHOTOS else np.ones(3)  # grey photos get a tint
+    gain = gain * rng.uniform(0.7, 1.15)
+    offset = rng.uniform(-15, 15)
+    ramp = np.arange(256, dtype=np.float32)
+    lut = np.concatenate([np.clip(ramp * g + offset, 0, 255) for g in gain]).astype(np.uint8)
+    return np.asarray(crop.point(lut.tolist())), f"photo:{name}"
 
 
 def _smooth_noise(rng, size: int, cells: int) -> np.ndarray:
@@ -78,11 +84,10 @@ def _texture(rng, size: int) -> tuple[np.ndarray, str]:
         rings = np.sin((t * rng.uniform(8, 30) + _smooth_noise(rng, size, 6)[..., 0] / 40.0) * 2 * np.pi)
         base = np.array([150, 105, 65], np.float32) * rng.uniform(0.6, 1.3)
         out = base * (0.8 + 0.2 * rings[..., None])
-    out = out + rng.normal(0, rng.uniform(0, 8), (size, size, 1)).astype(np.float32)
-    return out, f"texture:{kind}"
+    out = out + rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    return np.clip(out, 0, 255).astype(np.uint8), f"texture:{kind}"
 
 
 def background(rng, size: int = 256, photo_share: float = 0.65) -> tuple[np.ndarray, str]:
-    """A float32 (size, size, 3) background in 0..255 and a short name of where it came from."""
-    out, name = _photo(rng, size) if rng.random() < photo_share else _texture(rng, size)
-    return np.clip(out, 0, 255).astype(np.float32), name
+    """A uint8 (size, size, 3) background and a short name of where it came from."""
+    return _photo(rng, size) if rng.random() < photo_share else _texture(rng, size)

@@ -10,6 +10,8 @@ Labels (all computed from the geometry and the rendered masks):
   builds it in) and from the convex hull of its vertices projected along each of the three frame axes:
   ``round``: some projection's hull has circularity 4*pi*area/perimeter^2 >= 0.9 (a circle is 1, a square 0.785);
   ``thin``: T <= 0.2 * L;  ``long``: L >= 2 * W.
+- views where the hand hides more than 95% of the object (MIN_VISIBLE) are shot again from the opposite azimuth
+  (at most RETRIES times), so nearly every photo shows some of the object.
 - ``clear``: visible_fraction >= clear_threshold (default 0.5): the geometric stand-in for the seed's rule (an
   earlier model answered Q1 right), which ``data_tools.relabel`` can apply once a model exists.
 """
@@ -33,6 +35,7 @@ SIZE = 256
 GRID = 32  # occupancy grid resolution
 ROUND_CIRCULARITY, THIN_RATIO, LONG_RATIO = 0.9, 0.2, 2.0
 VIEW_FROM_HAND_SHARE = 0.25
+MIN_VISIBLE, RETRIES = 0.05, 2
 
 
 @dataclass
@@ -96,16 +99,17 @@ def _occupancy(solids, obj_to_cam_R, cam_centre, bounds):
 
 
 def _soften_edges(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """A cheap anti-aliasing: pixels on a silhouette edge (or next to one) get the 3x3 mean of their neighbours."""
+    """A cheap anti-aliasing: pixels on a silhouette edge get the 3x3 mean of their neighbours (uint8 in and out)."""
     a = np.pad(alpha, 1, mode="edge")
+    h, w = alpha.shape
     edge = np.zeros_like(alpha)
     for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        edge |= a[dy:dy + alpha.shape[0], dx:dx + alpha.shape[1]] != alpha
-    p = np.pad(photo, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    h, w = alpha.shape
-    box = sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+        edge |= a[dy:dy + h, dx:dx + w] != alpha
+    ys, xs = np.nonzero(edge)
+    p = np.pad(photo, ((1, 1), (1, 1), (0, 0)), mode="edge").astype(np.uint16)
+    total = sum(p[ys + dy, xs + dx] for dy in range(3) for dx in range(3))
     out = photo.copy()
-    out[edge] = box[edge]
+    out[ys, xs] = (total // 9).astype(np.uint8)
     return out
 
 
@@ -136,52 +140,55 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
                              np.sin(elevation)])
         if view @ hand.arm_direction < np.cos(np.radians(40)):
             break
-    radius = float(np.linalg.norm(obj_v, axis=1).max())
-    fill = rng.uniform(0.22, 0.4)
-    dist = fx * radius / (fill * SIZE)
-    target = rng.uniform(-0.15, 0.15, 3) * radius
-    forward = -view
-    up = np.cross(forward, rng.normal(size=3))
-    up /= np.linalg.norm(up)
-    right = np.cross(up, forward)  # OpenCV: x right, y down, z forward -> rows x, y, z with y = z cross x
-    R = np.stack([right, np.cross(forward, right), forward])  # world -> camera rotation (rows)
-    C = target + view * dist
-
-    def to_cam(v):
-        return ((v - C) @ R.T).astype(np.float64)
-
+    radius = max(float(np.linalg.norm(obj_v, axis=1).max()), 0.07)  # small objects: keep the hand in frame too
     grey = rng.uniform(0.3, 0.85)
     shades = [_shade(rng, grey), _shade(rng, np.clip(grey * rng.uniform(0.45, 1.35), 0.1, 0.95)),
               _shade(rng, rng.uniform(0.08, 0.35))]
     roughness = float(rng.uniform(0.35, 0.9))
-    obj_parts = []
-    for k in range(3):
-        group = [(s.vertices, s.faces) for s in model.solids if s.shade == k]
-        if group:
-            v, f = merge(group)
-            obj_parts.append(Part(to_cam(v), f, shades[k], roughness))
-    obj_all_v, obj_all_f = merge([(s.vertices, s.faces) for s in model.solids])
-    cam_v = to_cam(obj_all_v)
     lights = [Light(tuple(rng.uniform([-1, -1, 0.2], [1, 1, 1.5])), float(rng.uniform(0.5, 0.95)),
                     tuple(rng.uniform(0.85, 1.0, 3)))]
     if rng.random() < 0.5:
         lights.append(Light(tuple(rng.uniform([-1, -1, -0.3], [1, 1, 1.0])), float(rng.uniform(0.1, 0.4))))
-    hand_parts = [Part(to_cam(hand.skin[0]), hand.skin[1], hand.skin_color, 0.7),
-                  Part(to_cam(hand.sleeve[0]), hand.sleeve[1], hand.sleeve_color, 0.95)]
-    rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=float(rng.uniform(0.12, 0.35)))
-    render, obj_depth = render_object(cam_v, obj_all_f, K, SIZE, return_depth=True)
+    ambient = float(rng.uniform(0.12, 0.35))
+    obj_all_v, obj_all_f = merge([(s.vertices, s.faces) for s in model.solids])
+    groups = [merge([(s.vertices, s.faces) for s in model.solids if s.shade == k]) for k in range(3)]
 
-    amodal = obj_depth > 0
-    visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
-    n_amodal = int(amodal.sum())
-    visible_fraction = float(visible.sum() / n_amodal) if n_amodal else 0.0
+    for attempt in range(1 + RETRIES):
+        fill = rng.uniform(0.22, 0.4)
+        dist = fx * radius / (fill * SIZE)
+        target = rng.uniform(-0.15, 0.15, 3) * radius
+        forward = -view
+        up = np.cross(forward, rng.normal(size=3))
+        up /= np.linalg.norm(up)
+        right = np.cross(up, forward)  # OpenCV: x right, y down, z forward -> rows x, y, z with y = z cross x
+        R = np.stack([right, np.cross(forward, right), forward])  # world -> camera rotation (rows)
+        C = target + view * dist
+
+        def to_cam(v):
+            return ((v - C) @ R.T).astype(np.float64)
+
+        obj_parts = [Part(to_cam(v), f, shades[k], roughness) for k, (v, f) in enumerate(groups) if len(f)]
+        cam_v = to_cam(obj_all_v)
+        hand_parts = [Part(to_cam(hand.skin[0]), hand.skin[1], hand.skin_color, 0.7),
+                      Part(to_cam(hand.sleeve[0]), hand.sleeve[1], hand.sleeve_color, 0.95)]
+        rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=ambient)
+        render, obj_depth = render_object(cam_v, obj_all_f, K, SIZE, return_depth=True)
+        amodal = obj_depth > 0
+        visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
+        n_amodal = int(amodal.sum())
+        visible_fraction = float(visible.sum() / n_amodal) if n_amodal else 0.0
+        if visible_fraction >= MIN_VISIBLE:
+            break
+        # the hand hides (nearly) all of the object: look from the other side instead
+        azimuth += np.pi
+        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                             np.sin(elevation)])
 
     bg, bg_name = background(rng, SIZE)
-    alpha = (depth > 0)[..., None]
-    photo = np.where(alpha, rgba[..., :3].astype(np.float32), bg)
-    photo = _soften_edges(photo, alpha[..., 0])
-    photo += rng.standard_normal(photo.shape, dtype=np.float32) * np.float32(rng.uniform(0.5, 3.0))
-    photo = np.clip(photo + 0.5, 0, 255).astype(np.uint8)
+    alpha = depth > 0
+    photo = _soften_edges(np.where(alpha[..., None], rgba[..., :3], bg), alpha)
+    noise = rng.standard_normal((SIZE, SIZE, 1), dtype=np.float32) * np.float32(rng.uniform(0.5, 3.0))
+    photo = np.clip(photo + noise + 0.5, 0, 255).astype(np.uint8)  # sensor noise, the same in all channels
 
     # shape ground truth in the camera frame: mesh, and occupancy in a cube around the object
     lo, hi = cam_v.min(0), cam_v.max(0)
@@ -200,7 +207,8 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         "touches_border": bool(amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any()),
         "camera_distance": round(float(dist), 5), "focal": round(float(fx), 3),
         "azimuth": round(float(azimuth), 4), "elevation": round(float(elevation), 4),
-        "background": bg_name, "left_hand": hand.params["left"], "hand_scale": round(hand.params["scale"], 4),
+        "background": bg_name, "view_attempts": attempt + 1, "left_hand": hand.params["left"],
+        "hand_scale": round(hand.params["scale"], 4),
         **{k: round(v, 5) for k, v in measures.items()},
     }
     return Sample(index, cls, photo, render, amodal, visible, cam_v.astype(np.float32),
