@@ -5,9 +5,9 @@
 
 Prints samples/s (wall clock, and CPU seconds per sample of the workers), bytes per sample, the projection to the
 paper's 110,000 samples, the per-class histogram of visible fraction, the share under 50% visible, and the test
-accuracy per occlusion bucket of a simple classifier (by default a small CNN on the crop around the object; HOG +
-logistic regression and the whole photo on request), trained on the
-train split). Heavily hidden objects must come out clearly harder than lightly hidden ones.
+accuracy per occlusion bucket of a simple classifier trained on the train split (by default a small CNN on the crop
+around the object; HOG + logistic regression, and the whole photo, on request). Heavily hidden objects must come out
+clearly harder than lightly hidden ones. Re-run only the classifier on a kept folder with --out DIR --reuse.
 """
 
 from __future__ import annotations
