@@ -114,13 +114,33 @@ def _prepare(out: Path, args) -> None:
         saved.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def _cached_rows(out: Path) -> dict[str, dict]:
+    """Manifest rows logged by earlier runs (.synth/rows.jsonl); a torn last line from a killed run is skipped."""
+    rows = {}
+    path = out / STATE / "rows.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["id"]] = row
+            except (ValueError, KeyError, TypeError):
+                continue
+    return rows
+
+
 def finish(out: Path, n: int, seed: int) -> dict[str, int]:
-    """Manifests, JSONL files and meta.json from the complete samples with index < n. Returns rows per split."""
+    """Manifests, JSONL files and meta.json from the complete samples with index < n. Returns rows per split.
+
+    Rows come from the run's log (.synth/rows.jsonl) and, for a complete sample the log lacks, from the labels stored
+    in its shape file; the shape file decides what is complete."""
+    cached = _cached_rows(out)
     counts, sizes = {}, {}
     for split in writer.SPLITS:
         ids = sorted(i for i in writer.complete_ids(out, split) if i.isdigit() and int(i) < n)
-        rows = [writer.read_row(out, split, sid) for sid in tqdm(ids, desc=f"manifest {split}", leave=False,
-                                                                  disable=len(ids) < 5000)]
+        rows = []
+        for sid in tqdm(ids, desc=f"manifest {split}", leave=False, disable=len(ids) < 5000):
+            row = cached.get(sid)
+            rows.append(row if row is not None and row.get("split") == split else writer.read_row(out, split, sid))
         manifest = writer.write_manifest(out, split, rows)
         counts[split] = writer.write_label_files(out, split, manifest, seed)
         sizes[split] = len(rows)
@@ -144,21 +164,25 @@ def main(argv=None) -> int:
                   "clear_threshold": args.clear_threshold, "weights": class_weights(args.classes)}
         start = time.time()
         bar = tqdm(total=len(todo), desc="synth", unit="sample", smoothing=0.05)
-        if args.workers == 1 or len(todo) < 2:
-            _init_worker(config)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            for i in todo:
-                _make_one(i)
+        with open(out / STATE / "rows.jsonl", "a", encoding="utf-8") as log:
+            def done_one(row):
+                log.write(json.dumps(row, sort_keys=True) + "\n")
                 bar.update()
-        else:
-            ctx = mp.get_context("fork")
-            with ctx.Pool(args.workers, initializer=_init_worker, initargs=(config,)) as pool:
-                try:
-                    for _ in pool.imap_unordered(_make_one, todo, chunksize=4):
-                        bar.update()
-                except BaseException:
-                    pool.terminate()
-                    raise
+
+            if args.workers == 1 or len(todo) < 2:
+                _init_worker(config)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for i in todo:
+                    done_one(_make_one(i))
+            else:
+                ctx = mp.get_context("fork")
+                with ctx.Pool(args.workers, initializer=_init_worker, initargs=(config,)) as pool:
+                    try:
+                        for row in pool.imap_unordered(_make_one, todo, chunksize=4):
+                            done_one(row)
+                    except BaseException:
+                        pool.terminate()
+                        raise
         bar.close()
         elapsed = time.time() - start
         sizes = finish(out, args.n, args.seed)

@@ -168,7 +168,8 @@ def report_speed(out: Path, args, wall: float, cpu: float) -> None:
     print(f"\n== speed and disk ({args.n} samples, {args.workers} workers, {os.cpu_count()} CPUs, "
           f"load average now {load[0]:.1f}: other agents share this CPU)")
     print(f"wall {wall:.1f} s -> {args.n / wall:.1f} samples/s (start-up, manifest and JSONL writing included)")
-    print(f"CPU {cpu / args.n * 1000:.1f} ms per sample -> {2 / (cpu / args.n):.1f} samples/s on 2 otherwise idle cores")
+    print(f"CPU {cpu / args.n * 1000:.1f} ms per sample -> {2 / (cpu / args.n):.1f} samples/s "
+          "on 2 otherwise idle cores")
     print(f"disk {total / args.n / 1024:.1f} KB per sample ({total / 1e6:.1f} MB in all)")
     print(f"projected for {TARGET_N:,}: {TARGET_N / (args.n / wall) / 60:.0f} min at the measured wall rate, "
           f"{TARGET_N * cpu / args.n / 2 / 60:.0f} min on 2 idle cores (target <= {TARGET_S // 60} min); "

@@ -137,6 +137,8 @@ def test_resume_redoes_only_unfinished_samples(dataset, tmp_path, capsys):
     (out / split / "shapes" / "00000003.npz").unlink()
     (out / split / "images" / "00000003.jpg").write_bytes(b"half a jpeg")
     (out / split / "shapes" / ".00000003.npz.999.tmp").write_bytes(b"partial")
+    with open(out / ".synth" / "rows.jsonl", "a") as log:  # and the run's label log ends in a torn line
+        log.write('{"id": "00000003", "spl')
     before = (out / split / "images" / "00000001.jpg").stat().st_mtime_ns if (out / split / "images" /
                                                                              "00000001.jpg").exists() else None
     assert synth.main(["--out", str(out), "--n", str(N), "--seed", str(SEED), "--workers", "1",
