@@ -3,11 +3,25 @@
     DIR/{split}/images/{id}.jpg     the 256 px photo
     DIR/{split}/shapes/{id}.npz     vertices (camera frame, OpenCV axes, metres), faces, K
 
-Each object's solid occupancy grid in a cube around it (the mesh voxelized at 64^3; or, with use_stored_occupancy,
-the generator's own coarser `occupancy` + `bounds`) is cached bit-packed in OUT/cache_{split}.npz; training targets are read from that grid at the frustum cells of the (jittered) window.
+Ground truth, prepared once (`prepare_cache`, parallel over CPU cores, resumable): each object's mesh voxelized on a
+64^3 cube around it, kept as two bit planes, the solid (every cell inside or touched by the surface) and the surface
+cells alone, plus its projected 2D extent and depth. Written to OUT/gt_{split}/shard_{k}.npz, one shard per 1,024
+sample ids (id // 1024), each written as soon as its samples are done; a rerun (or a grown dataset) only computes
+the samples no shard has yet.
+
+    python -m occmllm.recon.data --data data/synth --out runs/recon --workers 16    # prepare both splits
+
+Training target at a cell = trilinear sample of (solid - surface / 2) at the cell centre: 1 inside, 1/2 on the
+surface cells (where the true surface lies somewhere inside the cell), 0 outside; marching cubes at 0.5 then lands
+the surface in the middle of the surface cells instead of half a cell outside. `DeviceDataset` holds a whole split
+(photos + targets) as tensors on one device and cuts training batches there (jittered windows, flips, colour).
 """
 from __future__ import annotations
 
+import argparse
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from occmllm.recon.geometry import box_around_mesh, cube_around, voxelize
+from occmllm.recon.geometry import cube_around, voxelize_parts
 from occmllm.recon.model import OccupancyNetConfig
 
 GT_RES = 64
+SHARD = 1024
 
 
 def list_ids(data_dir: str | Path, split: str) -> list[str]:
@@ -31,22 +46,6 @@ def list_ids(data_dir: str | Path, split: str) -> list[str]:
     return sorted(p.stem for p in (root / "shapes").glob("*.npz") if (root / "images" / f"{p.stem}.jpg").is_file())
 
 
-def stored_occupancy(path: str | Path) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The generator's own occupancy grid (exact inside tests) when the shape file has one: (grid [iz, iy, ix],
-    cube corner lo, side), else None."""
-    with np.load(path) as data:
-        if "occupancy" not in data or "bounds" not in data:
-            return None
-        grid, bounds = np.asarray(data["occupancy"]), np.asarray(data["bounds"], np.float32)
-        if "occupancy_shape" in data:  # bit-packed
-            shape = tuple(int(s) for s in data["occupancy_shape"])
-            grid = np.unpackbits(grid)[: int(np.prod(shape))].reshape(shape)
-    grid = grid.astype(bool)
-    if grid.ndim != 3 or len(set(grid.shape)) != 1:
-        return None
-    return grid.transpose(2, 1, 0), bounds[0], float((bounds[1] - bounds[0]).max())
-
-
 def load_shape(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vertices float32 (N,3), faces int64 (M,3), K float32 (3,3)) from a shapes/{id}.npz file."""
     try:
@@ -55,6 +54,8 @@ def load_shape(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     np.asarray(data["K"], np.float32))
     except KeyError as err:
         raise ValueError(f"{path}: missing array {err} (need vertices, faces, K)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable shape file ({err})") from None
 
 
 def load_image(path: str | Path, size: int = 256) -> np.ndarray:
@@ -64,96 +65,215 @@ def load_image(path: str | Path, size: int = 256) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def gt_occupancy(vertices: np.ndarray, faces: np.ndarray, res: int = GT_RES) -> tuple[np.ndarray, np.ndarray, float]:
-    """Solid occupancy of a mesh in a cube around it: (bool grid indexed [iz, iy, ix], cube corner lo, side)."""
+def gt_occupancy(vertices: np.ndarray, faces: np.ndarray, res: int = GT_RES):
+    """A mesh voxelized in a cube around it: (solid, surface) bool grids indexed [iz, iy, ix], cube corner lo, side."""
     lo, side = cube_around(vertices)
-    grid = voxelize(vertices, faces, lo, side / res, res)
-    return grid.transpose(2, 1, 0), lo, side
+    solid, surface = voxelize_parts(vertices, faces, lo, side / res, res)
+    return solid.transpose(2, 1, 0), surface.transpose(2, 1, 0), lo, side
 
 
-class ReconTrainingSet:
-    """All samples of one split in memory: photos, ground-truth windows, K, and bit-packed 64^3 occupancy."""
+def object_extent(vertices: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(u_min, v_min, u_max, v_max, z_centre): the object's 2D extent in pixels and its depth centre (metres)."""
+    uvw = vertices.astype(np.float64) @ K.T.astype(np.float64)
+    uv = uvw[:, :2] / uvw[:, 2:3]
+    z = (vertices[:, 2].min() + vertices[:, 2].max()) / 2
+    return np.array([*uv.min(0), *uv.max(0), z], np.float32)
 
-    def __init__(self, data_dir: str | Path, split: str, config: OccupancyNetConfig, cache_dir: str | Path | None = None,
-                 limit: int | None = None, use_stored_occupancy: bool = False):
-        self.config = config
-        ids = list_ids(data_dir, split)[:limit]
-        if not ids:
-            raise FileNotFoundError(f"{Path(data_dir) / split}: no samples (images/{{id}}.jpg + shapes/{{id}}.npz)")
-        root = Path(data_dir) / split
-        cache = Path(cache_dir) / f"cache_{split}.npz" if cache_dir else None
-        cached = {}
-        if cache and cache.is_file():  # reuse every sample voxelized before (the dataset may have grown since)
-            with np.load(cache) as data:
-                for n, sid in enumerate(data["ids"]):
-                    cached[str(sid)] = (data["boxes"][n], data["K"][n], data["lo"][n], data["side"][n], data["occ"][n])
-        rows, new = [], False
-        for sid in tqdm(ids, desc=f"voxelizing {split} shapes", leave=False):
-            if sid not in cached:
-                vertices, faces, K = load_shape(root / "shapes" / f"{sid}.npz")
-                box = box_around_mesh(vertices, K, config.pad, config.depth_ratio)
-                stored = stored_occupancy(root / "shapes" / f"{sid}.npz") if use_stored_occupancy else None
-                grid, lo, side = stored if stored is not None else gt_occupancy(vertices, faces)
-                cached[sid] = (box.as_array()[:4], K, lo, np.float32(side), np.packbits(grid.ravel()))
-                new = True
-            rows.append(cached[sid])
-        boxes, Ks, los, sides, occs = (np.stack(column) for column in zip(*rows))
-        self._set(ids, boxes, Ks, los, sides.astype(np.float32), occs)
-        if cache and new:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            keys = sorted(cached)
-            np.savez(cache, ids=np.array(keys), **{name: np.stack([cached[k][n] for k in keys]) for n, name in
-                                                   enumerate(("boxes", "K", "lo", "side", "occ"))})
-        self.images = np.stack([load_image(root / "images" / f"{sid}.jpg", config.image_size)
-                                for sid in tqdm(ids, desc=f"loading {split} photos", leave=False)])
 
-    def _set(self, ids, boxes, K, lo, side, occ):
-        self.res = round((occ.shape[1] * 8) ** (1 / 3))
-        while self.res ** 3 > occ.shape[1] * 8:
-            self.res -= 1
-        self.ids, self.boxes, self.K, self.lo, self.side, self.occ = list(ids), boxes, K, lo, side, occ
+def window_of(extent: np.ndarray, pad: float) -> np.ndarray:
+    """(N, 5) extents -> (N, 4) ground-truth windows (u0, v0, r, z): the padded square around the 2D extent."""
+    extent = np.asarray(extent, np.float32).reshape(-1, 5)
+    centre = (extent[:, :2] + extent[:, 2:4]) / 2
+    r = (extent[:, 2:4] - extent[:, :2]).max(1) / 2 * pad
+    return np.concatenate([centre, r[:, None], extent[:, 4:5]], 1).astype(np.float32)
+
+
+def _prepare_one(path: str) -> tuple:
+    vertices, faces, K = load_shape(path)
+    solid, surface, lo, side = gt_occupancy(vertices, faces)
+    return (object_extent(vertices, K), K, lo.astype(np.float32), np.float32(side), np.packbits(solid.ravel()),
+            np.packbits(surface.ravel()))
+
+
+def _prepare_chunk(paths: list[str]) -> list[tuple]:
+    return [_prepare_one(p) for p in paths]
+
+
+FIELDS = ("extent", "K", "lo", "side", "solid", "surface")
+
+
+def _shard_path(cache_dir: Path, split: str, shard: int) -> Path:
+    return cache_dir / f"gt_{split}" / f"shard_{shard:05d}.npz"
+
+
+def _read_shard(path: Path) -> dict[str, tuple]:
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path) as data:
+            columns = [data[name] for name in FIELDS]
+            return {str(sid): tuple(column[n] for column in columns) for n, sid in enumerate(data["ids"])}
+    except (OSError, ValueError, KeyError):  # a broken shard (killed mid-write cannot happen: writes are atomic)
+        return {}
+
+
+def _write_shard(path: Path, rows: dict[str, tuple]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(rows)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.array(keys), **{name: np.stack([rows[k][n] for k in keys]) for n, name in enumerate(FIELDS)})
+    os.replace(tmp, path)
+
+
+def prepare_cache(data_dir: str | Path, split: str, cache_dir: str | Path, workers: int | None = None,
+                  limit: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+    """Voxelize every shape of a split that the cache lacks (in `workers` processes), write the shards, and return
+    the split's ground truth as arrays: ids, extent (N,5), K (N,3,3), lo (N,3), side (N,), solid/surface (N, 64^3/8)
+    bit-packed, in list_ids order."""
+    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    ids = list_ids(data_dir, split)[:limit]
+    if not ids:
+        raise FileNotFoundError(f"{data_dir / split}: no samples (images/{{id}}.jpg + shapes/{{id}}.npz)")
+    by_shard: dict[int, list[str]] = {}
+    for sid in ids:
+        by_shard.setdefault(int(sid) // SHARD if sid.isdigit() else 0, []).append(sid)
+    shards = {k: _read_shard(_shard_path(cache_dir, split, k)) for k in by_shard}
+    missing = [sid for k, group in by_shard.items() for sid in group if sid not in shards[k]]
+    if missing:
+        workers = workers or os.cpu_count() or 1
+        chunk = max(1, min(64, math.ceil(len(missing) / (4 * workers))))
+        chunks = [missing[i:i + chunk] for i in range(0, len(missing), chunk)]
+        left = {k: sum(sid not in shards[k] for sid in group) for k, group in by_shard.items()}
+        paths = lambda group: [str(data_dir / split / "shapes" / f"{sid}.npz") for sid in group]  # noqa: E731
+        bar = tqdm(total=len(missing), desc=f"voxelizing {split} shapes ({workers} workers)", disable=not progress)
+
+        def take(group, results):
+            for sid, row in zip(group, results):
+                k = int(sid) // SHARD if sid.isdigit() else 0
+                shards[k][sid] = row
+                left[k] -= 1
+                if left[k] == 0:  # this shard is complete: write it now (a crash later keeps it)
+                    _write_shard(_shard_path(cache_dir, split, k), shards[k])
+            bar.update(len(group))
+
+        if workers > 1 and len(chunks) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for group, results in zip(chunks, pool.map(_prepare_chunk, [paths(g) for g in chunks])):
+                    take(group, results)
+        else:
+            for group in chunks:
+                take(group, _prepare_chunk(paths(group)))
+        bar.close()
+    rows = [shards[int(sid) // SHARD if sid.isdigit() else 0][sid] for sid in ids]
+    out = {name: np.stack([row[n] for row in rows]) for n, name in enumerate(FIELDS)}
+    out["ids"] = np.array(ids)
+    return out
+
+
+def _load_images(paths: list[str]) -> np.ndarray:
+    return np.stack([load_image(p) for p in paths])
+
+
+def load_images(data_dir: str | Path, split: str, ids: list[str], workers: int | None = None,
+                progress: bool = True) -> np.ndarray:
+    """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes."""
+    root = Path(data_dir) / split / "images"
+    paths = [str(root / f"{sid}.jpg") for sid in ids]
+    workers = workers or os.cpu_count() or 1
+    chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(tqdm(pool.map(_load_images, chunks), total=len(chunks), desc=f"loading {split} photos",
+                              disable=not progress, leave=False))
+    else:
+        parts = [_load_images(c) for c in chunks]
+    return np.concatenate(parts)
+
+
+def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
+    """uint8 (..., n) bit-packed (numpy's big-endian bit order) -> uint8 (..., count) of 0/1, on packed's device."""
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.flatten(-2)[..., :count]
+
+
+class DeviceDataset:
+    """One split on one device: photos uint8 (N, 3, 256, 256), ground-truth targets uint8 (N, 64, 64, 64) in halves
+    (2 = inside, 1 = surface cell, 0 = outside), windows (N, 4) = (u0, v0, r, z), K, cube corners and sides.
+
+    batch() cuts a training batch on the device: jittered windows, horizontal flips (for centred K), colour
+    jitter, object-free negatives, and the occupancy targets sampled at the frustum cells of each window."""
+
+    def __init__(self, data_dir: str | Path, split: str, config: OccupancyNetConfig, cache_dir: str | Path,
+                 device: str = "cpu", limit: int | None = None, workers: int | None = None, progress: bool = True):
+        self.config, self.device = config, torch.device(device)
+        gt = prepare_cache(data_dir, split, cache_dir, workers, limit, progress)
+        self.ids = [str(i) for i in gt["ids"]]
+        n = len(self.ids)
+        cells = GT_RES ** 3
+        targets = []
+        for i in range(0, n, 2048):  # unpack in blocks: the bool planes of 20,000 shapes would need 10 GB at once
+            solid = unpack_bits(torch.from_numpy(gt["solid"][i:i + 2048]).to(self.device), cells)
+            surface = unpack_bits(torch.from_numpy(gt["surface"][i:i + 2048]).to(self.device), cells)
+            targets.append((2 * solid - surface).view(-1, GT_RES, GT_RES, GT_RES))
+        self.targets = torch.cat(targets)
+        self.windows = torch.from_numpy(window_of(gt["extent"], config.pad)).to(self.device)
+        self.K = torch.from_numpy(gt["K"].astype(np.float32)).to(self.device)
+        self.lo = torch.from_numpy(gt["lo"].astype(np.float32)).to(self.device)
+        self.side = torch.from_numpy(gt["side"].astype(np.float32)).to(self.device)
+        images = load_images(data_dir, split, self.ids, workers, progress)
+        self.images = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
+        self.median_K = np.median(gt["K"], axis=0)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, index: np.ndarray, rng: np.random.Generator, augment: bool = True,
-              negative_fraction: float = 0.0) -> dict[str, torch.Tensor]:
-        """Photos (uint8 B,H,W,3), windows (jittered when augment), occupancy targets in those windows, box
-        targets, has_object flags. With negative_fraction, some photos are swapped for object-free images."""
+    def targets_at(self, index: torch.Tensor, window: torch.Tensor, K: torch.Tensor,
+                   flip: torch.Tensor | None = None) -> torch.Tensor:
+        """Occupancy targets in [0, 1] at the frustum cells of `window` (B, 4): (B, n_depth, n_xy, n_xy)."""
         c = self.config
-        images = torch.from_numpy(self.images[index].copy())
-        boxes = torch.from_numpy(self.boxes[index].astype(np.float32))
-        K = torch.from_numpy(self.K[index].astype(np.float32))
+        points = frustum_points_torch(window, K, c.n_xy, c.n_depth, c.depth_ratio)
+        if flip is not None:
+            points[..., 0] = torch.where(flip.view(-1, 1, 1, 1), -points[..., 0], points[..., 0])
+        grid = (points - self.lo[index].view(-1, 1, 1, 1, 3)) / self.side[index].view(-1, 1, 1, 1, 1) * 2 - 1
+        volume = self.targets[index].unsqueeze(1).to(grid.dtype) / 2
+        return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True,
+              negative_fraction: float = 0.0, jitter: float = 0.06) -> dict[str, torch.Tensor]:
+        """A batch as tensors on the device: images uint8 (B, 3, H, W); u0, v0, r, z of the window the shape net
+        reads; box (the true window); K; occupancy targets; has_object."""
+        c, dev = self.config, self.device
+        index = index.to(dev)
         n = len(index)
-        flip = torch.zeros(n, dtype=torch.bool)
-        if augment:
-            centred = (K[:, 0, 2] - c.image_size / 2).abs() < 1.0
-            flip = torch.from_numpy(rng.random(n) < 0.5) & centred
-            images[flip] = images[flip].flip(2)
-            boxes[flip, 0] = c.image_size - boxes[flip, 0]
+        rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+        randn = lambda *shape: torch.randn(*shape, generator=generator, device=dev)  # noqa: E731
+        images = self.images[index]
+        boxes = self.windows[index].clone()
+        K = self.K[index]
+        flip = torch.zeros(n, dtype=torch.bool, device=dev)
         window = boxes.clone()
         if augment:
-            window[:, 0] += torch.from_numpy(rng.normal(0, 0.06, n).astype(np.float32)) * boxes[:, 2]
-            window[:, 1] += torch.from_numpy(rng.normal(0, 0.06, n).astype(np.float32)) * boxes[:, 2]
-            window[:, 2] *= torch.from_numpy(np.exp(rng.normal(0, 0.07, n)).astype(np.float32))
-        res = self.res
-        occ = np.unpackbits(self.occ[index], axis=1)[:, : res ** 3].reshape(n, 1, res, res, res)
-        points = frustum_points_torch(window, K, c.n_xy, c.n_depth, c.depth_ratio)  # (B, nd, n, n, 3)
-        points[..., 0] = torch.where(flip.view(-1, 1, 1, 1), -points[..., 0], points[..., 0])
-        lo = torch.from_numpy(self.lo[index].astype(np.float32)).view(n, 1, 1, 1, 3)
-        side = torch.from_numpy(self.side[index].astype(np.float32)).view(n, 1, 1, 1, 1)
-        grid = (points - lo) / side * 2 - 1
-        target = F.grid_sample(torch.from_numpy(occ).float(), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)[:, 0]
-        has_object = torch.ones(n)
+            centred = (K[:, 0, 2] - c.image_size / 2).abs() < 1.0
+            flip = (rand(n) < 0.5) & centred
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+            boxes[:, 0] = torch.where(flip, c.image_size - boxes[:, 0], boxes[:, 0])
+            window = boxes.clone()
+            window[:, 0] += randn(n) * jitter * boxes[:, 2]
+            window[:, 1] += randn(n) * jitter * boxes[:, 2]
+            window[:, 2] *= torch.exp(randn(n) * jitter * 1.2)
+        target = self.targets_at(index, window, K, flip)
+        has_object = torch.ones(n, device=dev)
         if negative_fraction > 0:
-            for b in np.nonzero(rng.random(n) < negative_fraction)[0]:
-                images[b] = torch.from_numpy(object_free_image(self.images[index[b]], self.boxes[index[b]], rng).copy())
-                has_object[b] = 0
+            negative = rand(n) < negative_fraction
+            if negative.any():
+                images = images.clone()
+                images[negative] = object_free_images(images[negative], boxes[negative], generator)
+                has_object[negative] = 0
         if augment:
-            gain = torch.from_numpy(rng.uniform(0.75, 1.25, (n, 1, 1, 3)).astype(np.float32))
-            images = (images.float() * gain + torch.from_numpy(rng.uniform(-20, 20, (n, 1, 1, 1)).astype(np.float32)))
-            images = images.clamp(0, 255).to(torch.uint8)
+            gain = 0.75 + 0.5 * rand(n, 3, 1, 1)
+            bias = 40 * rand(n, 1, 1, 1) - 20
+            images = (images.float() * gain + bias).clamp(0, 255).to(torch.uint8)
         return {"images": images, "u0": window[:, 0], "v0": window[:, 1], "r": window[:, 2], "z": window[:, 3],
                 "box": boxes, "K": K, "occupancy": target, "has_object": has_object}
 
@@ -164,7 +284,7 @@ def frustum_points_torch(window: torch.Tensor, K: torch.Tensor, n_xy: int, n_dep
     u0, v0, r, z = (window[:, i].view(-1, 1, 1, 1) for i in range(4))
     fx, fy = K[:, 0, 0].view(-1, 1, 1, 1), K[:, 1, 1].view(-1, 1, 1, 1)
     cx, cy = K[:, 0, 2].view(-1, 1, 1, 1), K[:, 1, 2].view(-1, 1, 1, 1)
-    cells = lambda m: (torch.arange(m, dtype=torch.float32) + 0.5) / m * 2 - 1  # noqa: E731
+    cells = lambda m: (torch.arange(m, dtype=torch.float32, device=window.device) + 0.5) / m * 2 - 1  # noqa: E731
     c, b, a = torch.meshgrid(cells(n_depth), cells(n_xy), cells(n_xy), indexing="ij")
     depth = z + depth_ratio * r * z / fx * c
     x = (u0 + r * a - cx) / fx * depth
@@ -172,18 +292,54 @@ def frustum_points_torch(window: torch.Tensor, K: torch.Tensor, n_xy: int, n_dep
     return torch.stack([x, y, depth], -1)
 
 
-def object_free_image(image: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A photo without the object: a corner of the photo away from the object's window, blown up (it may show the
-    hand or the background), or a flat / gradient image."""
-    size = image.shape[0]
-    u0, v0, r = box[:3]
-    if rng.random() < 0.7:
-        for _ in range(8):
-            s = int(rng.integers(size // 4, size // 2))
-            x, y = int(rng.integers(0, size - s)), int(rng.integers(0, size - s))
-            if x > u0 + r or x + s < u0 - r or y > v0 + r or y + s < v0 - r:
-                patch = Image.fromarray(image[y:y + s, x:x + s]).resize((size, size), Image.BILINEAR)
-                return np.asarray(patch, dtype=np.uint8)
-    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    t = np.linspace(0, 1, size)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, size)[:, None, None]
-    return np.broadcast_to(a * (1 - t) + b * t, (size, size, 3)).astype(np.uint8)
+def object_free_images(images: torch.Tensor, boxes: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Photos without the object (B, 3, H, W) uint8: a square of the photo away from the object's window, blown
+    up (it may show the hand or the background) when one is found in 8 tries, else a flat or gradient image."""
+    n, _, size, _ = images.shape
+    dev = images.device
+    rand = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+    found = torch.zeros(n, dtype=torch.bool, device=dev)
+    chosen = torch.zeros(n, 3, device=dev)
+    for _ in range(8):
+        s = size * (0.25 + 0.25 * rand(n))
+        x, y = rand(n) * (size - s), rand(n) * (size - s)
+        u0, v0, r = boxes[:, 0], boxes[:, 1], boxes[:, 2]
+        clear = (x > u0 + r) | (x + s < u0 - r) | (y > v0 + r) | (y + s < v0 - r)
+        take = clear & ~found & (rand(n) < 0.7)
+        chosen[take] = torch.stack([x, y, s], 1)[take]
+        found |= take
+    theta = torch.zeros(n, 2, 3, device=dev)
+    half = size / 2
+    theta[:, 0, 0] = theta[:, 1, 1] = chosen[:, 2] / size
+    theta[:, 0, 2] = (chosen[:, 0] + chosen[:, 2] / 2) / half - 1
+    theta[:, 1, 2] = (chosen[:, 1] + chosen[:, 2] / 2) / half - 1
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    patches = F.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
+    a, b = 255 * rand(n, 3, 1, 1), 255 * rand(n, 3, 1, 1)
+    t = torch.linspace(0, 1, size, device=dev)
+    horizontal = rand(n, 1, 1, 1) < 0.5
+    ramp = torch.where(horizontal, t.view(1, 1, 1, -1), t.view(1, 1, -1, 1))
+    flat = a * (1 - ramp) + b * ramp + 3 * torch.randn(n, 3, size, size, generator=generator, device=dev)
+    return torch.where(found.view(-1, 1, 1, 1), patches, flat).clamp(0, 255).to(torch.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Prepare the 3D expert's ground truth (voxelized shapes) for the "
+                                     "splits of a synthetic dataset, in parallel; resumable.")
+    parser.add_argument("--data", required=True, help="dataset folder made by `python -m data_tools.synth`")
+    parser.add_argument("--out", required=True, help="cache folder (the training output folder): OUT/gt_{split}/")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"])
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each split")
+    args = parser.parse_args(argv)
+    import time
+
+    for split in args.splits:
+        start = time.time()
+        gt = prepare_cache(args.data, split, args.out, args.workers, args.limit)
+        print(f"{split}: ground truth of {len(gt['ids'])} shapes ready in {args.out}/gt_{split} "
+              f"({time.time() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

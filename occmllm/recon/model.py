@@ -1,12 +1,13 @@
 """The learned 3D expert's network and loss: one RGB photo -> amodal occupancy on a camera-aligned frustum grid.
 
-Two small CNNs in one module (about 1 M parameters, a few MB of safetensors):
+Two small CNNs in one module (about 3.5 M parameters at width 24, ~14 MB of safetensors):
 - BoxNet reads the whole photo (downsampled to 128 px) and predicts where the object is: the image window centre
   (u0, v0), its half-size r, the depth z of the object's centre, and an objectness logit (no object -> nothing
   reconstructed).
-- ShapeNet reads the photo cropped to that window (64 px) and predicts occupancy logits for n_depth x n_xy x n_xy
-  frustum cells: a U-Net whose output channels are depth slices, with a fully connected bottleneck so it can fill in
-  the parts the hand hides.
+- ShapeNet reads the photo cropped to that window (128 px) and predicts occupancy logits for n_depth x n_xy x n_xy
+  frustum cells (64^3): each output pixel is one ray of the window, its channels the depth cells along that ray
+  (image-aligned: x, y follow the photo; only the depth extent is inferred). A U-Net with a fully connected
+  bottleneck so that it can fill in the parts the hand hides.
 
     model = OccupancyNet(OccupancyNetConfig())
     model.save_pretrained("out/recon")            # config.json + model.safetensors
@@ -26,12 +27,13 @@ import torch.nn.functional as F
 
 @dataclass
 class OccupancyNetConfig:
-    n_xy: int = 32            # frustum cells across the image window
-    n_depth: int = 32         # frustum cells in depth
-    crop: int = 64            # ShapeNet input size (px)
+    n_xy: int = 64            # frustum cells across the image window (= crop / 2)
+    n_depth: int = 64         # frustum cells in depth
+    crop: int = 128           # ShapeNet input size (px)
     box_input: int = 128      # BoxNet input size (px)
     image_size: int = 256     # the photo size the box is expressed in
-    width: int = 32           # channel width multiplier
+    width: int = 24           # channel width multiplier
+    head: str = "depth"       # "depth": one logit per depth cell of each ray; "intervals": two depth intervals per ray
     pad: float = 1.15         # ground-truth window = padded square 2D extent of the object
     depth_ratio: float = 1.25  # half-depth of the slab / half-width of the window at the object's depth
     fx: float = 280.0         # default intrinsics of a 256 px photo (used when reconstruct() gets no K)
@@ -67,34 +69,63 @@ class BoxNet(nn.Module):
 
 
 class ShapeNet(nn.Module):
-    """Window crop (B, 3, crop, crop) -> occupancy logits (B, n_depth, n_xy, n_xy)."""
+    """Window crop (B, 3, crop, crop) -> occupancy logits (B, n_depth, crop / 2, crop / 2): a U-Net over the crop
+    (+ 2 coordinate channels) whose output channels are the depth cells of each pixel's ray, with a fully connected
+    bottleneck on the 1/16 features pooled to 4 x 4 so that it can fill in the parts the hand hides."""
 
-    def __init__(self, w: int, n_depth: int, crop: int = 64):
+    def __init__(self, w: int, n_depth: int, crop: int = 128, head: str = "depth"):
         super().__init__()
-        cells = (crop // 16) ** 2
-        self.e1 = nn.Sequential(conv(3, w, 2), conv(w, w))                     # 32
-        self.e2 = nn.Sequential(conv(w, w * 3 // 2, 2), conv(w * 3 // 2, w * 3 // 2))  # 16
-        self.e3 = nn.Sequential(conv(w * 3 // 2, 2 * w, 2), conv(2 * w, 2 * w))  # 8
-        self.e4 = nn.Sequential(conv(2 * w, 3 * w, 2))                        # 4
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(3 * w * cells, 256), nn.ReLU(inplace=True),
-                                nn.Linear(256, 3 * w * cells), nn.ReLU(inplace=True))
-        self.d3 = conv(3 * w + 2 * w, 2 * w)
-        self.d2 = conv(2 * w + w * 3 // 2, w * 3 // 2)
-        self.d1 = conv(w * 3 // 2 + w, w * 3 // 2)
-        self.head = nn.Conv2d(w * 3 // 2, n_depth, 1)
+        if head not in ("depth", "intervals"):
+            raise ValueError(f"head must be 'depth' or 'intervals', not {head!r}")
+        self.kind, self.n_depth = head, n_depth
+        self.e1 = nn.Sequential(conv(5, w, 2), conv(w, w))                    # crop / 2
+        self.e2 = nn.Sequential(conv(w, 2 * w, 2), conv(2 * w, 2 * w))        # / 4
+        self.e3 = nn.Sequential(conv(2 * w, 4 * w, 2), conv(4 * w, 4 * w))    # / 8
+        self.e4 = nn.Sequential(conv(4 * w, 8 * w, 2), conv(8 * w, 8 * w))    # / 16
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(8 * w * 16, 256),
+                                nn.ReLU(inplace=True), nn.Linear(256, 8 * w * 16), nn.ReLU(inplace=True))
+        self.d3 = nn.Sequential(conv(8 * w + 4 * w, 4 * w), conv(4 * w, 4 * w))
+        self.d2 = conv(4 * w + 2 * w, 2 * w)
+        self.d1 = nn.Sequential(conv(2 * w + w, 2 * w), conv(2 * w, 2 * w))
+        self.head = nn.Conv2d(2 * w, n_depth if head == "depth" else 6, 1)
+        if head == "intervals":  # start as a centred interval of half the slab, half present
+            with torch.no_grad():
+                self.head.bias.copy_(torch.tensor([-0.5, math.log(1.0), 0.0, 0.0, math.log(0.3), -2.0]))
         self.w = w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s1 = self.e1(x)
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        s1 = self.e1(torch.cat([x, xs, ys], 1))
         s2 = self.e2(s1)
         s3 = self.e3(s2)
         g = self.e4(s3)
-        g = g + self.fc(g).view_as(g)
+        glob = self.fc(g).view(b, -1, 4, 4)
+        g = g + F.interpolate(glob, size=g.shape[-2:], mode="nearest")
         up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
         y = self.d3(torch.cat([up(g), s3], 1))
         y = self.d2(torch.cat([up(y), s2], 1))
         y = self.d1(torch.cat([up(y), s1], 1))
-        return self.head(y)
+        out = self.head(y)
+        if self.kind == "depth":
+            return out
+        return interval_logits(out.float(), self.n_depth)
+
+
+def interval_logits(params: torch.Tensor, n_depth: int, sharpness: float | None = None) -> torch.Tensor:
+    """Per-ray occupancy from two depth intervals (B, 6, H, W) = (start, log length, presence logit) x 2, in the
+    slab's normalized depth [-1, 1]: occupancy = 1 - (1 - p1)(1 - p2), p = presence * soft box(start, start + length)
+    with edges one cell wide. Returned as logits (B, n_depth, H, W) so that the same loss and threshold apply."""
+    tau = sharpness or 1.0 / n_depth
+    c = ((torch.arange(n_depth, device=params.device, dtype=params.dtype) + 0.5) / n_depth * 2 - 1).view(1, -1, 1, 1)
+    empty = None
+    for start, log_length, presence in (params[:, 0:3].unbind(1), params[:, 3:6].unbind(1)):
+        start, end = start.unsqueeze(1), (start + log_length.exp()).unsqueeze(1)
+        p = torch.sigmoid(presence.unsqueeze(1)) * torch.sigmoid((c - start) / tau) * torch.sigmoid((end - c) / tau)
+        empty = (1 - p) if empty is None else empty * (1 - p)
+    p = (1 - empty).clamp(1e-4, 1 - 1e-4)
+    return torch.log(p) - torch.log1p(-p)
 
 
 class OccupancyNet(nn.Module):
@@ -103,8 +134,11 @@ class OccupancyNet(nn.Module):
     def __init__(self, config: OccupancyNetConfig | None = None):
         super().__init__()
         self.config = config or OccupancyNetConfig()
+        if self.config.n_xy * 2 != self.config.crop:
+            raise ValueError(f"n_xy ({self.config.n_xy}) must be crop / 2 ({self.config.crop} / 2): the shape net's "
+                             f"output pixels are the window's rays")
         self.box_net = BoxNet(self.config.width)
-        self.shape_net = ShapeNet(self.config.width, self.config.n_depth, self.config.crop)
+        self.shape_net = ShapeNet(self.config.width, self.config.n_depth, self.config.crop, self.config.head)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 

@@ -1,12 +1,19 @@
 """Train the learned 3D expert on the synthetic dataset (3D supervision from DIR/train/shapes).
 
-    python -m occmllm.recon.train --data data/synth --out runs/recon --steps 3000 --batch-size 32
-    python -m occmllm.recon.train --data data/synth --out runs/recon --steps 6000   # resumes from runs/recon
-    python -m occmllm.recon.train --data data/synth --out runs/recon --steps 20000 --batch-size 64 --device cuda --threads 0
+    python -m occmllm.recon.train --data data/synth --out runs/recon --minutes 5 --device cuda      # GPU, 5 minutes
+    python -m occmllm.recon.train --data data/synth --out runs/recon --steps 3000 --batch-size 32  # CPU, by steps
+    python -m occmllm.recon.train --data data/synth --out runs/recon --minutes 8 --device cuda      # resumes runs/recon
+
+The whole split lives on the device as tensors (photos + voxelized ground truth; see occmllm.recon.data) and every
+batch is cut there. bf16 autocast on CUDA, AdamW, linear warmup then cosine decay over the budget (--minutes of
+training time, or --steps, whichever ends first). Every --eval-every seconds: the grid IoU on the test split (the
+predicted occupancy vs the ground truth in the predicted window, both at the frustum cells, the window's depth set to
+the true one: a fast proxy of the depth-aligned volumetric IoU that tests/benchmarks/bench_recon.py measures on
+meshes).
 
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
-step: a rerun with the same OUT resumes), OUT/loss.csv (one row per logged step) and OUT/cache_{split}.npz (the
-voxelized ground truth). train/run_all.py's stage 0 calls train_expert().
+step, training seconds: a rerun with the same OUT resumes), OUT/loss.csv, OUT/eval.csv and OUT/gt_{split}/ (the
+ground-truth cache). train/run_all.py's stage 0 calls train_expert().
 """
 from __future__ import annotations
 
@@ -20,94 +27,210 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from occmllm.recon.data import ReconTrainingSet
+from occmllm.recon.data import DeviceDataset
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss
+
+
+@torch.no_grad()
+def evaluate_grid_iou(model: OccupancyNet, data: DeviceDataset, batch_size: int = 64, autocast: bool = False,
+                      limit: int = 512) -> dict[str, float]:
+    """Mean grid IoU on (the first `limit` samples of) a split: occupancy > 0.5 predicted in the predicted window vs
+    the ground truth (> 0.5) at the same cells; plus the mean relative error of the predicted window centre and size."""
+    model.eval()
+    ious, centre_err, size_err = [], [], []
+    n = min(len(data), limit)
+    for start in range(0, n, batch_size):
+        index = torch.arange(start, min(n, start + batch_size), device=data.device)
+        images, truth = data.images[index], data.windows[index]
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=autocast):
+            x = model.normalize(images.float() / 255.0)
+            pred = model(x)
+        window = torch.stack([pred["u0"], pred["v0"], pred["r"], truth[:, 3]], 1).float()
+        target = data.targets_at(index, window, data.K[index]) > 0.5
+        occupied = pred["occupancy"].float() > 0
+        inter = (occupied & target).flatten(1).sum(1).float()
+        union = (occupied | target).flatten(1).sum(1).float().clamp_min(1)
+        ious.append(inter / union)
+        centre_err.append(torch.hypot(window[:, 0] - truth[:, 0], window[:, 1] - truth[:, 1]) / truth[:, 2])
+        size_err.append((window[:, 2] / truth[:, 2] - 1).abs())
+    model.train()
+    return {"grid_iou": float(torch.cat(ious).mean()), "centre_err": float(torch.cat(centre_err).mean()),
+            "size_err": float(torch.cat(size_err).mean())}
 
 
 def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
                  device: str = "cpu", threads: int | None = 1, limit: int | None = None, seed: int = 0,
                  negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
-                 progress: bool = True) -> Path:
-    """Train (or resume) the expert for `steps` optimizer steps in total; returns out_dir with the saved model.
+                 progress: bool = True, minutes: float | None = None, workers: int | None = None,
+                 eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True) -> Path:
+    """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
+    comes first; returns out_dir with the saved model.
 
     threads: torch CPU threads (1 keeps a shared machine usable; None leaves torch's default).
-    limit: use only the first `limit` training samples. The dataset's K sets the model's default intrinsics.
+    limit: use only the first `limit` samples of each split. workers: processes preparing the ground truth.
+    eval_every: seconds of training between grid-IoU evaluations on the test split (when it exists).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     config = config or OccupancyNetConfig()
-    data = ReconTrainingSet(data_dir, "train", config, cache_dir=out, limit=limit)
-    K = np.median(data.K, axis=0)
+    checkpoint = out / "checkpoint.pt"
+    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
+    if state is not None and "config" in state:
+        config = OccupancyNetConfig.from_dict(state["config"])  # a resumed run keeps its architecture
+    data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress)
+    test = None
+    if (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
+        test = DeviceDataset(data_dir, "test", config, out, device, min(limit or eval_limit, eval_limit), workers,
+                             progress)
+    K = data.median_K
     config.fx, config.fy, config.cx, config.cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
     model = OccupancyNet(config).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    step, rng = 0, np.random.default_rng(seed)
-    checkpoint = out / "checkpoint.pt"
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    step, trained = 0, 0.0
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, rng = state["step"], state["rng"]
-        print(f"resuming from {checkpoint} at step {step}")
-    warmup = min(100, max(1, steps // 10))
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
-    log_path = out / "loss.csv"
+        step, trained = state["step"], state.get("seconds", 0.0)
+        generator.set_state(state["generator"].cpu() if not cuda else state["generator"].cpu())
+        print(f"resuming from {checkpoint} at step {step} ({trained:.0f} s trained)")
+    budget = minutes * 60 if minutes else None
+    warmup = min(200, max(1, steps // 20))
+
+    def progress_of(step: int, seconds: float) -> float:
+        done = step / steps
+        return max(done, seconds / budget) if budget else done
+
+    def lr_at(step: int, seconds: float) -> float:
+        p = min(1.0, progress_of(step, seconds))
+        return lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    log_path, eval_path = out / "loss.csv", out / "eval.csv"
     new_log = not log_path.is_file() or step == 0
-    with open(log_path, "w" if new_log else "a", newline="") as log_file:
-        log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
-        model.train()
-        bar = tqdm(range(step, steps), initial=step, total=steps, desc="train 3D expert", disable=not progress)
-        start = time.time()
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = lr * schedule(step)
-            batch = data.batch(rng.integers(0, len(data), batch_size), rng, augment=True,
-                               negative_fraction=negative_fraction)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            x = model.normalize(batch["images"])
+    log_file = open(log_path, "w" if new_log else "a", newline="")
+    eval_file = open(eval_path, "w" if new_log or not eval_path.is_file() else "a", newline="")
+    log, eval_log = csv.writer(log_file), csv.writer(eval_file)
+    if new_log:
+        log.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
+        eval_log.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s"])
+
+    def save():
+        model.save_pretrained(out)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "seconds": trained, "generator": generator.get_state(), "config": vars(config).copy()},
+                   checkpoint)
+
+    def run_eval():
+        if test is None:
+            return
+        if cuda:
+            torch.cuda.synchronize()
+        scores = evaluate_grid_iou(model, test, 128 if cuda else 16, cuda, eval_limit)
+        eval_log.writerow([step, f"{trained:.1f}", f"{scores['grid_iou']:.4f}", f"{scores['centre_err']:.4f}",
+                           f"{scores['size_err']:.4f}", f"{step * batch_size / max(trained, 1e-9):.0f}"])
+        eval_file.flush()
+        tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f}, window centre error "
+                   f"{scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
+
+    model.train()
+    total = steps if budget is None else None
+    bar = tqdm(initial=step, total=total, desc="train 3D expert", disable=not progress)
+    next_eval = trained + eval_every
+    values = {}
+    while step < steps and (budget is None or trained < budget):
+        tick = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, trained)
+        index = torch.randint(0, len(data), (batch_size,), generator=generator, device=device)
+        batch = data.batch(index, generator, augment=augment, negative_fraction=negative_fraction)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            x = model.normalize(batch["images"].float() / 255.0)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
             pred = model(x, box={k: batch[k] for k in ("u0", "v0", "r")})
-            target_box = box_targets(*batch["box"].unbind(1), config.image_size)
-            parts = expert_loss(pred, batch["occupancy"], target_box, batch["has_object"])
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            values = {k: float(v.detach()) for k, v in parts.items()}
-            log.writerow([step + 1, *(f"{values.get(k, float('nan')):.5f}" for k in
-                                      ("loss", "bce", "soft_iou", "box", "objectness")),
-                          f"{optimizer.param_groups[0]['lr']:.6f}", f"{time.time() - start:.1f}"])
-            bar.set_postfix(loss=f"{values['loss']:.3f}", iou=f"{1 - values.get('soft_iou', 1):.3f}")
-            if (step + 1) % save_every == 0 or step + 1 == steps:
-                log_file.flush()
-                model.save_pretrained(out)
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                            "rng": rng}, checkpoint)
-    model.save_pretrained(out)
+        pred = {k: v.float() for k, v in pred.items()}
+        target_box = box_targets(*batch["box"].unbind(1), config.image_size)
+        parts = expert_loss(pred, batch["occupancy"], target_box, batch["has_object"])
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 25 == 0 or step == 1 or not cuda:
+            values = {k: float(v.detach()) for k, v in parts.items()}  # (a sync: only every 25 steps on GPU)
+            log.writerow([step, *(f"{values.get(k, float('nan')):.5f}" for k in
+                                  ("loss", "bce", "soft_iou", "box", "objectness")),
+                          f"{optimizer.param_groups[0]['lr']:.6f}", f"{trained:.1f}"])
+            bar.set_postfix(loss=f"{values['loss']:.3f}", iou=f"{1 - values.get('soft_iou', 1):.3f}",
+                            s=f"{trained:.0f}")
+        if cuda and step % 25 == 0:
+            torch.cuda.synchronize()
+        trained += time.perf_counter() - tick
+        bar.update(1)
+        if trained >= next_eval:
+            run_eval()
+            next_eval = trained + eval_every
+        if step % save_every == 0:
+            log_file.flush()
+            save()
+    bar.close()
+    save()
+    run_eval()
+    log_file.close()
+    eval_file.close()
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the learned 3D expert (occupancy from one photo) on the "
-                                     "synthetic dataset made by `python -m data_tools.synth`.")
+                                     "synthetic dataset made by `python -m data_tools.synth`. A rerun with the same "
+                                     "--out resumes.")
     parser.add_argument("--data", required=True, help="dataset folder holding train/images and train/shapes")
     parser.add_argument("--out", required=True, help="output folder: model, checkpoint.pt (resumes), loss.csv")
-    parser.add_argument("--steps", type=int, default=3000, help="total optimizer steps (a resumed run continues)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total optimizer steps (default: 3000, or unlimited with --minutes)")
+    parser.add_argument("--minutes", type=float, default=None, help="training-time budget in minutes (the LR decays "
+                        "over it; data preparation does not count)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's default)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
+    parser.add_argument("--workers", type=int, default=None, help="processes for the ground-truth preparation "
+                        "(default: all cores)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of each split")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=24, help="network width (24: ~1.2 M parameters, ~5 MB)")
-    parser.add_argument("--save-every", type=int, default=250, help="steps between saves of model + checkpoint")
+    parser.add_argument("--width", type=int, default=24, help="network width (24: ~3 M parameters, ~12 MB)")
+    parser.add_argument("--save-every", type=int, default=500, help="steps between saves of model + checkpoint")
+    parser.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between test grid-IoU "
+                        "evaluations (0: none)")
+    parser.add_argument("--negatives", type=float, default=0.1, help="share of object-free photos per batch")
+    parser.add_argument("--no-augment", action="store_true", help="no window jitter, flips or colour changes "
+                        "(to check that the network can overfit a few samples)")
+    parser.add_argument("--tiny", action="store_true", help="a small network (32^3 cells, 64 px crop, width 16) "
+                        "for quick CPU checks")
+    parser.add_argument("--head", default="depth", choices=["depth", "intervals"], help="depth: a logit per depth "
+                        "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
-    out = train_expert(args.data, args.out, args.steps, args.batch_size, args.lr, args.device, args.threads or None,
-                       args.limit, args.seed, save_every=args.save_every, config=OccupancyNetConfig(width=args.width))
+    config = OccupancyNetConfig(width=args.width, head=args.head)
+    if args.tiny:
+        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head)
+    steps = args.steps or (10 ** 9 if args.minutes else 3000)
+    out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
+                       args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,
+                       minutes=args.minutes, workers=args.workers, eval_every=args.eval_every,
+                       augment=not args.no_augment)
     print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
 
 

@@ -69,7 +69,7 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in OccupancyNet(TINY).state_dict().items()}
     out = train_expert(dataset, tmp_path / "run", steps=30, batch_size=8, lr=3e-3, threads=1, config=TINY,
-                       progress=False, save_every=15)
+                       progress=False, save_every=15, workers=1)
     rows = list(csv.DictReader(open(out / "loss.csv")))
     assert len(rows) == 30
     first = np.mean([float(r["bce"]) for r in rows[:5]])
@@ -80,7 +80,7 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
                  and torch.equal(v, before[k])]
     assert not unchanged, unchanged
     # resuming continues from the checkpoint instead of starting again
-    train_expert(dataset, out, steps=35, batch_size=8, lr=3e-3, threads=1, config=TINY, progress=False)
+    train_expert(dataset, out, steps=35, batch_size=8, lr=3e-3, threads=1, config=TINY, progress=False, workers=1)
     assert len(list(csv.DictReader(open(out / "loss.csv")))) == 35
 
     expert = LearnedExpert(out, threshold=0.3, min_objectness=0.0)
@@ -90,6 +90,28 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
         assert rec.render.shape == (256, 256, 3) and rec.render.dtype == np.uint8 and rec.glb
     else:
         assert rec.message.startswith(NOTHING) and rec.glb is None
+
+
+def test_ground_truth_cache_is_incremental_and_matches_in_parallel(dataset, tmp_path, monkeypatch):
+    import occmllm.recon.data as recon_data
+
+    first = recon_data.prepare_cache(dataset, "train", tmp_path / "a", workers=1, limit=5, progress=False)
+    assert len(first["ids"]) == 5 and (tmp_path / "a" / "gt_train" / "shard_00000.npz").is_file()
+    computed = []
+    original = recon_data._prepare_chunk
+    monkeypatch.setattr(recon_data, "_prepare_chunk", lambda paths: computed.extend(paths) or original(paths))
+    grown = recon_data.prepare_cache(dataset, "train", tmp_path / "a", workers=1, progress=False)
+    assert len(grown["ids"]) == 12 and len(computed) == 7  # only the 7 samples the cache did not have
+    monkeypatch.setattr(recon_data, "_prepare_chunk", original)
+    parallel = recon_data.prepare_cache(dataset, "train", tmp_path / "b", workers=2, progress=False)
+    for name in ("extent", "solid", "surface", "lo", "side"):
+        np.testing.assert_array_equal(grown[name], parallel[name])
+    # the target is 1 inside the object, 1/2 on its surface cells, 0 far outside
+    data = recon_data.DeviceDataset(dataset, "train", TINY, tmp_path / "b", workers=1, progress=False)
+    index = torch.arange(4)
+    target = data.targets_at(index, data.windows[index], data.K[index])
+    assert target.shape == (4, TINY.n_depth, TINY.n_xy, TINY.n_xy)
+    assert target.max() > 0.99 and target.min() == 0 and ((target > 0.3) & (target < 0.7)).any()
 
 
 def test_glb_is_y_up_centred_and_unit_sized():
