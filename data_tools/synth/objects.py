@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .geometry import (Solid, cylinder, extrude, frame_from_z, revolve, rotation_x, rotation_z, rounded_rectangle,
+from .geometry import (Solid, cylinder, extrude, revolve, rotation_x, rotation_z, rounded_rectangle,
                        slab, transform)
 
 
@@ -136,7 +136,7 @@ def make_bowl(rng) -> ObjectModel:
     outer_r = foot_r + (R - foot_r) * t ** power
     outer_z = foot_h + (h - foot_h) * t
     inner_r = np.maximum(outer_r[::-1] - wall, 0.0)
-    inner_z = outer_z[::-1] + np.linspace(0, wall, 9)[::-1] * 0  # same heights, offset inwards
+    inner_z = outer_z[::-1].copy()  # the inner wall: the outer one moved in by the wall thickness, walked down
     inner_z[-1] = foot_h + wall
     strokes = [
         np.array([[0, foot_h * 0.5], [foot_r * 0.9, 0], [foot_r, 0], [foot_r, foot_h]]),

@@ -3,7 +3,6 @@ clear messages for bad input. Tens of samples, a few seconds each."""
 
 import errno
 import filecmp
-import json
 import os
 from pathlib import Path
 
