@@ -51,3 +51,14 @@ def test_render_scene_depth_and_occlusion():
 def test_empty_mesh_is_black():
     img = render_object(np.zeros((0, 3)), np.zeros((0, 3), dtype=int), K)
     assert img.max() == 0
+
+
+def test_raw_gl_and_pyrender_paths_draw_the_same_pixels(monkeypatch):
+    import os
+
+    v, f = _box((0.02, 0.01, 0.45))
+    first, depth = render_object(v, f, K, return_depth=True)
+    if os.environ.get("PYOPENGL_PLATFORM") == "osmesa":  # the raw path ran: now force pyrender's
+        monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa (pyrender path)")
+    second, depth2 = render_object(v, f, K, return_depth=True)
+    assert np.array_equal(first, second) and np.allclose(depth, depth2)
