@@ -5,9 +5,15 @@
 Writes (layout in .notes/COMMON.md): {split}/images/{id}.jpg, renders/{id}.png (object alone, grey on black),
 masks/{id}.png (R = amodal, G = visible object mask), shapes/{id}.npz (camera-frame mesh, K, bit-packed 32^3
 occupancy + bounds, labels), {split}/manifest.parquet, the seed-format JSONL files and meta.json.
-Deterministic: sample i is made from (seed, i) alone. Resumable: re-running the same command into the same folder
-skips complete samples (those whose shape file exists) and only rewrites the split files. Ctrl-C stops cleanly.
-Labels and the rules behind them: see data_tools/synth/scene.py.
+JSONL (seed formats, via occmllm.formats): {split}_Q1, {split}_Q1_Q6, {split}_Q1_Q6_balanced_dpo (as many "Yes." as
+"No." pairs), {split}_Q1_Q6_Q0_balanced (the same balanced images, 30% asked the Q0 plan), {split}_attributes.
+Labels and the rules behind them (visible fraction, round/thin/long, clear = visible fraction >= --clear-threshold):
+data_tools/synth/scene.py. `python -m data_tools.relabel` applies the seed's rule (clear = a model got Q1 right).
+Deterministic: sample i is made from (seed, i) alone (same machine and Mesa build -> same bytes, any --workers).
+Resumable: re-running the same command into the same folder skips complete samples (those whose shape file exists,
+written last) and only rewrites the split files. Ctrl-C stops cleanly; so does a full disk.
+Speed (tests/benchmarks/bench_synth.py, 2 workers, other agents sharing the 2 cores): about 37 ms of CPU and 36 KB of
+disk per sample; 18 samples/s wall while the machine was loaded.
 """
 
 from __future__ import annotations
