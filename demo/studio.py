@@ -198,18 +198,13 @@ class Studio:
             return
 
         def work():
-            done = 0
-            for item in self.store.items():
-                if done >= limit:
-                    break
-                if not item.ready:
-                    try:
-                        self.prepare(item)
-                    except Exception:  # noqa: BLE001 - shown when the item is served instead
-                        return
-                    done += 1
+            for item in self.store.unready_items(limit):
+                try:
+                    self.prepare(item)
+                except Exception:  # noqa: BLE001 - shown when the item is served instead
+                    return
 
-        if any(not i.ready for i in self.store.items()):
+        if self.store.unready_items(1):  # one indexed query: this runs on every "next item"
             self._prefill = threading.Thread(target=work, daemon=True)
             self._prefill.start()
 

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS judgments (
     source_a TEXT, source_b TEXT, choice TEXT NOT NULL CHECK (choice IN ('A', 'B', 'tie', 'both_bad', 'skip')),
     correction TEXT, model_id TEXT);
 CREATE INDEX IF NOT EXISTS judgments_item ON judgments (item_id);
+CREATE INDEX IF NOT EXISTS items_unready ON items (position)
+    WHERE COALESCE(candidate_a, '') = '' OR COALESCE(candidate_b, '') = '';
 CREATE INDEX IF NOT EXISTS judgments_annotator ON judgments (annotator, id);
 CREATE TABLE IF NOT EXISTS claims (
     item_id TEXT NOT NULL, annotator TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (item_id, annotator));
@@ -138,18 +140,25 @@ class Store:
         return db
 
     class _Transaction:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+        def __init__(self, db: sqlite3.Connection, durable: bool):
+            self.db, self.durable = db, durable
 
         def __enter__(self) -> sqlite3.Connection:
+            if not self.durable:  # WAL + NORMAL: survives a killed process, fsync'ed by the next durable commit
+                self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("BEGIN IMMEDIATE")
             return self.db
 
         def __exit__(self, kind, value, tb) -> None:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+            try:
+                self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+            finally:
+                if not self.durable:
+                    self.db.execute("PRAGMA synchronous=FULL")
 
-    def _write(self) -> "_Transaction":
-        return Store._Transaction(self._db())
+    def _write(self, durable: bool = True) -> "_Transaction":
+        """A write transaction; durable=True (the default) commits with fsync (synchronous=FULL)."""
+        return Store._Transaction(self._db(), durable)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -206,13 +215,19 @@ class Store:
     def count_items(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
+    def unready_items(self, limit: int = 1) -> list[Item]:
+        """Up to `limit` items without their two candidates yet, in queue order (one indexed query, no full scan)."""
+        return [_item(r) for r in self._db().execute(
+            "SELECT * FROM items WHERE COALESCE(candidate_a, '') = '' OR COALESCE(candidate_b, '') = '' "
+            "ORDER BY position LIMIT ?", (limit,))]
+
     # --- the queue -----------------------------------------------------------------------------------
     def next_item(self, annotator: str, overlap: int = 1, claim: bool = True) -> Item | None:
         """The next item for `annotator`: one they never judged (or skipped), with fewer than `overlap` judgments
         and claims by others; items others already started come first. The item is claimed for them."""
         annotator = _name(annotator)
         now = time.time()
-        with self._write() as db:
+        with self._write(durable=False) as db:  # a claim is a soft hold, not an acknowledged write: no fsync
             if claim:
                 db.execute("DELETE FROM claims WHERE until < ? OR annotator = ?", (now, annotator))
             row = db.execute(
@@ -290,20 +305,30 @@ class Store:
 
     # --- progress and agreement ----------------------------------------------------------------------
     def progress(self, annotator: str | None, overlap: int = 1) -> Progress:
+        """Counts for the progress bars, computed in SQL (a few ms with thousands of items and judgments)."""
         db = self._db()
-        total = self.count_items()
-        counts = dict(db.execute("SELECT item_id, COUNT(*) FROM judgments WHERE choice != 'skip' GROUP BY item_id"))
-        done_items = sum(1 for n in counts.values() if n >= overlap)
-        judgments = sum(counts.values())
+        total, done_items, judgments = db.execute(
+            """SELECT (SELECT COUNT(*) FROM items),
+                      (SELECT COUNT(*) FROM (SELECT 1 FROM judgments WHERE choice != 'skip' GROUP BY item_id
+                                             HAVING COUNT(*) >= ?)),
+                      (SELECT COUNT(*) FROM judgments WHERE choice != 'skip')""", (overlap,)).fetchone()
         annotators = db.execute("SELECT COUNT(DISTINCT annotator) FROM judgments").fetchone()[0]
         mine = available = 0
         if annotator:
-            seen = {r[0] for r in db.execute("SELECT item_id FROM judgments WHERE annotator = ?", (_name(annotator),))}
-            mine = len(seen)
-            held = dict(db.execute("SELECT item_id, COUNT(*) FROM claims WHERE annotator != ? AND until >= ? "
-                                   "GROUP BY item_id", (_name(annotator), time.time())))
-            ids = [r[0] for r in db.execute("SELECT id FROM items")]
-            available = sum(1 for i in ids if i not in seen and counts.get(i, 0) + held.get(i, 0) < overlap)
+            name = _name(annotator)
+            mine = db.execute("SELECT COUNT(DISTINCT item_id) FROM judgments WHERE annotator = ?", (name,)).fetchone()[0]
+            # items this annotator never judged whose rated judgments + others' live claims leave room for them
+            taken = db.execute(
+                """SELECT COUNT(*) FROM (
+                       SELECT item_id, SUM(n) AS n FROM (
+                           SELECT item_id, COUNT(*) AS n FROM judgments WHERE choice != 'skip' GROUP BY item_id
+                           UNION ALL
+                           SELECT item_id, COUNT(*) AS n FROM claims WHERE annotator != ? AND until >= ? GROUP BY item_id)
+                       GROUP BY item_id HAVING SUM(n) >= ?) AS full
+                   WHERE item_id IN (SELECT id FROM items)
+                     AND item_id NOT IN (SELECT item_id FROM judgments WHERE annotator = ?)""",
+                (name, time.time(), overlap, name)).fetchone()[0]
+            available = total - mine - taken
         return Progress(mine, available, done_items, total, judgments, annotators)
 
     def ratings(self) -> dict[str, dict[str, str]]:
