@@ -26,6 +26,8 @@ KINDS = {
     "cot": r"Q1_Q6_Q0(?:_\d+)?_balanced",
     "attributes": r"attributes",
 }
+# the app's export (python -m data_tools.export): meta entry -> the kind it is read as, for the train split
+EXPORT_ENTRIES = {"dpo": "annotated_preferences", "Q1": "annotated_sft"}
 
 
 @dataclass
@@ -64,6 +66,9 @@ class DataDir:
             annotation = self._resolve(entry.annotation)
             if pattern.match(annotation.name):
                 return Source(kind, split, annotation, self._resolve(entry.root))
+        entry = self.meta.get(EXPORT_ENTRIES.get(kind, "")) if split == "train" else None
+        if entry is not None:  # an export: preference pairs for MPO, corrected answers for SFT
+            return Source(kind, split, self._resolve(entry.annotation), self._resolve(entry.root))
         return None
 
     def require(self, kind: str, split: str) -> Source:

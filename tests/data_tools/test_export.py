@@ -118,3 +118,31 @@ def test_nothing_to_export(tmp_path, capsys):
         export(store, tmp_path / "out")
     assert main(["--db", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 1
     assert "no annotation database" in capsys.readouterr().err
+
+
+def test_export_is_training_data_for_the_mpo_and_sft_stages(tmp_path, capsys):
+    """The exported folder, as it is, is `--data` of train/run_all.py: the smoke preset's MPO stage (3a) trains on its
+    preference pairs and an SFT stage (1) on its corrected answers (tiny model, a few seconds)."""
+    from occmllm.default_model import DefaultModelConfig, build_default_model
+    from tests.train.conftest import TINY
+    from train import run_all
+
+    store = Store(tmp_path / "data")
+    questions = [prompts.Q1, prompts.Q6_PREFERENCE]
+    store.add_items([item(tmp_path, i, *((JAR, BOTTLE) if i % 2 == 0 else ("Yes.", "No.")), question=questions[i % 2])
+                     for i in range(8)])
+    judge(store, {"ann": [("A", None), ("B", None), ("both_bad", BOWL), ("A", None)] * 2})
+    summary = export(store, tmp_path / "export")
+    assert summary.pairs >= 4 and summary.sft >= 1
+
+    out = tmp_path / "run"
+    model = build_default_model(tmp_path / "tiny", DefaultModelConfig(**TINY))
+    import shutil
+
+    shutil.copytree(model, out / "stage_2" / "model")  # stage 3a continues stage 2's model
+    for stage in ("3a", "1"):
+        code = run_all.main(["--preset", "smoke", "--stages", stage, "--data", str(tmp_path / "export"), "--model",
+                             str(model), "--out", str(out), "evaluate.enabled=false"])
+        text = capsys.readouterr()
+        assert code == 0, text.out + text.err
+        assert (out / f"stage_{stage}" / "DONE").is_file() and (out / f"stage_{stage}" / "model" / "config.json").is_file()
