@@ -240,9 +240,15 @@ class DeviceDataset:
         return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None, augment: bool = True,
-              negative_fraction: float = 0.0, jitter: float = 0.06) -> dict[str, torch.Tensor]:
+              negative_fraction: float = 0.0, jitter: float = 0.08, zoom: float = 0.2,
+              shift: float = 0.08) -> dict[str, torch.Tensor]:
         """A batch as tensors on the device: images uint8 (B, 3, H, W); u0, v0, r, z of the window the shape net
-        reads; box (the true window); K; occupancy targets; has_object."""
+        reads; box (the true window; its z is the box net's depth target, see depth_target); K; occupancy targets;
+        has_object.
+
+        augment: flips; the whole photo zoomed by exp(+-zoom) about its centre and shifted by up to +-shift of its
+        size (for 3 photos in 4; exact: only the intrinsics change, K follows); the shape net's window jittered by
+        `jitter` (centre, in units of r; size, in log units * 1.2) around the true one; colour gain and bias."""
         c, dev = self.config, self.device
         index = index.to(dev)
         n = len(index)
@@ -258,6 +264,8 @@ class DeviceDataset:
             flip = (rand(n) < 0.5) & centred
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
             boxes[:, 0] = torch.where(flip, c.image_size - boxes[:, 0], boxes[:, 0])
+            if zoom > 0 or shift > 0:
+                images, boxes, K = zoom_photos(images, boxes, K, rand, zoom, shift)
             window = boxes.clone()
             window[:, 0] += randn(n) * jitter * boxes[:, 2]
             window[:, 1] += randn(n) * jitter * boxes[:, 2]
@@ -274,8 +282,46 @@ class DeviceDataset:
             gain = 0.75 + 0.5 * rand(n, 3, 1, 1)
             bias = 40 * rand(n, 1, 1, 1) - 20
             images = (images.float() * gain + bias).clamp(0, 255).to(torch.uint8)
+        box = boxes.clone()
+        box[:, 3] = depth_target(boxes[:, 3], K[:, 0, 0], c)
         return {"images": images, "u0": window[:, 0], "v0": window[:, 1], "r": window[:, 2], "z": window[:, 3],
-                "box": boxes, "K": K, "occupancy": target, "has_object": has_object}
+                "box": box, "K": K, "occupancy": target, "has_object": has_object}
+
+
+def depth_target(z: torch.Tensor, fx: torch.Tensor, config: OccupancyNetConfig) -> torch.Tensor:
+    """What the box net learns for the object's depth: with config.z_per_focal, the depth at which the object would
+    look the same size through the reference focal length config.fx (z * config.fx / fx; the photo's own K turns it
+    back, see OccupancyNet.depth_of), else z itself (older weights)."""
+    return z * config.fx / fx if config.z_per_focal else z
+
+
+def zoom_photos(images: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor, rand, zoom: float, shift: float,
+                share: float = 0.75):
+    """Zoom photos (B, 3, S, S) uint8 by s = exp(U(-zoom, zoom)) about their centre and shift them by
+    U(-shift, shift) * S pixels (a `share` of them; the others stay): pixel p -> s (p - S/2) + S/2 + t. That is
+    exactly a change of intrinsics (fx, fy scale by s, the principal point moves the same way as the pixels), so the
+    3D ground truth stays right with the new K. Returns the photos, windows (u0, v0, r, z) and K after the zoom."""
+    n, _, size, _ = images.shape
+    on = (rand(n) < share).float()
+    s = torch.exp((rand(n) * 2 - 1) * zoom * on)
+    t = (rand(n, 2) * 2 - 1) * shift * size * on.unsqueeze(1)
+    half = size / 2
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+    theta[:, :, 2] = -t / (s.unsqueeze(1) * half)
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    zoomed = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    images = torch.where(on.view(-1, 1, 1, 1) > 0, zoomed.round().clamp(0, 255).to(torch.uint8), images)
+    boxes = boxes.clone()
+    boxes[:, 0] = s * (boxes[:, 0] - half) + half + t[:, 0]
+    boxes[:, 1] = s * (boxes[:, 1] - half) + half + t[:, 1]
+    boxes[:, 2] = s * boxes[:, 2]
+    K = K.clone()
+    K[:, 0, 0] *= s
+    K[:, 1, 1] *= s
+    K[:, 0, 2] = s * (K[:, 0, 2] - half) + half + t[:, 0]
+    K[:, 1, 2] = s * (K[:, 1, 2] - half) + half + t[:, 1]
+    return images, boxes, K
 
 
 def frustum_points_torch(window: torch.Tensor, K: torch.Tensor, n_xy: int, n_depth: int,

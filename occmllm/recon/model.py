@@ -36,6 +36,8 @@ class OccupancyNetConfig:
     head: str = "depth"       # "depth": one logit per depth cell of each ray; "intervals": two depth intervals per ray
     pad: float = 1.15         # ground-truth window = padded square 2D extent of the object
     depth_ratio: float = 1.25  # half-depth of the slab / half-width of the window at the object's depth
+    z_per_focal: bool = False  # the box net's depth is for the reference focal length fx (the photo's K turns it
+                               # into metres: depth_of); False: metres directly (weights trained before this option)
     fx: float = 280.0         # default intrinsics of a 256 px photo (used when reconstruct() gets no K)
     fy: float = 280.0
     cx: float = 128.0
@@ -156,6 +158,10 @@ class OccupancyNet(nn.Module):
         half = c.image_size / 2
         return {"u0": half + half * out[:, 0], "v0": half + half * out[:, 1],
                 "r": c.image_size * out[:, 2].exp(), "z": out[:, 3].exp(), "objectness": out[:, 4], "raw": out}
+
+    def depth_of(self, z: float, fx: float) -> float:
+        """The object's depth in metres from the box net's depth output z, for a photo of focal length fx (pixels)."""
+        return z * fx / self.config.fx if self.config.z_per_focal else z
 
     def crop(self, x: torch.Tensor, u0: torch.Tensor, v0: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Crop windows [u0 - r, u0 + r] x [v0 - r, v0 + r] (pixels of image_size) to (B, 3, crop, crop)."""

@@ -80,7 +80,7 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    config = config or OccupancyNetConfig()
+    config = config or OccupancyNetConfig(z_per_focal=True)
     checkpoint = out / "checkpoint.pt"
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
     if state is not None and "config" in state:
@@ -223,9 +223,10 @@ def main(argv: list[str] | None = None) -> None:
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
-    config = OccupancyNetConfig(width=args.width, head=args.head)
+    config = OccupancyNetConfig(width=args.width, head=args.head, z_per_focal=True)
     if args.tiny:
-        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head)
+        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head,
+                                    z_per_focal=True)
     steps = args.steps or (10 ** 9 if args.minutes else 3000)
     out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
                        args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,

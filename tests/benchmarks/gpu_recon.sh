@@ -3,7 +3,7 @@
 # generate the synthetic dataset (if missing), prepare the voxel ground truth (all cores), train for whatever time is
 # left of the budget, benchmark on the test split, and copy the weights + results into $OUT (or --out-dir).
 #
-#   bash tests/benchmarks/gpu_recon.sh                                   # GPU box defaults: 22,000 samples, 8.5 min
+#   bash tests/benchmarks/gpu_recon.sh                                   # GPU box defaults: 32,000 samples, 8.5 min
 #   bash tests/benchmarks/gpu_recon.sh --n 60 --total-minutes 1.5 --device cpu --data /tmp/s --run /tmp/r --tiny
 #
 # Options (all optional): --n N (samples, both splits) --data DIR --run DIR (training folder; a rerun resumes)
@@ -14,7 +14,7 @@
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
-N=22000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
+N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
 WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
@@ -47,9 +47,9 @@ echo "== [$(elapsed) s] dataset: $(ls "$DATA/train/shapes" | wc -l) train, $(ls 
 $PY -m occmllm.recon.data --data "$DATA" --out "$RUN" --workers "$WORKERS" 2>&1 | quiet
 echo "== [$(elapsed) s] ground truth ready"
 
-# 3. train for what the budget leaves (reserve: ~45 s loading the data onto the GPU + ~75 s benchmark + copy)
+# 3. train for what the budget leaves (reserve: ~50 s loading the data onto the GPU + ~30 s evaluations + ~50 s benchmark)
 if [ -z "$MINUTES" ]; then
-  MINUTES=$($PY -c "print(max(0.2, round(($TOTAL * 60 - $(elapsed) - 120) / 60, 2)))")
+  MINUTES=$($PY -c "print(max(0.2, round(($TOTAL * 60 - $(elapsed) - 135) / 60, 2)))")
 fi
 echo "== [$(elapsed) s] training $MINUTES min on $DEVICE"
 $PY -m occmllm.recon.train --data "$DATA" --out "$RUN" --minutes "$MINUTES" --device "$DEVICE" \

@@ -197,3 +197,29 @@ def test_bad_input_gives_nothing_reconstructed():
         assert not rec.ok and rec.message.startswith(NOTHING) and rec.glb is None and rec.mesh is None
         assert rec.render.shape == (256, 256, 3) and not rec.render.any()
     assert not expert.reconstruct(np.zeros((3, 4))).ok  # not an image: a message, not a traceback
+
+
+def test_zoomed_photos_keep_the_3d_targets_aligned(dataset, tmp_path):
+    """The photo zoom/shift augmentation only changes the intrinsics: the object's outline in the zoomed photo
+    still matches the outline of the 3D occupancy targets, and the box net's depth target maps back to metres."""
+    import torch.nn.functional as F
+
+    import occmllm.recon.data as recon_data
+
+    config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=8, z_per_focal=True)
+    data = recon_data.DeviceDataset(dataset, "train", config, tmp_path, workers=1, progress=False)
+    renders = np.stack([np.asarray(Image.open(dataset / "train" / "renders" / f"{sid}.png")) for sid in data.ids])
+    data.images = torch.from_numpy(renders).permute(0, 3, 1, 2).contiguous()  # the object alone, as the photo
+    model = OccupancyNet(config)
+    generator = torch.Generator().manual_seed(0)
+    overlap = {}
+    for zoom, shift in ((0.0, 0.0), (0.3, 0.12)):
+        batch = data.batch(torch.arange(12), generator, zoom=zoom, shift=shift, jitter=0.0)
+        seen = model.crop(batch["images"].float().amax(1, keepdim=True), batch["u0"], batch["v0"], batch["r"])
+        seen = F.avg_pool2d(seen, 2)[:, 0] > 20
+        solid = (batch["occupancy"] > 0.3).any(1)
+        overlap[zoom] = float(((seen & solid).sum((1, 2)) / (seen | solid).sum((1, 2))).mean())
+        metres = model.depth_of(batch["box"][:, 3], batch["K"][:, 0, 0])
+        torch.testing.assert_close(metres, batch["z"])
+    assert overlap[0.0] > 0.75 and overlap[0.3] > overlap[0.0] - 0.05, overlap
+    assert not torch.equal(batch["K"], data.K[:12])  # the zoom did change the intrinsics
