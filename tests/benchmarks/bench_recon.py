@@ -9,7 +9,8 @@ Prints, overall and per visible-fraction bucket (from DIR/test/manifest.parquet)
 distance (mm, and relative to the object size) and F-score at 5% of the object size, both in the camera frame as
 predicted ("absolute") and after scaling the prediction about the camera centre so its depth matches the truth
 ("depth-aligned": removes the one-photo scale ambiguity, the render is unchanged). Then the median time of
-reconstruct() (network + marching cubes + render). The photo's true K is passed to the expert. With --model: Q1 accuracy on the photo, on the learned expert's
+reconstruct() (network + marching cubes + render). The photo's true K is passed to the expert, which reads
+the photo and its mirror image and averages both (LearnedExpert's default flip_average=True). With --model: Q1 accuracy on the photo, on the learned expert's
 render and on the oracle's (ground-truth) render, for photos with visible fraction < 0.4.
 """
 from __future__ import annotations
