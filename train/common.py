@@ -141,14 +141,18 @@ class LossLog:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float):
-    """The seed's schedule: linear warmup over `warmup_ratio` of the steps, then cosine to 0."""
-    warmup = max(1, int(round(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
+def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float, horizon: dict | None = None):
+    """The seed's schedule: linear warmup over `warmup_ratio` of the steps, then cosine to 0. With `horizon` (a dict),
+    `horizon["total"]` may be changed later (a time budget shortens the run) and the schedule follows it."""
+    horizon = horizon if horizon is not None else {}
+    horizon.setdefault("total", total_steps)
 
     def factor(step: int) -> float:
+        total = horizon["total"]
+        warmup = max(1, int(round(total * warmup_ratio))) if warmup_ratio > 0 else 0
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
+        progress = (step - warmup) / max(1, total - warmup)
         return float(0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

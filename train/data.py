@@ -150,23 +150,28 @@ def render(processor, turns: list[tuple[str, str | None]]) -> str:
     return processor.apply_chat_template(messages, tokenize=False)
 
 
-def _token_lengths(processor, image, texts: list[str]) -> list[int]:
-    out = processor(text=texts, images=[[image] for _ in texts], return_tensors="pt", padding=True)
-    return out["attention_mask"].sum(1).tolist()
+def _text_length(processor, text: str) -> int:
+    """Tokens of `text` without expanding its image placeholder (the tokenizer alone: cheap, no image work)."""
+    return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def encode_sample(processor, image, turns: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
     """Model inputs for one conversation: input_ids, attention_mask, pixel values (and any other image keys),
-    labels = the answer tokens (each answer with its end-of-turn token), -100 elsewhere."""
+    labels = the answer tokens (each answer with its end-of-turn token), -100 elsewhere.
+
+    One processor call (the image work) for the whole conversation; the answer spans come from the tokenizer alone:
+    every prefix of the chat holds the one image of the first turn, so the processor adds the same number of image
+    tokens to each of them as to the full text (that number = processor length - tokenizer length of the full text)."""
     full = render(processor, turns)
     inputs = processor(text=[full], images=[[image]], return_tensors="pt")
     ids = inputs["input_ids"][0]
+    image_tokens = len(ids) - _text_length(processor, full)
     cuts = []
     for i in range(len(turns)):
         cuts.append(render(processor, turns[:i] + [(turns[i][0], None)]))
         if i < len(turns) - 1:
             cuts.append(render(processor, turns[: i + 1]))
-    lengths = _token_lengths(processor, image, cuts) + [len(ids)]
+    lengths = [_text_length(processor, cut) + image_tokens for cut in cuts] + [len(ids)]
     labels = torch.full_like(ids, -100)
     for start, end in zip(lengths[::2], lengths[1::2]):
         labels[start:end] = ids[start:end]

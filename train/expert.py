@@ -3,7 +3,8 @@
     python train/run_all.py --preset smoke --stages 0
     (the same as: python -m occmllm.recon.train, with the preset's settings)
 A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
-occmllm/recon/weights and says so.
+occmllm/recon/weights and says so. `stages.0.shipped=true` (the default preset) uses the shipped expert without
+training one: it was trained on the GPU by occmllm.recon's own recipe and costs minutes to retrain.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
     from occmllm.recon.train import train_expert
 
     settings = dict(settings)
+    if settings.pop("shipped", False):
+        from occmllm.recon.experts import WEIGHTS
+
+        print(f">> stage 0: using the shipped 3D expert {WEIGHTS} (stages.0.shipped=true)")
+        return Path(WEIGHTS)
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):
         settings.pop(key, None)
     if not (Path(data_dir) / "train" / "shapes").is_dir():

@@ -313,7 +313,9 @@ def run(args) -> int:
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
 
     # --- the stages ---
-    expert = out / "stage_0" / "model" if (out / "stage_0" / "DONE").is_file() else None
+    expert = None
+    if (out / "stage_0" / "DONE").is_file():  # its row names the expert it made or chose (the shipped one)
+        expert = Path(json.loads((out / "stage_0" / "DONE").read_text()).get("model") or out / "stage_0" / "model")
     for stage in stages:
         folder = out / f"stage_{stage.id}"
         done = folder / "DONE"
@@ -333,6 +335,7 @@ def run(args) -> int:
         row = {"what": stage.what, "minutes": minutes}
         if stage.kind == "expert":
             expert = model
+            row["model"] = str(model)
         elif evaluate and rank0:
             print(f">> evaluating stage {stage.id} on the test split", flush=True)
             row.update(evaluate_model(model, data_dir, expert, eval_settings))

@@ -4,6 +4,9 @@
 The loop is plain PyTorch through `accelerate` (one process, or DDP under `accelerate launch` / `torchrun`):
 AdamW, cosine schedule with warmup, gradient accumulation, loss on the answer tokens only, a loss CSV, a tqdm bar,
 and a checkpoint every `save_every` optimizer steps that a restarted run continues from.
+`time_budget_s` caps a stage's training time: after `BUDGET_PROBE` steps the measured speed fixes the number of
+steps (at most `epochs`' worth) that fits, and the cosine schedule ends there (the default preset uses it so that
+the whole recipe fits one GPU call whatever the card's speed).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,10 @@ class SFTConfig:
     seed: int = 0
     bf16: bool = False
     max_steps: int | None = None  # stop early (tests)
+    time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
+
+
+BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first ones warm up the loaders and kernels)
 
 
 def _accelerator(cfg):
@@ -71,7 +79,8 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio)
+    horizon = {"total": total_steps}
+    scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio, horizon)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
 
@@ -79,8 +88,11 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     step = 0
     if (checkpoint / "progress.json").is_file():  # a killed run: continue where it stopped
         accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / "progress.json").read_text())["step"]
+        progress = json.loads((checkpoint / "progress.json").read_text())
+        step = progress["step"]
+        total_steps = horizon["total"] = progress.get("total_steps") or total_steps
         accelerator.print(f"[{name}] resuming from step {step}/{total_steps}")
+    budget = Budget(cfg.time_budget_s, step, resumed=step > 0)
 
     bar = tqdm(total=total_steps, initial=step, desc=f"stage {name}", disable=not accelerator.is_local_main_process)
     model.train()
@@ -110,8 +122,15 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
                           lr=scheduler.get_last_lr()[0])
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
+            fitted = budget.fit(step, total_steps, accelerator)
+            if fitted != total_steps:
+                accelerator.print(f"[{name}] time budget {cfg.time_budget_s:.0f} s: {fitted} steps instead of "
+                                  f"{total_steps} ({fitted / max(1, steps_per_epoch):.2f} epochs)")
+                total_steps = horizon["total"] = fitted
+                bar.total = total_steps
+                bar.refresh()
             if step % cfg.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, checkpoint, step)
+                save_checkpoint(accelerator, checkpoint, step, total_steps)
             if step >= total_steps:
                 break
     bar.close()
@@ -133,7 +152,35 @@ def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
     return order[rank::world]
 
 
-def save_checkpoint(accelerator, checkpoint: Path, step: int) -> None:
+class Budget:
+    """Fits the number of steps to a time budget once, from the speed of the steps BUDGET_PROBE (counted from the
+    start of this process's training). A resumed run keeps the step count its checkpoint saved."""
+
+    def __init__(self, seconds: float | None, first_step: int, resumed: bool = False):
+        self.seconds, self.first_step = seconds, first_step
+        self.start, self.mark = time.time(), None
+        self.done = not seconds or resumed
+
+    def fit(self, step: int, total_steps: int, accelerator=None) -> int:
+        if self.done:
+            return total_steps
+        done_here = step - self.first_step
+        if done_here == BUDGET_PROBE[0]:
+            self.mark = time.time()
+        if done_here < BUDGET_PROBE[1] or self.mark is None:
+            return total_steps
+        self.done = True
+        per_step = (time.time() - self.mark) / (BUDGET_PROBE[1] - BUDGET_PROBE[0])
+        left = self.seconds - (time.time() - self.start)
+        fitted = max(step + 1, min(total_steps, step + int(left / per_step)))
+        if accelerator is not None and accelerator.num_processes > 1:  # every process stops at rank 0's step
+            from accelerate.utils import broadcast_object_list
+
+            fitted = broadcast_object_list([fitted])[0]
+        return fitted
+
+
+def save_checkpoint(accelerator, checkpoint: Path, step: int, total_steps: int | None = None) -> None:
     """accelerate's state (model, optimizer, scheduler, RNG) + the step, written beside and renamed into place."""
     tmp = checkpoint.with_name(checkpoint.name + ".tmp")
     if accelerator.is_main_process:
@@ -142,7 +189,7 @@ def save_checkpoint(accelerator, checkpoint: Path, step: int) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps({"step": step}))
+        (tmp / "progress.json").write_text(json.dumps({"step": step, "total_steps": total_steps}))
         shutil.rmtree(checkpoint, ignore_errors=True)
         tmp.rename(checkpoint)
     accelerator.wait_for_everyone()
