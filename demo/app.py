@@ -86,16 +86,17 @@ def build_app(studio: Studio) -> gr.Blocks:
                     final = gr.HTML("", elem_id="final")
                     with gr.Row():
                         viewer = gr.Model3D(label="Reconstructed object (drag to turn)", height=300,
-                                            clear_color=(0.96, 0.96, 0.97, 1.0),
+                                            clear_color=(0.13, 0.14, 0.17, 1.0),  # dark, like the renders beside it
                                             elem_id="viewer")
                         renders = gr.Gallery(label="Render the model re-read · extra views", columns=1, height=300,
                                              elem_id="renders")
                     trace_file = gr.File(label="Trace (JSON)", elem_id="trace")
+                    mesh_file = gr.File(visible=False, elem_id="mesh-file")  # the GLB, for the API and the viewer
 
             def explore(image, model_name, expert_spec, force, desc, do_sample, temp, p):
-                outputs = dict(status=_model_banner(studio), steps=views.steps_html([]), final="", viewer=None,
+                outputs = dict(status=_model_banner(studio), steps=views.steps_html([]), final="", mesh=None,
                                renders=[], trace=None)
-                done = []
+                done, mesh = [], None
                 try:
                     events = studio.run(image, model_name, expert_spec, force, desc, do_sample, temp, p)
                     outputs["steps"] = views.running_html([], "identify")
@@ -105,14 +106,14 @@ def build_app(studio: Studio) -> gr.Blocks:
                             outputs["steps"] = views.steps_html(done)
                             outputs["final"] = views.final_html(event)
                             outputs["trace"] = event.trace_path
+                            outputs["mesh"] = mesh
                             note = getattr(event, "expert_note", "")
                             if (event.render_missing or note) and (force or any(s.name == "reconstruct" for s in done)):
                                 outputs["status"] += views.banner("3D route asked for but not available: " + (
                                     note or done[-2].info.get("message", "no render")), "warn")
                         else:
                             done.append(event)
-                            if event.files.get("mesh"):
-                                outputs["viewer"] = event.files["mesh"]
+                            mesh = event.files.get("mesh") or mesh
                             if event.name == "reconstruct" and event.files.get("render"):
                                 outputs["renders"] = [(event.files["render"], "render re-read by the model")] + (
                                     [(event.files["views"], "views at 0/90/180/270 deg")] if event.files.get("views") else [])
@@ -123,8 +124,13 @@ def build_app(studio: Studio) -> gr.Blocks:
                     outputs["steps"] = views.steps_html([])
                     yield tuple(outputs.values())
 
+            # The viewer gets the mesh once, after the run, from its own event: Gradio's Model3D never draws when
+            # the same value arrives again while its 3D code is still loading (a streamed event sends its last
+            # value twice), so the stream fills the hidden mesh_file and a follow-up event copies it over.
+            run.click(lambda: None, None, viewer, queue=False, api_visibility="private")
             run.click(explore, [photo, model, expert, force_3d, describe, sample, temperature, top_p],
-                      [status, steps, final, viewer, renders, trace_file], api_name="explore")
+                      [status, steps, final, mesh_file, renders, trace_file], api_name="explore").then(
+                lambda path: path, mesh_file, viewer, api_visibility="private", show_progress="hidden")
 
         # ------------------------------------------------------------------ Annotate
         with gr.Tab("Annotate", id="annotate"):
@@ -272,7 +278,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 kappa = gr.HTML("", elem_id="kappa")
                 counts = gr.Dataframe(label="Judgments per annotator", interactive=False, max_height=220)
-            table = gr.Dataframe(label="Judgments (newest first)", interactive=False, wrap=True, max_height=420,
+            table = gr.Dataframe(label="Judgments (newest first)", interactive=False, max_height=420,
                                  elem_id="judgments")
             disagreements = gr.Dataframe(label="Items where annotators disagree", interactive=False, max_height=300)
 
@@ -301,7 +307,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                     per["total"] = per.drop(columns="annotator").sum(axis=1)
                 names = [""] + sorted(everything.annotator.unique()) if not everything.empty else [""]
                 shown = frame.drop(columns=["image", "source_a", "source_b", "model_id"], errors="ignore")
-                return (summary, per, shown, studio.store.disagreements(),
+                shown = shown.assign(question=shown.question.map(prompts.strip_image))[
+                    ["id", "time", "annotator", "choice", "correction", "question", "candidate_a", "candidate_b", "item_id"]]
+                disagree = studio.store.disagreements()
+                disagree = disagree.assign(question=disagree.question.map(prompts.strip_image))
+                return (summary, per, shown, disagree,
                         gr.update(choices=names, value=annotator or ""))
 
             outputs = [kappa, counts, table, disagreements, who_filter]

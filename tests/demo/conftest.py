@@ -1,4 +1,4 @@
-"""The app under test: a Studio on a temporary data folder, the embedded (untrained, tiny) default model, a tiny
+"""The app under test: a Studio on a temporary data folder, the embedded default model (shipped weights), a tiny
 in-code 3D expert (a box mesh in front of the camera), served on a free port in this process."""
 
 import socket

@@ -38,7 +38,7 @@ def test_upload_run_steps_and_3d_canvas(page, photo):
     page.wait_for_selector("#final .final-answer", timeout=60000)
     assert page.locator("#steps .step").count() == 5  # identify, reflect, reconstruct, identify_3d, decide
     page.wait_for_selector("#viewer canvas", timeout=30000)
-    assert "untrained" in page.inner_text("#status")
+    assert "Model: default" in page.inner_text("#status")  # which model answered is on screen
 
 
 def test_annotate_with_keyboard_and_export(page, served, tmp_path):

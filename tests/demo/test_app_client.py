@@ -27,7 +27,7 @@ def test_explore_streams_steps_3d_and_trace(served, photo):
     client = Client(url, verbose=False)
     updates, (status, steps, final, mesh, renders, trace) = explore(client, photo)
     assert len(updates) >= 4, "steps arrive one by one, not all at the end"
-    assert "untrained" in status
+    assert "Model: default" in status
     for title in ("Identify", "Self-assessment", "3D reconstruction", "Identify on the render", "Decision"):
         assert title in steps
     assert "Final decision" in final and ("kept" in final or "changed by 3D" in final)
