@@ -56,12 +56,18 @@ def test_annotate_with_keyboard_and_export(page, served, tmp_path):
     page.wait_for_function("() => document.querySelector('#note').innerText.includes('undone')", timeout=40000)
     page.keyboard.press("2")
     page.wait_for_function("() => document.querySelector('#note').innerText.includes('B better')", timeout=40000)
+    before_note = page.inner_text("#note")
     page.keyboard.press("e")
     page.keyboard.press("Control+A")
     page.keyboard.type("No.")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelectorAll('#note .banner-ok').length && "
-                           "!document.querySelector('#note').innerText.includes('B better')", timeout=40000)
+    saved = page.wait_for_function(
+        "(before) => { const m = document.querySelector('#note').innerText.match(/saved #(\\d+)/); "
+        "return m && !before.includes('saved #' + m[1] + ':') && Number(m[1]); }", arg=before_note, timeout=40000)
+    typed = next(j for j in studio.store.judgments() if j["id"] == saved.json_value())
+    # "No." picks the candidate that says it, or corrects both
+    picked = {"A": typed["candidate_a"], "B": typed["candidate_b"], "both_bad": typed["correction"]}[typed["choice"]]
+    assert typed["annotator"] == "kim" and picked == "No.", typed
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("s")
     page.wait_for_function("() => document.querySelector('#note').innerText.includes('skipped')", timeout=40000)
