@@ -4,7 +4,10 @@
     python -m data_tools.export --db data/annotations/annotations.sqlite --out export/ --zip export.zip
     python -m data_tools.validate export/meta.json export/preferences_trl.jsonl
 
-The output folder (accepted as ``--data`` by the MPO and SFT stages of ``train/run_all.py``):
+    python train/run_all.py --stages 3a --data export/ --out runs/x evaluate.enabled=false   # MPO on the pairs
+
+The output folder (accepted as ``--data`` by the MPO and SFT stages of ``train/run_all.py``: train/data.py reads
+the pairs as the MPO data and the corrected answers as SFT data; it has no test split, hence evaluate.enabled=false):
     OUT/meta.json                InternVL meta file: one entry per seed-format JSONL below, ``root`` = "images"
                                  (relative to the meta file)
     OUT/preferences.jsonl        seed format {image, question, chosen, rejected}
