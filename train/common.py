@@ -141,6 +141,18 @@ class LossLog:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+
+def finish_stage(accelerator, model: torch.nn.Module, processor, out: Path, start: str | Path, name: str,
+                 checkpoint: Path) -> Path:
+    """Save a stage's trained model to OUT/model (main process) and drop its resume checkpoint; all ranks wait."""
+    accelerator.wait_for_everyone()
+    folder = out / "model"
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), processor, folder, source=Path(start), stage=name)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
 def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float, horizon: dict | None = None):
     """The seed's schedule: linear warmup over `warmup_ratio` of the steps, then cosine to 0. With `horizon` (a dict),
     `horizon["total"]` may be changed later (a time budget shortens the run) and the schedule follows it."""

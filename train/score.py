@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, add_lora, cosine_with_warmup, load_policy, save_model, seed_everything,
+from train.common import (LossLog, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
                           set_trainable, trainable_parameters)
 from train.data import Sample, render
 from train.sft import epoch_order, save_checkpoint
@@ -193,10 +192,4 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         if step % cfg.save_every == 0 and step < total_steps:
             save_checkpoint(accelerator, checkpoint, step)
     bar.close()
-    accelerator.wait_for_everyone()
-    folder = out / "model"
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(policy), processor, folder, source=Path(start), stage=name)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return folder
+    return finish_stage(accelerator, policy, processor, out, start, name, checkpoint)

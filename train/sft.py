@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from train.common import (LossLog, add_lora, cosine_with_warmup, load_policy, save_model, seed_everything,
+from train.common import (LossLog, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
                           set_trainable, trainable_parameters)
 from train.data import SFTDataset, Sample, collate
 
@@ -134,13 +134,7 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
             if step >= total_steps:
                 break
     bar.close()
-    accelerator.wait_for_everyone()
-    folder = out / "model"
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), processor, folder, source=Path(start), stage=name)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return folder
+    return finish_stage(accelerator, model, processor, out, start, name, checkpoint)
 
 
 def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
