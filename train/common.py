@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,24 @@ def check_model_folder(folder: str | Path) -> None:
     except ModelLoadError as error:
         raise TrainError(str(error)) from None
 
+
+
+@dataclass
+class StageConfig:
+    """The settings every training stage shares; `SFTConfig`, `MPOConfig` and `SCoReConfig` add their own."""
+
+    parts: list[str] = field(default_factory=lambda: ["projector", "lm"])  # vision | projector | lm
+    lr: float = 4e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    batch_size: int = 8  # per device
+    save_every: int = 50  # optimizer steps between checkpoints
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    bf16: bool = False
+    max_steps: int | None = None  # stop early (tests)
 
 def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | None = None, **info) -> Path:
     """Save a plain (LoRA merged) model + processor to `folder`, atomically (written beside, then renamed).

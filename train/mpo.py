@@ -15,29 +15,20 @@ from pathlib import Path
 
 import torch
 
-from train.common import LossLog, add_lora, load_policy, save_model, seed_everything, set_trainable
+from train.common import LossLog, StageConfig, add_lora, load_policy, save_model, seed_everything, set_trainable
 
 
 @dataclass
-class MPOConfig:
+class MPOConfig(StageConfig):
     parts: list[str] = field(default_factory=lambda: ["vision", "projector", "lm"])
     epochs: float = 1
     lr: float = 5e-6
     weight_decay: float = 0.05
-    warmup_ratio: float = 0.03
-    batch_size: int = 8  # per device (pairs)
     grad_accum: int = 1
     beta: float = 0.1
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid", "bco_pair", "sft"])
     loss_weights: list[float] = field(default_factory=lambda: [0.8, 0.2, 1.0])
-    save_every: int = 50
     num_workers: int = 0
-    lora: bool = False
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    seed: int = 0
-    bf16: bool = False
-    max_steps: int | None = None
 
 
 def preference_records(pairs) -> list[dict]:

@@ -21,28 +21,23 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
+from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
                           set_trainable, trainable_parameters)
 from train.data import Sample, render
 from train.sft import epoch_order, save_checkpoint
 
 
 @dataclass
-class SCoReConfig:
-    parts: list[str] = field(default_factory=lambda: ["projector", "lm"])
+class SCoReConfig(StageConfig):
     stage1_epochs: float = 1
     stage2_epochs: float = 1
-    lr: float = 4e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.03
-    batch_size: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
@@ -50,13 +45,6 @@ class SCoReConfig:
     kl: float = 0.05  # KL penalty elsewhere
     alpha: float = 1.0  # stage II self-correction bonus
     max_grad_norm: float = 1.0
-    save_every: int = 50
-    lora: bool = False
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    seed: int = 0
-    bf16: bool = False
-    max_steps: int | None = None
 
 
 def _inputs(processor, images, texts, device):

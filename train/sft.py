@@ -16,35 +16,23 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from train.common import (LossLog, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
+from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
                           set_trainable, trainable_parameters)
 from train.data import SFTDataset, Sample, collate
 
 
 @dataclass
-class SFTConfig:
-    parts: list[str] = field(default_factory=lambda: ["projector", "lm"])
+class SFTConfig(StageConfig):
     epochs: float = 2
-    lr: float = 4e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.03
-    batch_size: int = 8  # per device
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    save_every: int = 50  # optimizer steps between checkpoints
     num_workers: int = 0
-    lora: bool = False
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    seed: int = 0
-    bf16: bool = False
-    max_steps: int | None = None  # stop early (tests)
     time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
 
 
