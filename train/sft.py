@@ -42,7 +42,8 @@ BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first on
 def _accelerator(cfg):
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    # cpu=True on a machine without CUDA: otherwise accelerate ignores torchrun's WORLD_SIZE there (one process each)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
 
 
 def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, name: str = "sft") -> Path:
