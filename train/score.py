@@ -127,7 +127,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
 
     from occmllm.images import load_image
 
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
     seed_everything(cfg.seed + accelerator.process_index)
     policy, processor = load_policy(start, device=accelerator.device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)  # a real frozen copy of the starting model
