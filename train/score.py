@@ -7,7 +7,8 @@ Per batch of Q1 images (the class is only used to score answers, never shown to 
      what's the object in the hand?")];
   3. rewards r1, r2 = 1 when `prompts.parse_object` of the attempt names the right class, else 0;
   4. log-probabilities of the sampled tokens only (up to and including the end-of-turn token), under the policy and
-     under a frozen copy of the starting model (the reference); per-token KL estimate k3 = e^(ref-pi) - (ref-pi) - 1.
+     under a frozen copy of the starting model (the reference), both of the distribution that was sampled (logits at
+     `temperature`, the suppressed special tokens left out); per-token KL estimate k3 = e^(ref-pi) - (ref-pi) - 1.
 Stage I (the first `stage1_epochs`): maximise r2 while a strong KL (`kl_first`) keeps attempt 1 at the reference:
     loss = -A(r2) logp(a2) + kl_first KL(a1) + kl KL(a2)
 Stage II: both attempts, attempt 2 with the self-correction bonus alpha (r2 - r1), KL penalty:
@@ -53,17 +54,20 @@ def _inputs(processor, images, texts, device):
     return {k: v.to(device) for k, v in inputs.items()}
 
 
+def suppressed_ids(tokenizer) -> list[int]:
+    """No image or other special token inside an answer (an untrained model would sample them): eos ends it."""
+    return sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+
+
 @torch.no_grad()
 def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
     """Sample one answer per prompt. Returns (inputs of the prompt + answer, answer mask, answer texts)."""
     tokenizer = processor.tokenizer
     inputs = _inputs(processor, images, texts, model.device)
     prompt_length = inputs["input_ids"].shape[1]
-    # no image or other special token inside an answer (an untrained model would sample them): eos ends it
-    suppress = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
     sequences = model.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
                                max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               suppress_tokens=suppress)
+                               suppress_tokens=suppressed_ids(tokenizer))
     answer = sequences[:, prompt_length:]
     ended = (answer == tokenizer.eos_token_id).int().cumsum(1)
     answer_mask = (ended == 0) | ((ended == 1) & (answer == tokenizer.eos_token_id))  # up to and incl. the first eos
@@ -75,16 +79,21 @@ def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
     return full, answer_mask, texts_out
 
 
-def answer_logps(model, full: dict, answer_mask: torch.Tensor) -> torch.Tensor:
-    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length)."""
+def answer_logps(model, full: dict, answer_mask: torch.Tensor, temperature: float = 1.0,
+                 suppress: list[int] | None = None) -> torch.Tensor:
+    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length), under the
+    distribution `sample_attempt` draws from: logits / `temperature`, the `suppress` token ids impossible (top-p < 1
+    is not reproduced)."""
     attention = full["attention_mask"]
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: positions as generate() used them
     logits = model(**full, position_ids=position_ids, use_cache=False).logits
     length = answer_mask.shape[1]
-    logits = logits[:, -length - 1:-1].float()
+    logits = logits[:, -length - 1:-1].float() / temperature
+    if suppress:
+        logits[..., suppress] = float("-inf")
     targets = full["input_ids"][:, -length:]
     logps = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
-    return logps * answer_mask
+    return logps.masked_fill(~answer_mask.bool(), 0.0)  # padding after eos may be a suppressed id: -inf there
 
 
 def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,9 +115,10 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
     full2, mask2, answers2 = sample_attempt(generator, processor, images, second_texts, cfg)
     r1, r2 = rewards_of(answers1, labels, mask1.device), rewards_of(answers2, labels, mask2.device)
 
-    logp1, logp2 = answer_logps(policy, full1, mask1), answer_logps(policy, full2, mask2)
+    sampled = dict(temperature=cfg.temperature, suppress=suppressed_ids(processor.tokenizer))
+    logp1, logp2 = answer_logps(policy, full1, mask1, **sampled), answer_logps(policy, full2, mask2, **sampled)
     with torch.no_grad():
-        ref1, ref2 = answer_logps(reference, full1, mask1), answer_logps(reference, full2, mask2)
+        ref1, ref2 = answer_logps(reference, full1, mask1, **sampled), answer_logps(reference, full2, mask2, **sampled)
     kl1, kl2 = kl_k3(logp1, ref1, mask1), kl_k3(logp2, ref2, mask2)
     advantage = lambda x: x - x.mean()  # noqa: E731
     if stage == 1:

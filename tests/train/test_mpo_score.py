@@ -91,6 +91,36 @@ def test_score_kl_nonzero_against_frozen_reference_and_prompts_are_honest(tiny_m
     assert len({tuple(s) for s in samples_twice}) > 1  # sampled, not greedy
 
 
+def test_score_logps_are_those_of_the_sampling_distribution(tiny_model, toy_data):
+    """The policy gradient is on-policy: answer_logps of the sampled tokens equal the log-probabilities generate() drew
+    them with (temperature applied, special tokens suppressed), here at temperature 0.7."""
+    import train.score as score
+    from train.common import load_policy
+    from train.data import render
+
+    model, processor = load_policy(tiny_model)
+    model.eval()
+    tokenizer = processor.tokenizer
+    images = [load_image(s.image) for s in read_samples(DataDir(toy_data).require("Q1", "train"), limit=3)]
+    inputs = score._inputs(processor, images, [render(processor, [(prompts.Q1, None)])] * 3, model.device)
+    torch.manual_seed(0)
+    out = model.generate(**inputs, do_sample=True, temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=6,
+                         pad_token_id=tokenizer.pad_token_id, suppress_tokens=score.suppressed_ids(tokenizer),
+                         return_dict_in_generate=True, output_scores=True)
+    answer = out.sequences[:, inputs["input_ids"].shape[1]:]
+    drawn = torch.stack(out.scores, 1).float().log_softmax(-1).gather(-1, answer[..., None])[..., 0]
+    ended = (answer == tokenizer.eos_token_id).int().cumsum(1)
+    mask = (ended == 0) | ((ended == 1) & (answer == tokenizer.eos_token_id))
+    full = dict(inputs, input_ids=out.sequences,
+                attention_mask=torch.cat([inputs["attention_mask"], mask.long()], 1))
+    with torch.no_grad():
+        logps = score.answer_logps(model, full, mask, temperature=0.7, suppress=score.suppressed_ids(tokenizer))
+        plain = score.answer_logps(model, full, mask)
+    assert torch.allclose(logps[mask], drawn[mask], atol=1e-4)
+    assert not torch.allclose(plain[mask], drawn[mask], atol=1e-2)  # temperature 1 would be off-policy
+    assert (logps[~mask] == 0).all()
+
+
 def sampled_reward(folder: Path, samples: list[Sample], n_rounds: int = 2) -> float:
     from train.common import load_policy
     from train.data import render
@@ -108,23 +138,26 @@ def sampled_reward(folder: Path, samples: list[Sample], n_rounds: int = 2) -> fl
     return total / n_rounds
 
 
-@pytest.mark.xfail(strict=False, reason="not yet reached in the CPU test budget: measured 0.36 -> 0.40 sampled reward "
-                   "(needs > +0.15); the SCoRe hyperparameters of this toy need tuning")
 def test_score_reward_rises_on_toy_task(tiny_model, tmp_path):
     """Toy task: two classes told apart by colour. SFT with shuffled labels teaches the answer format but not which
-    class (reward ~0.5); SCoRe, rewarded on the parsed answer only, must then learn to look at the image."""
+    class (reward ~0.5); SCoRe, rewarded on the parsed answer only, must then learn to look at the image. The reward
+    is measured on held-out images (the test split), sampled as in training, with the same seed before and after.
+    Each SCoRe step sees the whole training set (48 images): with smaller batches the REINFORCE gradient of this tiny
+    model is mostly noise (measured at batch 16 after 61 steps: 0.42 -> 0.44 at lr 1e-3, 0.42 -> 0.56 at lr 3e-3)."""
     from tests.train.toy_data import make_toy_dataset
     from train.score import SCoReConfig, train_score
     from train.sft import SFTConfig, train_sft
 
-    data = make_toy_dataset(tmp_path / "data", n_train=48, n_test=0, n_classes=2, seed=1)
+    data = make_toy_dataset(tmp_path / "data", n_train=48, n_test=48, n_classes=2, seed=1)
     samples = read_samples(DataDir(data).require("Q1", "train"))
+    held_out = read_samples(DataDir(data).require("Q1", "test"))
     shuffled = [Sample(s.image, [(s.turns[0][0], prompts.identify_answer(random.Random(i).choice(prompts.CLASSES[:2])))])
                 for i, s in enumerate(samples)]
     warm = train_sft(tiny_model, tmp_path / "warm", shuffled, SFTConfig(lr=5e-3, batch_size=16, epochs=16, warmup_ratio=0.1))
-    before = sampled_reward(warm, samples)
+    before = sampled_reward(warm, held_out)
     assert before < 0.8, f"the warm-up should not know the class yet, reward {before}"
-    trained = train_score(warm, tmp_path / "score", samples, SCoReConfig(lr=1e-2, batch_size=16, max_new_tokens=6,
-                                                                        stage1_epochs=0.3, stage2_epochs=2))
-    after = sampled_reward(trained, samples)
+    cfg = SCoReConfig(lr=3e-3, batch_size=len(samples), max_new_tokens=6, stage1_epochs=10, stage2_epochs=90)
+    trained = train_score(warm, tmp_path / "score", samples, cfg)
+    after = sampled_reward(trained, held_out)
+    print(f"SCoRe toy task: sampled reward on held-out images {before:.3f} -> {after:.3f}")
     assert after > before + 0.15, f"reward did not rise: {before:.2f} -> {after:.2f}"
