@@ -208,3 +208,98 @@ class SFTDataset(torch.utils.data.Dataset):
 
         sample = self.samples[index]
         return encode_sample(self.processor, load_image(sample.image), sample.turns)
+
+
+class EncodedCache:
+    """Every sample of a dataset encoded once and kept as stacked tensors (pixel values in float16), so that an
+    epoch costs index lookups instead of image decoding, resizing and chat templating. The default model's stage 1
+    is bound by that work otherwise (~4.5 ms per sample per CPU core, the GPU idle most of the time).
+
+    Works when every sample has image tensors of one shape (the default model: one 256 px tile); `build` returns
+    None otherwise (a real InternVL with a varying number of tiles), and training streams as before.
+    `device` "cuda" keeps the tensors in GPU memory, "cpu" in pinned host memory."""
+
+    TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
+
+    def __init__(self, tensors: dict[str, torch.Tensor], lengths: torch.Tensor, pad_id: int):
+        self.tensors, self.lengths, self.pad_id = tensors, lengths, pad_id
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @staticmethod
+    def bytes_needed(dataset, probe: int = 4) -> int:
+        """An estimate of the cache's size from the first samples."""
+        sizes = []
+        for i in range(min(probe, len(dataset))):
+            item = dataset[i]
+            sizes.append(sum(v.numel() * (2 if v.is_floating_point() else v.element_size())
+                             for k, v in item.items() if k not in EncodedCache.TOKEN_KEYS) + 8 * 3 * len(item["input_ids"]))
+        return int(max(sizes) * len(dataset) * 1.2) if sizes else 0
+
+    @classmethod
+    def build(cls, dataset, pad_id: int, device: str | torch.device = "cpu", num_workers: int = 0,
+              progress: bool = True) -> "EncodedCache | None":
+        from tqdm.auto import tqdm
+
+        n = len(dataset)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=list)
+        tensors: dict[str, torch.Tensor] = {}
+        tokens: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
+        shapes = None
+        index = 0
+        with tqdm(total=n, desc="encoding samples once", unit="sample", disable=not progress) as bar:
+            for items in loader:
+                for item in items:
+                    image = {k: v for k, v in item.items() if k not in cls.TOKEN_KEYS}
+                    signature = {k: (tuple(v.shape), v.dtype) for k, v in image.items()}
+                    if shapes is None:
+                        shapes = signature
+                        for k, v in image.items():
+                            dtype = torch.float16 if v.is_floating_point() else v.dtype
+                            tensors[k] = torch.empty((n, *v.shape), dtype=dtype,
+                                                     pin_memory=str(device) == "cpu" and torch.cuda.is_available())
+                    elif signature != shapes:
+                        return None  # images of different shapes (tiles): stream instead
+                    for k, v in image.items():
+                        tensors[k][index] = v
+                    tokens.append(item["input_ids"])
+                    labels.append(item["labels"])
+                    index += 1
+                bar.update(len(items))
+        lengths = torch.tensor([len(t) for t in tokens])
+        longest = int(lengths.max()) if n else 0
+        ids = torch.full((n, longest), pad_id, dtype=torch.long)
+        lab = torch.full((n, longest), -100, dtype=torch.long)
+        for i, (t, l) in enumerate(zip(tokens, labels)):
+            ids[i, : len(t)], lab[i, : len(l)] = t, l
+        tensors["input_ids"], tensors["labels"] = ids, lab
+        if str(device) != "cpu":
+            tensors = {k: v.to(device) for k, v in tensors.items()}
+        return cls(tensors, lengths, pad_id)
+
+    def batch(self, indices: list[int], device: str | torch.device, dtype: torch.dtype = torch.float32,
+              hflip: bool = False) -> dict[str, torch.Tensor]:
+        """The batch of `indices` on `device`, right-padded to its longest sample like `collate`; with `hflip`,
+        each image is mirrored left-right with probability 1/2 (the classes do not depend on it)."""
+        index = torch.as_tensor(indices)
+        longest = int(self.lengths[index].max())
+        batch = {}
+        for key, value in self.tensors.items():
+            rows = value[index.to(value.device)]
+            if key in ("input_ids", "labels"):
+                rows = rows[:, :longest]
+            rows = rows.to(device, non_blocking=True)
+            if rows.is_floating_point():
+                rows = rows.to(dtype)
+            if key not in ("input_ids", "labels"):
+                rows = rows.flatten(0, 1)  # per-sample image tensors -> concatenated, as collate does
+            batch[key] = rows
+        batch["attention_mask"] = (torch.arange(longest, device=device)[None, :]
+                                   < self.lengths[index].to(device)[:, None]).long()
+        if hflip and "pixel_values" in batch:
+            flip = torch.rand(len(batch["pixel_values"]), device=device) < 0.5
+            pixels = batch["pixel_values"]
+            batch["pixel_values"] = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        return batch

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
                           set_trainable, trainable_parameters)
-from train.data import SFTDataset, Sample, collate
+from train.data import EncodedCache, SFTDataset, Sample, collate
 
 
 @dataclass
@@ -34,6 +34,8 @@ class SFTConfig(StageConfig):
     max_grad_norm: float = 1.0
     num_workers: int = 0
     time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
+    cache: str = "auto"  # encode every sample once and keep it: gpu | cpu | none | auto (gpu if it fits, else cpu)
+    hflip: bool = False  # mirror images left-right at random (cached path; for one-tile models)
 
 
 BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first ones warm up the loaders and kernels)
@@ -62,6 +64,7 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     pad_id = processor.tokenizer.pad_token_id
     dataset = SFTDataset(samples, processor)
+    cache = build_cache(dataset, pad_id, cfg, accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     batches_per_epoch = math.ceil(len(samples) / world / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
@@ -89,11 +92,17 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
         epoch = step // max(1, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + epoch, rank, world)
         skip = (step - epoch * steps_per_epoch) * cfg.grad_accum * cfg.batch_size
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order[skip:]), batch_size=cfg.batch_size,
-                                             num_workers=cfg.num_workers, collate_fn=lambda b: collate(b, pad_id))
+        if cache is not None:
+            chunks = [order[i: i + cfg.batch_size] for i in range(skip, len(order), cfg.batch_size)]
+            loader, n_batches = (cache.batch(c, accelerator.device, hflip=cfg.hflip) for c in chunks), len(chunks)
+        else:
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order[skip:]),
+                                                 batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                                 collate_fn=lambda b: collate(b, pad_id))
+            n_batches = len(loader)
         for index, batch in enumerate(loader):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            last = (index + 1) % cfg.grad_accum == 0 or index == len(loader) - 1
+            last = (index + 1) % cfg.grad_accum == 0 or index == n_batches - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss / cfg.grad_accum)
@@ -124,6 +133,30 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
                 break
     bar.close()
     return finish_stage(accelerator, model, processor, out, start, name, checkpoint)
+
+
+def build_cache(dataset, pad_id: int, cfg: SFTConfig, accelerator) -> EncodedCache | None:
+    """The encoded-once cache where `cfg.cache` asks for it and it fits (auto: GPU memory if under half of what is
+    free, else host memory if under a third of what is available), else None (streaming from the files)."""
+    if cfg.cache == "none" or not len(dataset):
+        return None
+    if cfg.cache not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"sft.cache must be auto, gpu, cpu or none, not {cfg.cache!r}")
+    need = EncodedCache.bytes_needed(dataset)
+    place = cfg.cache
+    if place == "auto":
+        import psutil
+
+        on_gpu = accelerator.device.type == "cuda" and need < torch.cuda.mem_get_info(accelerator.device)[0] / 2
+        place = "gpu" if on_gpu else "cpu" if need < psutil.virtual_memory().available / 3 else "none"
+        if place == "none":
+            accelerator.print(f"sft: {need / 2**30:.1f} GB of encoded samples do not fit in memory; streaming")
+            return None
+    device = accelerator.device if place == "gpu" else "cpu"
+    cache = EncodedCache.build(dataset, pad_id, device, cfg.num_workers, accelerator.is_local_main_process)
+    if cache is None:
+        accelerator.print("sft: samples have images of different shapes; streaming instead of caching")
+    return cache
 
 
 def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:

@@ -46,3 +46,40 @@ def test_time_budget_stops_training_with_the_schedule_ended(tiny_model, toy_data
     assert 40 <= len(rows) < planned
     assert took < 8 + 20  # the budget + loading and saving the tiny model (80,000 steps would take many minutes)
     assert float(rows[-1]["lr"]) < 1e-3 * 0.01  # the cosine reached its end at the fitted step count
+
+
+def test_encoded_cache_gives_the_batches_of_the_streaming_path(tiny_model, toy_data):
+    import torch
+
+    from occmllm.vlm import VLM
+    from train.data import EncodedCache, SFTDataset, collate
+
+    processor = VLM.load(tiny_model).processor
+    pad = processor.tokenizer.pad_token_id
+    samples = read_samples(DataDir(toy_data).require("Q1_Q6", "train"), limit=6)
+    dataset = SFTDataset(samples, processor)
+    cache = EncodedCache.build(dataset, pad, "cpu", progress=False)
+    for indices in ([0, 1, 2], [5, 3], [4]):
+        streamed = collate([dataset[i] for i in indices], pad)
+        cached = cache.batch(indices, "cpu")
+        assert streamed.keys() == cached.keys()
+        for key in streamed:
+            assert streamed[key].shape == cached[key].shape, key
+            tolerance = 2e-3 * streamed[key].abs().max() if key == "pixel_values" else 0  # kept in float16
+            assert torch.allclose(streamed[key].to(cached[key].dtype), cached[key], atol=float(tolerance)), key
+    flipped = cache.batch(list(range(6)) * 8, "cpu", hflip=True)["pixel_values"]
+    plain = cache.batch(list(range(6)) * 8, "cpu")["pixel_values"]
+    mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
+    assert 0 < sum(mirrored) < len(mirrored)  # some images mirrored, some not
+
+
+def test_cached_and_streamed_training_agree(tiny_model, toy_data, tmp_path):
+    from train.sft import SFTConfig, train_sft
+
+    samples = read_samples(DataDir(toy_data).require("Q1", "train"), limit=8)
+    losses = {}
+    for cache in ("none", "cpu"):
+        train_sft(tiny_model, tmp_path / cache, samples, SFTConfig(lr=1e-3, batch_size=4, max_steps=4, cache=cache))
+        losses[cache] = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / cache / "loss.csv"))]
+    assert len(losses["none"]) == 4
+    assert losses["none"] == __import__("pytest").approx(losses["cpu"], rel=2e-3)
