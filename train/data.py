@@ -210,6 +210,12 @@ class SFTDataset(torch.utils.data.Dataset):
         return encode_sample(self.processor, load_image(sample.image), sample.turns)
 
 
+def _as_numpy(items: list[dict[str, torch.Tensor]]) -> list[dict]:
+    """Worker -> main process as numpy arrays (pickled by value): thousands of tensors shared through file
+    descriptors run out of them ("received 0 items of ancdata")."""
+    return [{k: (v.half() if v.is_floating_point() else v).numpy() for k, v in item.items()} for item in items]
+
+
 class EncodedCache:
     """Every sample of a dataset encoded once and kept as stacked tensors (pixel values in float16), so that an
     epoch costs index lookups instead of image decoding, resizing and chat templating. The default model's stage 1
@@ -217,7 +223,7 @@ class EncodedCache:
 
     Works when every sample has image tensors of one shape (the default model: one 256 px tile); `build` returns
     None otherwise (a real InternVL with a varying number of tiles), and training streams as before.
-    `device` "cuda" keeps the tensors in GPU memory, "cpu" in pinned host memory."""
+    `device` "cuda" keeps the tensors in GPU memory, "cpu" in host memory."""
 
     TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
 
@@ -240,41 +246,40 @@ class EncodedCache:
     @classmethod
     def build(cls, dataset, pad_id: int, device: str | torch.device = "cpu", num_workers: int = 0,
               progress: bool = True) -> "EncodedCache | None":
+        import numpy as np
         from tqdm.auto import tqdm
 
         n = len(dataset)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=list)
-        tensors: dict[str, torch.Tensor] = {}
-        tokens: list[torch.Tensor] = []
-        labels: list[torch.Tensor] = []
+        loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=num_workers, collate_fn=_as_numpy)
+        arrays: dict[str, np.ndarray] = {}
+        tokens: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
         shapes = None
         index = 0
         with tqdm(total=n, desc="encoding samples once", unit="sample", disable=not progress) as bar:
             for items in loader:
                 for item in items:
                     image = {k: v for k, v in item.items() if k not in cls.TOKEN_KEYS}
-                    signature = {k: (tuple(v.shape), v.dtype) for k, v in image.items()}
+                    signature = {k: (v.shape, v.dtype) for k, v in image.items()}
                     if shapes is None:
                         shapes = signature
-                        for k, v in image.items():
-                            dtype = torch.float16 if v.is_floating_point() else v.dtype
-                            tensors[k] = torch.empty((n, *v.shape), dtype=dtype,
-                                                     pin_memory=str(device) == "cpu" and torch.cuda.is_available())
+                        arrays = {k: np.empty((n, *v.shape), v.dtype) for k, v in image.items()}
                     elif signature != shapes:
                         return None  # images of different shapes (tiles): stream instead
                     for k, v in image.items():
-                        tensors[k][index] = v
+                        arrays[k][index] = v  # numpy: a plain copy, no thread pool to fight over
                     tokens.append(item["input_ids"])
                     labels.append(item["labels"])
                     index += 1
                 bar.update(len(items))
         lengths = torch.tensor([len(t) for t in tokens])
         longest = int(lengths.max()) if n else 0
-        ids = torch.full((n, longest), pad_id, dtype=torch.long)
-        lab = torch.full((n, longest), -100, dtype=torch.long)
+        ids = np.full((n, longest), pad_id, dtype=np.int64)
+        lab = np.full((n, longest), -100, dtype=np.int64)
         for i, (t, l) in enumerate(zip(tokens, labels)):
             ids[i, : len(t)], lab[i, : len(l)] = t, l
-        tensors["input_ids"], tensors["labels"] = ids, lab
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        tensors["input_ids"], tensors["labels"] = torch.from_numpy(ids), torch.from_numpy(lab)
         if str(device) != "cpu":
             tensors = {k: v.to(device) for k, v in tensors.items()}
         return cls(tensors, lengths, pad_id)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,22 @@ def load_preset(name: str) -> dict:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise TrainError(f"{path}: no such preset (known: {known})")
-    return yaml.safe_load(path.read_text()) or {}
+    return load_yaml(path.read_text()) or {}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, but `3e-4` and `1e3` are numbers (PyYAML wants `3.0e-4`), as users write them."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def apply_override(config: dict, text: str) -> None:
@@ -91,7 +107,7 @@ def apply_override(config: dict, text: str) -> None:
     node = config
     for part in path:
         node = node.setdefault(part, {})
-    node[last] = yaml.safe_load(value)
+    node[last] = load_yaml(value)
 
 
 def stage_settings(config: dict, stage: Stage) -> dict:

@@ -120,3 +120,13 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     vlm = VLM.load(out / "final")
     assert vlm.trained and isinstance(vlm.chat(out / "data" / "test" / "images" / sorted(
         os.listdir(out / "data" / "test" / "images"))[0], prompts.Q1), str)
+
+
+def test_numbers_written_the_usual_way_are_numbers():
+    from train.run_all import apply_override
+
+    config: dict = {}
+    for text in ("stages.1.lr=3e-4", "sft.lr=1.0e-3", "sft.batch_size=256", "stages.1.hflip=true", "sft.cache=gpu"):
+        apply_override(config, text)
+    assert config == {"stages": {"1": {"lr": 3e-4, "hflip": True}}, "sft": {"lr": 1e-3, "batch_size": 256,
+                                                                             "cache": "gpu"}}
