@@ -82,6 +82,18 @@ def add_lora(model: torch.nn.Module, parts: list[str], rank: int = 16, alpha: in
     return get_peft_model(model, config)
 
 
+def make_accelerator(bf16: bool):
+    """accelerate's Accelerator for one stage. The stages of one run_all process differ in mixed precision (bf16 SFT,
+    fp32 MPO/SCoRe, trl's own Accelerator in MPO), and accelerate refuses a second setting unless its state is reset;
+    the distributed part (PartialState: the process group) is kept. `cpu=True` where CUDA is missing: otherwise
+    accelerate ignores torchrun's WORLD_SIZE there (one process each)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+
+
 def load_policy(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """(model in train mode, processor) from a model folder, through occmllm.vlm's loader (same checks, same
     processor without torchvision)."""

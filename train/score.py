@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
-                          set_trainable, trainable_parameters)
+from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
+                          make_accelerator, seed_everything, set_trainable, trainable_parameters)
 from train.data import Sample, render
 from train.sft import epoch_order, save_checkpoint
 
@@ -133,11 +133,9 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
 
 def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig, name: str = "4a") -> Path:
     """SCoRe from the model in `start` on Q1 `samples`; save to `out/model`; resume from `out/checkpoint`."""
-    from accelerate import Accelerator
-
     from occmllm.images import load_image
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
+    accelerator = make_accelerator(cfg.bf16)
     seed_everything(cfg.seed + accelerator.process_index)
     policy, processor = load_policy(start, device=accelerator.device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)  # a real frozen copy of the starting model

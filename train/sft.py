@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy, seed_everything,
-                          set_trainable, trainable_parameters)
+from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
+                          make_accelerator, seed_everything, set_trainable, trainable_parameters)
 from train.data import EncodedCache, SFTDataset, Sample, collate
 
 
@@ -41,17 +41,10 @@ class SFTConfig(StageConfig):
 BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first ones warm up the loaders and kernels)
 
 
-def _accelerator(cfg):
-    from accelerate import Accelerator
-
-    # cpu=True on a machine without CUDA: otherwise accelerate ignores torchrun's WORLD_SIZE there (one process each)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if cfg.bf16 else "no")
-
-
 def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, name: str = "sft") -> Path:
     """Fine-tune the model in `start` on `samples`; save the result to `out/model`. Resumes from
     `out/checkpoint` when one exists. Returns the model folder."""
-    accelerator = _accelerator(cfg)
+    accelerator = make_accelerator(cfg.bf16)
     seed_everything(cfg.seed)
     model, processor = load_policy(start, device=accelerator.device)
     set_trainable(model, cfg.parts)

@@ -83,3 +83,10 @@ def test_cached_and_streamed_training_agree(tiny_model, toy_data, tmp_path):
         losses[cache] = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / cache / "loss.csv"))]
     assert len(losses["none"]) == 4
     assert losses["none"] == __import__("pytest").approx(losses["cpu"], rel=2e-3)
+
+
+def test_stages_of_one_process_may_differ_in_precision():
+    from train.common import make_accelerator
+
+    assert make_accelerator(False).mixed_precision == "no"  # an fp32 stage (MPO, SCoRe) ...
+    assert make_accelerator(True).mixed_precision == "bf16"  # ... then a bf16 SFT stage in the same run_all process
