@@ -20,6 +20,8 @@ After every stage its model is evaluated on the test split (occmllm.evaluate: De
 and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json.
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
+SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
+`stages.ID.hflip=true` mirrors images at random. Numbers in overrides may be written 3e-4.
 """
 
 from __future__ import annotations
