@@ -188,4 +188,23 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         if step % cfg.save_every == 0 and step < total_steps:
             save_checkpoint(accelerator, checkpoint, step)
     bar.close()
+    warn_without_signal(out / "loss.csv", accelerator)
     return finish_stage(accelerator, policy, processor, out, start, name, checkpoint)
+
+
+def warn_without_signal(loss_csv: Path, accelerator=None) -> str | None:
+    """A warning when no second attempt was ever right (the policy gradient of attempt 2 was zero all along: the
+    model may not know the check-again turn yet) or every one was (nothing to improve); printed and returned."""
+    import csv
+
+    if not loss_csv.is_file():
+        return None
+    rewards = [float(row["reward2"]) for row in csv.DictReader(open(loss_csv))]
+    if not rewards or 0.0 < max(rewards) and min(rewards) < 1.0:
+        return None
+    which = "never right" if max(rewards) == 0.0 else "always right"
+    message = (f"SCoRe warning: the second attempt was {which} in all {len(rewards)} steps, so attempt 2 had no "
+               "learning signal (see reward2 in loss.csv)")
+    if accelerator is None or accelerator.is_main_process:
+        print(message, flush=True)
+    return message

@@ -161,3 +161,14 @@ def test_score_reward_rises_on_toy_task(tiny_model, tmp_path):
     after = sampled_reward(trained, held_out)
     print(f"SCoRe toy task: sampled reward on held-out images {before:.3f} -> {after:.3f}")
     assert after > before + 0.15, f"reward did not rise: {before:.2f} -> {after:.2f}"
+
+
+def test_score_warns_when_the_second_attempt_never_scores(tmp_path, capsys):
+    from train.score import warn_without_signal
+
+    log = tmp_path / "loss.csv"
+    log.write_text("step,stage,loss,reward1,reward2\n1,1,0.1,0.8,0\n2,2,0.2,0.9,0\n")
+    assert "never right in all 2 steps" in warn_without_signal(log)
+    assert "never right" in capsys.readouterr().out
+    log.write_text("step,stage,loss,reward1,reward2\n1,1,0.1,0.8,0\n2,2,0.2,0.9,0.25\n")
+    assert warn_without_signal(log) is None
