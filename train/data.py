@@ -303,8 +303,14 @@ class EncodedCache:
             batch[key] = rows
         batch["attention_mask"] = (torch.arange(longest, device=device)[None, :]
                                    < self.lengths[index].to(device)[:, None]).long()
-        if hflip and "pixel_values" in batch:
-            flip = torch.rand(len(batch["pixel_values"]), device=device) < 0.5
-            pixels = batch["pixel_values"]
-            batch["pixel_values"] = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
-        return batch
+        return random_hflip(batch) if hflip else batch
+
+
+def random_hflip(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each image of the batch mirrored left-right with probability 1/2 (the object classes do not depend on it;
+    meant for one-tile models: the tiles of a multi-tile image would be flipped one by one)."""
+    pixels = batch.get("pixel_values")
+    if pixels is not None:
+        flip = torch.rand(len(pixels), device=pixels.device) < 0.5
+        batch["pixel_values"] = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    return batch

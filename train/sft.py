@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
                           make_accelerator, seed_everything, set_trainable, trainable_parameters)
-from train.data import EncodedCache, SFTDataset, Sample, collate
+from train.data import EncodedCache, SFTDataset, Sample, collate, random_hflip
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SFTConfig(StageConfig):
     num_workers: int = 0
     time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
     cache: str = "auto"  # encode every sample once and keep it: gpu | cpu | none | auto (gpu if it fits, else cpu)
-    hflip: bool = False  # mirror images left-right at random (cached path; for one-tile models)
+    hflip: bool = False  # mirror images left-right at random (for one-tile models)
 
 
 BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first ones warm up the loaders and kernels)
@@ -95,6 +95,8 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
             n_batches = len(loader)
         for index, batch in enumerate(loader):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            if cfg.hflip and cache is None:
+                batch = random_hflip(batch)
             last = (index + 1) % cfg.grad_accum == 0 or index == n_batches - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 loss = model(**batch).loss
