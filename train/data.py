@@ -227,8 +227,8 @@ class EncodedCache:
 
     TOKEN_KEYS = ("input_ids", "attention_mask", "labels")
 
-    def __init__(self, tensors: dict[str, torch.Tensor], lengths: torch.Tensor, pad_id: int):
-        self.tensors, self.lengths, self.pad_id = tensors, lengths, pad_id
+    def __init__(self, tensors: dict[str, torch.Tensor], lengths: torch.Tensor):
+        self.tensors, self.lengths = tensors, lengths  # token rows are padded already; lengths give the masks
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -282,7 +282,7 @@ class EncodedCache:
         tensors["input_ids"], tensors["labels"] = torch.from_numpy(ids), torch.from_numpy(lab)
         if str(device) != "cpu":
             tensors = {k: v.to(device) for k, v in tensors.items()}
-        return cls(tensors, lengths, pad_id)
+        return cls(tensors, lengths)
 
     def batch(self, indices: list[int], device: str | torch.device, dtype: torch.dtype = torch.float32,
               hflip: bool = False) -> dict[str, torch.Tensor]:

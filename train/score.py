@@ -199,7 +199,8 @@ def warn_without_signal(loss_csv: Path, accelerator=None) -> str | None:
 
     if not loss_csv.is_file():
         return None
-    rewards = [float(row["reward2"]) for row in csv.DictReader(open(loss_csv))]
+    with open(loss_csv, newline="") as f:
+        rewards = [float(row["reward2"]) for row in csv.DictReader(f)]
     if not rewards or 0.0 < max(rewards) and min(rewards) < 1.0:
         return None
     which = "never right" if max(rewards) == 0.0 else "always right"
