@@ -9,6 +9,7 @@ The seed's own names (`train_Q1_10140.jsonl`, `train_Q1_Q6_Q0_4_balanced_10140.j
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,9 +286,10 @@ class EncodedCache:
         return cls(tensors, lengths)
 
     def batch(self, indices: list[int], device: str | torch.device, dtype: torch.dtype = torch.float32,
-              hflip: bool = False) -> dict[str, torch.Tensor]:
+              hflip: bool = False, augment: bool = False) -> dict[str, torch.Tensor]:
         """The batch of `indices` on `device`, right-padded to its longest sample like `collate`; with `hflip`,
-        each image is mirrored left-right with probability 1/2 (the classes do not depend on it)."""
+        each image is mirrored left-right with probability 1/2 (the classes do not depend on it); with `augment`,
+        `random_augment` moves, scales and recolours every image."""
         index = torch.as_tensor(indices)
         longest = int(self.lengths[index].max())
         batch = {}
@@ -303,7 +305,16 @@ class EncodedCache:
             batch[key] = rows
         batch["attention_mask"] = (torch.arange(longest, device=device)[None, :]
                                    < self.lengths[index].to(device)[:, None]).long()
-        return random_hflip(batch) if hflip else batch
+        return augment_batch(batch, hflip, augment)
+
+
+def augment_batch(batch: dict[str, torch.Tensor], hflip: bool, augment: bool) -> dict[str, torch.Tensor]:
+    """The image augmentations an SFT stage asks for, applied to a batch on its device."""
+    if hflip:
+        batch = random_hflip(batch)
+    if augment:
+        batch = random_augment(batch)
+    return batch
 
 
 def random_hflip(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -313,4 +324,40 @@ def random_hflip(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if pixels is not None:
         flip = torch.rand(len(pixels), device=pixels.device) < 0.5
         batch["pixel_values"] = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    return batch
+
+
+def random_augment(batch: dict[str, torch.Tensor], scale: tuple[float, float] = (0.8, 1.15), shift: float = 0.1,
+                   rotate_deg: float = 15.0, colour: float = 0.25) -> dict[str, torch.Tensor]:
+    """Each image of the batch zoomed (`scale`), moved (up to `shift` of its size), turned (up to `rotate_deg`) and
+    recoloured (brightness, contrast and saturation each by up to `colour`; 1 in 10 grey), on the batch's device.
+    The images are the processor's normalized pixel values; the colour changes act on them directly (an affine change
+    of every channel), which is what matters for a model that only ever sees normalized values. For one-tile models,
+    like `random_hflip`: a small vision tower trained from scratch otherwise learns the training photos by heart."""
+    pixels = batch.get("pixel_values")
+    if pixels is None:
+        return batch
+    import torch.nn.functional as F
+
+    n, device, dtype = len(pixels), pixels.device, pixels.dtype
+    x = pixels.float()
+
+    def uniform(lo, hi):
+        return torch.empty(n, device=device).uniform_(lo, hi)
+
+    zoom = 1 / uniform(*scale)
+    angle = uniform(-rotate_deg, rotate_deg) * math.pi / 180
+    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+    theta = torch.stack([torch.stack([cos, -sin, uniform(-shift, shift) * 2], 1),
+                         torch.stack([sin, cos, uniform(-shift, shift) * 2], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    grey = x.mean(dim=1, keepdim=True)
+    saturation = uniform(1 - colour, 1 + colour)[:, None, None, None]
+    saturation = torch.where(torch.rand(n, 1, 1, 1, device=device) < 0.1, torch.zeros_like(saturation), saturation)
+    x = grey + (x - grey) * saturation
+    x = mean + (x - mean) * uniform(1 - colour, 1 + colour)[:, None, None, None]
+    x = x + uniform(-colour, colour)[:, None, None, None] * 2  # brightness: +-0.5 normalized = +-13% of the range
+    batch["pixel_values"] = x.to(dtype)
     return batch
