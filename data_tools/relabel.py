@@ -45,6 +45,25 @@ def relabel(manifest: pd.DataFrame, predictions: dict[str, str], missing: str, s
     return m
 
 
+def write_relabelled(data: Path, split: str, m: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Write a relabelled manifest of `split` and every label file made from it, and update meta.json's lengths.
+    Returns (manifest, {file name: records})."""
+    data = Path(data)
+    manifest_path = data / split / "manifest.parquet"
+    settings = data / ".synth" / "settings.json"
+    seed = json.loads(settings.read_text()).get("seed", 0) if settings.is_file() else 0
+    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
+    m.to_parquet(tmp, index=False)
+    os.replace(tmp, manifest_path)
+    counts = writer.write_label_files(data, split, m, seed)
+    meta_path = data / "meta.json"
+    meta = formats.read_meta(meta_path) if meta_path.is_file() else {}
+    for name, length in counts.items():
+        meta[name[: -len(".jsonl")]] = formats.MetaEntry(root=f"{split}/images", annotation=name, length=length)
+    formats.write_meta(meta_path, meta)
+    return m, counts
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_tools.relabel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,17 +82,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:  # FormatError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = args.data / ".synth" / "settings.json"
-    seed = json.loads(settings.read_text()).get("seed", 0) if settings.is_file() else 0
-    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
-    m.to_parquet(tmp, index=False)
-    os.replace(tmp, manifest_path)
-    counts = writer.write_label_files(args.data, args.split, m, seed)
-    meta_path = args.data / "meta.json"
-    meta = formats.read_meta(meta_path) if meta_path.is_file() else {}
-    for name, length in counts.items():
-        meta[name[: -len(".jsonl")]] = formats.MetaEntry(root=f"{args.split}/images", annotation=name, length=length)
-    formats.write_meta(meta_path, meta)
+    m, counts = write_relabelled(args.data, args.split, m)
     changed = int((m["clear"] != m["clear_visibility"]).sum())
     print(f"{args.split}: {int(m['clear'].sum())} clear, {int((~m['clear']).sum())} unclear "
           f"({changed} changed from the visibility label); rewrote {', '.join(counts)} and meta.json")

@@ -21,7 +21,11 @@ and Decision on the images with under 40% of the object visible) into OUT/result
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
-`stages.ID.hflip=true` mirrors images at random. Numbers in overrides may be written 3e-4.
+`stages.ID.hflip=true` mirrors images at random, `augment=true` also zooms, moves, turns and recolours them,
+`compile=true` runs the forward pass through torch.compile on CUDA. Numbers in overrides may be written 3e-4.
+With `clarity.relabel: true` (the default preset) the clarity answers that stages 2, 3a and 4c learn are the seed's:
+"No." where stage 1's model answered Q1 wrongly, on `clarity.n` freshly generated photos it never trained on
+(OUT/clarity_data); otherwise they are the generator's visibility labels.
 """
 
 from __future__ import annotations
@@ -158,6 +162,66 @@ def make_data(config: dict, data: str | None, out: Path) -> Path:
     return folder
 
 
+CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
+
+
+def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict) -> Path | None:
+    """The seed's clarity labels (NOTES.md: an image is "No." when an earlier fine-tuned checkpoint answered Q1 wrongly
+    on it), made on photos the model never trained on: a second dataset of `clarity.n` photos (data_tools.synth, seed
+    + 1000, all in the train split) in OUT/clarity_data, the stage-1 model's Q1 answer on each, and its clarity files
+    (Q1_Q6, DPO pairs, CoT mix) rewritten from those answers (data_tools.relabel). None when the preset does not ask
+    for it (`clarity.relabel`); the stages then read the generator's visibility labels."""
+    spec = config.get("clarity", {}) or {}
+    if not spec.get("relabel"):
+        return None
+    folder = out / "clarity_data"
+    marker = folder / "RELABELLED"
+    if marker.is_file():
+        return folder
+    if not (folder / "meta.json").is_file():
+        generate = dict((config.get("data", {}) or {}).get("generate") or {})
+        generate.update(n=spec.get("n", 8000), split_test=0)
+        command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder),
+                   "--seed", str(config.get("seed", 0) + 1000)]
+        for key, value in generate.items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        print(">> clarity labels: generating photos stage 1 never saw:", " ".join(command), flush=True)
+        subprocess.run(command, check=True, cwd=REPO)
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from data_tools.relabel import relabel, write_relabelled
+    from occmllm import prompts
+    from occmllm.evaluate import read_test_set
+    from occmllm.images import load_image
+    from occmllm.vlm import VLM
+    from train.data import DataDir
+
+    source = DataDir(folder).require("Q1", "train")
+    items = read_test_set(source.annotation, source.image_root)
+    vlm = VLM.load(model)
+    size = eval_settings.get("batch_size", 32)
+    predictions = {}
+    for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
+        batch = items[start: start + size]
+        answers = vlm.generate_batch([load_image(i.image) for i in batch], [prompts.Q1] * len(batch))
+        predictions.update((item.id, answer) for item, answer in zip(batch, answers))
+    manifest_path = folder / "train" / "manifest.parquet"
+    m = relabel(pd.read_parquet(manifest_path), predictions, "error", f"run_all: {model}")
+    m, counts = write_relabelled(folder, "train", m)
+    summary = {"model": str(model), "photos": len(m), "clear": int(m["clear"].sum()),
+               "unclear": int((~m["clear"]).sum()), "accuracy": round(float(m["clear"].mean()), 4),
+               "changed_from_visibility": int((m["clear"] != m["clear_visibility"]).sum())}
+    if not summary["clear"] or not summary["unclear"]:
+        print(f"warning: stage 1 answered {'every' if summary['clear'] else 'no'} photo right: the balanced clarity "
+              "files (MPO pairs, CoT mix) are empty; more photos (clarity.n) or a longer stage 1 would fix that",
+              file=sys.stderr)
+    marker.write_text(json.dumps(summary) + "\n")
+    print(f">> clarity labels: {json.dumps(summary)}", flush=True)
+    return folder
+
+
 def make_base_model(config: dict, model: str | None, out: Path) -> Path:
     """--model, the preset's `model.path`, or the default model architecture built untrained into OUT/base."""
     spec = config.get("model", {}) or {}
@@ -199,7 +263,12 @@ def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, 
     if stage.kind == "mpo":
         from train.mpo import MPOConfig, train_mpo
 
-        pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
+        from occmllm.formats import FormatError
+
+        try:
+            pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
+        except FormatError as error:  # e.g. relabelled clarity with every answer right: nothing to balance
+            raise TrainError(f"stage {stage.id}: no preference pairs: {error}") from None
         return train_mpo(start, folder, pairs, _config(MPOConfig, settings), stage.id)
     samples = [s for kind in stage.data for s in read_samples(data.require(kind, "train"), limit, renders)]
     for kind in settings.pop("extra_data", []) or []:  # e.g. [attributes]: the paper's "Supervise Description"
@@ -269,6 +338,9 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
     print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
     print(f"  lora : {bool(config.get('lora'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
+    clarity = config.get("clarity", {}) or {}
+    print("  clarity labels: " + (f"stage 1's answers on {clarity.get('n', 8000)} new photos (OUT/clarity_data)"
+                                  if clarity.get("relabel") else "the generator's visibility labels"))
     for stage in stages:
         done = " (done, skipped)" if (out / f"stage_{stage.id}" / "DONE").is_file() else ""
         settings = stage_settings(config, stage)
@@ -346,9 +418,21 @@ def run(args) -> int:
             if not (start / "config.json").is_file():
                 raise TrainError(f"stage {stage.id} starts from stage {stage.starts}, which has no model in {start}: "
                                  f"run it first (or use --from {stage.starts})")
+        stage_data = data_dir
+        if set(stage.data) & set(CLARITY_KINDS) and (config.get("clarity", {}) or {}).get("relabel"):
+            labeller = out / "stage_1" / "model"
+            if not (labeller / "config.json").is_file():
+                raise TrainError(f"stage {stage.id} reads clarity labels made by stage 1's model, and {labeller} "
+                                 "has none: run stage 1 first")
+            if rank0:
+                stage_data = make_clarity_data(config, out, labeller, eval_settings)
+            else:
+                stage_data = out / "clarity_data"
+                while not (stage_data / "RELABELLED").is_file():
+                    time.sleep(5)
         print(f">> stage {stage.id}: {stage.what}", flush=True)
         t0 = time.time()
-        model = run_stage(stage, stage_settings(config, stage), start, data_dir, folder)
+        model = run_stage(stage, stage_settings(config, stage), start, stage_data, folder)
         minutes = round((time.time() - t0) / 60, 2)
         row = {"what": stage.what, "minutes": minutes}
         if stage.kind == "expert":

@@ -122,6 +122,32 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
         os.listdir(out / "data" / "test" / "images"))[0], prompts.Q1), str)
 
 
+def test_clarity_labels_are_stage_1s_own_correctness_on_new_photos(toy_data, tmp_path, capsys):
+    """clarity.relabel: stage 2 learns "No." exactly where stage 1's model answers Q1 wrongly, on photos of another
+    seed that stage 1 never trained on."""
+    from occmllm.formats import read_conversations
+    from occmllm.images import load_image
+    from occmllm.vlm import VLM
+
+    out = tmp_path / "relabel"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--out", out, "--stages", "1", "2",
+                      "clarity.relabel=true", "clarity.n=16", "evaluate.enabled=false"], capsys)
+    assert code == 0, text[-3000:]
+    labelled = out / "clarity_data"
+    summary = json.loads((labelled / "RELABELLED").read_text())
+    assert summary["photos"] == 16 and summary["clear"] + summary["unclear"] == 16
+    assert json.loads((labelled / ".synth" / "settings.json").read_text())["seed"] == 1000  # not stage 1's photos
+    stage1 = VLM.load(out / "stage_1" / "model")
+    conversations = read_conversations(labelled / "train_Q1_Q6.jsonl")
+    assert len(conversations) == 16
+    images = [load_image(labelled / "train" / "images" / c.images[0]) for c in conversations]
+    answers = stage1.generate_batch(images, [prompts.Q1] * len(images))
+    for conv, answer in zip(conversations, answers):
+        label, clarity = conv.turns("gpt")
+        assert clarity == prompts.clarity_answer(prompts.parse_object(answer) == prompts.parse_object(label))
+    assert (out / "stage_2" / "DONE").is_file()  # stage 2 trained on them
+
+
 def test_numbers_written_the_usual_way_are_numbers():
     from train.run_all import apply_override
 

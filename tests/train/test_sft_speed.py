@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import time
+from pathlib import Path
+
+import torch
 
 from occmllm import prompts
 from occmllm.images import load_image
@@ -90,3 +93,37 @@ def test_stages_of_one_process_may_differ_in_precision():
 
     assert make_accelerator(False).mixed_precision == "no"  # an fp32 stage (MPO, SCoRe) ...
     assert make_accelerator(True).mixed_precision == "bf16"  # ... then a bf16 SFT stage in the same run_all process
+
+
+def test_random_augment_moves_and_recolours_every_image_and_keeps_the_object_centred_on_average():
+    from train.data import random_augment
+
+    torch.manual_seed(0)
+    pixels = torch.zeros(64, 3, 32, 32)
+    pixels[:, :, 12:20, 12:20] = 1.0  # a bright square in the middle of a dark image
+    out = random_augment({"pixel_values": pixels.clone(), "input_ids": torch.ones(64, 5)})
+    moved = out["pixel_values"]
+    assert moved.shape == pixels.shape and moved.dtype == pixels.dtype
+    assert torch.equal(out["input_ids"], torch.ones(64, 5))  # only the images change
+    assert all(not torch.allclose(m, p, atol=1e-3) for m, p in zip(moved, pixels))  # every image changed
+    # the square is still there (bright in the middle, on average over the batch), not smeared away or off-image
+    centre = moved[:, :, 12:20, 12:20].mean() - moved[:, :, :4, :4].mean()
+    assert centre > 0.5
+    # brightness changes differ between images: the per-image means spread
+    assert moved.mean(dim=(1, 2, 3)).std() > 0.05
+
+
+def test_sft_with_augment_and_flips_trains_through_both_paths(tiny_model, toy_data, tmp_path):
+    from safetensors.torch import load_file
+    from train.sft import SFTConfig, train_sft
+
+    samples = read_samples(DataDir(toy_data).require("Q1", "train"), limit=8)
+    before = load_file(str(Path(tiny_model) / "model.safetensors"))
+    for cache in ("none", "cpu"):
+        out = train_sft(tiny_model, tmp_path / cache, samples,
+                        SFTConfig(lr=1e-3, batch_size=4, max_steps=3, cache=cache, augment=True, hflip=True,
+                                  parts=["vision", "projector", "lm"]))
+        after = load_file(str(out / "model.safetensors"))
+        assert any(not torch.equal(before[k], after[k]) for k in before if "vision" in k)
+        losses = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / cache / "loss.csv"))]
+        assert len(losses) == 3 and all(l == l and l < 50 for l in losses)  # finite losses
