@@ -156,3 +156,21 @@ def test_numbers_written_the_usual_way_are_numbers():
         apply_override(config, text)
     assert config == {"stages": {"1": {"lr": 3e-4, "hflip": True}}, "sft": {"lr": 1e-3, "batch_size": 256,
                                                                              "cache": "gpu"}}
+
+
+@pytest.mark.parametrize("preset", ["smoke", "default", "real"])
+def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
+    """A typo in a preset would otherwise stop a GPU run after its data were made; here it fails in a second."""
+    from train.mpo import MPOConfig
+    from train.score import SCoReConfig
+    from train.sft import SFTConfig
+
+    config = run_all.load_preset(preset)
+    for stage in run_all.STAGES:
+        if stage.kind == "expert":
+            continue
+        settings = run_all.stage_settings(config, stage)
+        for key in ("limit", "renders", "extra_data"):  # read by run_stage, not by the trainers
+            settings.pop(key, None)
+        cls = {"sft": SFTConfig, "mpo": MPOConfig, "score": SCoReConfig}[stage.kind]
+        assert isinstance(run_all._config(cls, settings), cls)
