@@ -3,9 +3,11 @@ stream of events, annotation candidates, the store. demo/app.py wires these to G
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import threading
+import weakref
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -184,12 +186,18 @@ class Studio:
                 sources = (f"model:{vlm.name}", f"model:{other}")
             else:
                 found = vlm.sample(image, item.question, n=2, temperature=1.0)
+                sources = ["sample:0", "sample:1"]
+                if len(found) < 2:  # a model sure of its answer: look further from it for a second one
+                    hotter = [c for c in vlm.sample(image, item.question, n=2, temperature=2.0)
+                              if c.text not in {f.text for f in found}]
+                    found += hotter[:1]
+                    sources[1] = "sample:1 (temperature 2)"
                 texts = [c.text for c in found]
                 if len(texts) < 2:
                     vlm.forget()
                     texts.append(vlm.chat(image, item.question))
+                    sources[1] = "greedy"
                 a, b = texts[0], texts[1]
-                sources = ("sample:0", "sample:1" if len(found) > 1 else "greedy")
         return self.store.set_candidates(item, a, b, sources[0], sources[1], vlm.name)
 
     def prefill(self, limit: int = 4) -> None:
@@ -199,6 +207,8 @@ class Studio:
 
         def work():
             for item in self.store.unready_items(limit):
+                if _EXITING.is_set():
+                    return
                 try:
                     self.prepare(item)
                 except Exception:  # noqa: BLE001 - shown when the item is served instead
@@ -207,6 +217,20 @@ class Studio:
         if self.store.unready_items(1):  # one indexed query: this runs on every "next item"
             self._prefill = threading.Thread(target=work, daemon=True)
             self._prefill.start()
+            _PREFILLING.add(self._prefill)
+
+
+# Background candidate generation still inside torch when the interpreter exits aborts the process ("terminate called
+# without an active exception", exit 134): at exit, let the running item finish and start no other.
+_EXITING = threading.Event()
+_PREFILLING: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_prefills() -> None:
+    _EXITING.set()
+    for thread in list(_PREFILLING):
+        thread.join(timeout=60)
 
 
 class _WithViews:
