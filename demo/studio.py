@@ -187,11 +187,14 @@ class Studio:
             else:
                 found = vlm.sample(image, item.question, n=2, temperature=1.0)
                 sources = ["sample:0", "sample:1"]
-                if len(found) < 2:  # a model sure of its answer: look further from it for a second one
-                    hotter = [c for c in vlm.sample(image, item.question, n=2, temperature=2.0)
+                for temperature in (1.5, 2.0):  # a model sure of its answer: look further from it for a second one
+                    if len(found) >= 2:
+                        break
+                    hotter = [c for c in vlm.sample(image, item.question, n=4, temperature=temperature, top_p=0.95)
                               if c.text not in {f.text for f in found}]
+                    hotter.sort(key=lambda c: not _readable(c.text))  # a well-formed answer first, if there is one
                     found += hotter[:1]
-                    sources[1] = "sample:1 (temperature 2)"
+                    sources[1] = f"sample:1 (temperature {temperature:g})"
                 texts = [c.text for c in found]
                 if len(texts) < 2:
                     vlm.forget()
@@ -218,6 +221,12 @@ class Studio:
             self._prefill = threading.Thread(target=work, daemon=True)
             self._prefill.start()
             _PREFILLING.add(self._prefill)
+
+
+def _readable(text: str) -> bool:
+    """A sampled answer an annotator can judge: it names a known class (or says yes / no) and has no broken bytes."""
+    known = prompts.parse_object(text) != prompts.UNPARSED or prompts.parse_yes_no(text) != prompts.UNPARSED
+    return known and text.isprintable() and "\ufffd" not in text
 
 
 # Background candidate generation still inside torch when the interpreter exits aborts the process ("terminate called
