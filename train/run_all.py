@@ -154,12 +154,17 @@ def make_data(config: dict, data: str | None, out: Path) -> Path:
     folder = out / "data"
     if (folder / "meta.json").is_file():
         return folder
-    command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder), "--seed", str(config.get("seed", 0))]
+    synthesize(folder, config.get("seed", 0), generate, ">> generating data:")
+    return folder
+
+
+def synthesize(folder: Path, seed: int, generate: dict, message: str) -> None:
+    """`python -m data_tools.synth --out FOLDER --seed SEED --KEY VALUE...` (resumes a folder it started)."""
+    command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder), "--seed", str(seed)]
     for key, value in generate.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    print(">> generating data:", " ".join(command), flush=True)
+    print(message, " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=REPO)
-    return folder
 
 
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
@@ -181,12 +186,8 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict)
     if not (folder / "meta.json").is_file():
         generate = dict((config.get("data", {}) or {}).get("generate") or {})
         generate.update(n=spec.get("n", 8000), split_test=0)
-        command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder),
-                   "--seed", str(config.get("seed", 0) + 1000)]
-        for key, value in generate.items():
-            command += [f"--{key.replace('_', '-')}", str(value)]
-        print(">> clarity labels: generating photos stage 1 never saw:", " ".join(command), flush=True)
-        subprocess.run(command, check=True, cwd=REPO)
+        synthesize(folder, config.get("seed", 0) + 1000, generate,
+                   ">> clarity labels: generating photos stage 1 never saw:")
 
     import pandas as pd
     from tqdm.auto import tqdm
