@@ -119,18 +119,30 @@ def conversation_turns(conv: formats.Conversation) -> list[tuple[str, str]]:
     return [(q["value"], a["value"]) for q, a in zip(body[::2], body[1::2])]
 
 
-def read_samples(source: Source, limit: int | None = None, renders: bool = False) -> list[Sample]:
-    """The SFT samples of a file; with `renders`, every Q1 sample again on its object render
-    (`{split}/renders/{id}.png` beside the image folder), so that the model can read the 3D expert's output."""
+RENDER_FOLDERS = {"oracle": ("renders",), "expert": ("expert_renders",), "both": ("renders", "expert_renders")}
+
+
+def read_samples(source: Source, limit: int | None = None, renders: bool | str = False) -> list[Sample]:
+    """The SFT samples of a file; with `renders`, every Q1 sample again on its object render, so that the model can
+    read the 3D route's images: `true` / "oracle" = the ground-truth render the generator wrote
+    (`{split}/renders/{id}.png` beside the image folder), "expert" = the learned expert's render
+    (`{split}/expert_renders/{id}.png`, written by `python -m data_tools.expert_renders`), "both"."""
+    folders = RENDER_FOLDERS["oracle"] if renders is True else RENDER_FOLDERS.get(renders, ()) if renders else ()
+    if renders and not folders:
+        raise TrainError(f"renders must be true, oracle, expert or both, not {renders!r}")
     samples = []
     for conv in formats.read_conversations(source.annotation)[:limit]:
         image = source.image_root / conv.images[0]
         turns = conversation_turns(conv)
         samples.append(Sample(image, turns, conv.id))
-        if renders and turns[0][0] == prompts.Q1:
-            render = source.image_root.parent / "renders" / f"{Path(conv.images[0]).stem}.png"
-            if render.is_file():
-                samples.append(Sample(render, turns[:1], conv.id))
+        if folders and turns[0][0] == prompts.Q1:
+            for folder in folders:
+                render = source.image_root.parent / folder / f"{Path(conv.images[0]).stem}.png"
+                if render.is_file():
+                    samples.append(Sample(render, turns[:1], conv.id))
+    if renders in ("expert", "both") and not any((source.image_root.parent / "expert_renders").glob("*.png")):
+        raise TrainError(f"{source.image_root.parent / 'expert_renders'}: no expert renders; make them with "
+                         f"python -m data_tools.expert_renders --data DIR --split {source.split}")
     return samples
 
 

@@ -22,7 +22,9 @@ A run started again skips the stages that have OUT/stage_X/DONE and continues th
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
 `stages.ID.hflip=true` mirrors images at random, `augment=true` also zooms, moves, turns and recolours them,
-`compile=true` runs the forward pass through torch.compile on CUDA. Numbers in overrides may be written 3e-4.
+`compile=true` runs the forward pass through torch.compile on CUDA. `renders: true|oracle|expert|both` adds every Q1
+sample again on the object's ground-truth render and/or the learned expert's (data_tools.expert_renders).
+Numbers in overrides may be written 3e-4.
 With `clarity.relabel: true` (the default preset) the clarity answers that stages 2, 3a and 4c learn are the seed's:
 "No." where stage 1's model answered Q1 wrongly, on `clarity.n` freshly generated photos it never trained on
 (OUT/clarity_data); otherwise they are the generator's visibility labels.
