@@ -190,8 +190,9 @@ class Studio:
                 for temperature in (1.5, 2.0):  # a model sure of its answer: look further from it for a second one
                     if len(found) >= 2:
                         break
+                    seen = {c.text for c in found}
                     hotter = [c for c in vlm.sample(image, item.question, n=4, temperature=temperature, top_p=0.95)
-                              if c.text not in {f.text for f in found}]
+                              if c.text not in seen]
                     hotter.sort(key=lambda c: not _readable(c.text))  # a well-formed answer first, if there is one
                     found += hotter[:1]
                     sources[1] = f"sample:1 (temperature {temperature:g})"
