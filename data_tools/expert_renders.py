@@ -7,12 +7,15 @@ will really show it (the learned expert's, not the ground-truth ones the generat
 Writes `{split}/expert_renders/{id}.png` (the expert's render of the object alone from the photo's camera, as
 `occmllm.pipeline` shows it to the model) for the first --limit photos of `{split}_Q1.jsonl`; photos already rendered
 are skipped (a killed run continues), photos where the expert reconstructs nothing get no file (counted in the
-summary). Training reads them with `renders: expert` in a stage's settings (train/run_all.py).
+summary). `{split}/expert_renders/expert.json` records which expert made them (its weights' SHA-256): a rerun with
+another expert stops with a message instead of mixing renders of two experts (--overwrite renders every photo again). Training reads them with `renders: expert` in a stage's settings (train/run_all.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -45,9 +48,22 @@ def _render(job: tuple[str, str]) -> str | None:
     return None
 
 
+def expert_identity(expert: str | None) -> dict[str, str]:
+    """The expert folder and the SHA-256 of its weights (what expert.json records)."""
+    from occmllm.recon.experts import WEIGHTS
+
+    folder = Path(expert) if expert else WEIGHTS
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{weights}: not found (a learned expert folder holds config.json + model.safetensors)")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return {"expert": str(folder), "weights_sha256": digest}
+
+
 def render_split(data: Path, split: str, expert: str | None = None, workers: int = 1, limit: int | None = None,
-                 progress: bool = True) -> dict[str, int]:
-    """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts."""
+                 progress: bool = True, overwrite: bool = False) -> dict[str, int]:
+    """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts.
+    Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
@@ -60,10 +76,21 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     images = Path(data) / split / "images"
     out = Path(data) / split / FOLDER
     out.mkdir(parents=True, exist_ok=True)
+    identity, record = expert_identity(expert), out / "expert.json"
+    if record.is_file() and not overwrite:
+        made_by = json.loads(record.read_text())
+        if made_by.get("weights_sha256") != identity["weights_sha256"]:
+            raise ValueError(f"{out}: holds renders of another expert ({made_by.get('expert')}, weights "
+                             f"{str(made_by.get('weights_sha256'))[:12]}...), not of {identity['expert']} (weights "
+                             f"{identity['weights_sha256'][:12]}...); pass --overwrite to render every photo again")
+    elif not record.is_file() and any(out.glob("*.png")) and not overwrite:
+        raise ValueError(f"{out}: holds renders of an unknown expert (no expert.json); pass --overwrite to render "
+                         f"every photo again")
+    record.write_text(json.dumps(identity, indent=1) + "\n")
     jobs, skipped = [], 0
     for conv in formats.read_conversations(annotation)[:limit]:
         target = out / f"{Path(conv.images[0]).stem}.png"
-        if target.is_file():
+        if target.is_file() and not overwrite:
             skipped += 1
         else:
             jobs.append((str(images / conv.images[0]), str(target)))
@@ -92,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert", default=None, help="learned expert folder (default: occmllm/recon/weights)")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
+    parser.add_argument("--overwrite", action="store_true", help="render every photo again, also those already "
+                        "rendered (needed after changing the expert)")
     args = parser.parse_args(argv)
     try:
-        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit)
+        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, overwrite=args.overwrite)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,27 @@ def test_renders_are_the_experts_and_a_rerun_skips_them(small_dataset, capsys):
     assert expert_renders.render_split(small_dataset, "train", progress=False)["skipped"] == len(written)
 
 
+def test_renders_of_another_expert_are_not_mixed_in(small_dataset, tmp_path, capsys):
+    """A rerun with a different expert stops with a message; --overwrite renders every photo again."""
+    import shutil
+
+    from occmllm.recon.experts import WEIGHTS
+
+    assert expert_renders.main(["--data", str(small_dataset), "--split", "train"]) == 0
+    other = tmp_path / "other_expert"
+    shutil.copytree(WEIGHTS, other)
+    weights = (other / "model.safetensors").read_bytes()
+    (other / "model.safetensors").write_bytes(weights[:-4] + bytes(4))  # other weights, same layout
+    capsys.readouterr()
+    assert expert_renders.main(["--data", str(small_dataset), "--split", "train", "--expert", str(other)]) == 2
+    assert "another expert" in capsys.readouterr().err
+    assert expert_renders.main(["--data", str(small_dataset), "--split", "train", "--expert", str(other),
+                                "--overwrite"]) == 0
+    assert "0 already there" in capsys.readouterr().out
+    assert expert_renders.expert_identity(str(other))["weights_sha256"] in \
+        (small_dataset / "train" / "expert_renders" / "expert.json").read_text()
+
+
 def test_training_reads_expert_renders_and_says_when_they_are_missing(small_dataset):
     from train.common import TrainError
     from train.data import DataDir, read_samples

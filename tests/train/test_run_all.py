@@ -115,7 +115,8 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
         if stage != "0":
             assert {"description", "reflection", "decision", "decision_visible_under_40"} <= row.keys()
             assert (out / f"stage_{stage}" / "loss.csv").is_file()
-    assert (out / "stage_0" / "model" / "config.json").is_file()  # the 3D expert was trained
+    expert_config = json.loads((out / "stage_0" / "model" / "config.json").read_text())  # the 3D expert was trained
+    assert expert_config["width"] == 16  # at the preset's width
     assert "| 4c |" in (out / "results.md").read_text()
     vlm = VLM.load(out / "final")
     assert vlm.trained and isinstance(vlm.chat(out / "data" / "test" / "images" / sorted(
@@ -165,9 +166,17 @@ def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
     from train.score import SCoReConfig
     from train.sft import SFTConfig
 
+    import inspect
+
+    from occmllm.recon.train import train_expert
+
     config = run_all.load_preset(preset)
     for stage in run_all.STAGES:
-        if stage.kind == "expert":
+        if stage.kind == "expert":  # train.expert reads shipped and width itself, the rest goes to train_expert
+            settings = run_all.stage_settings(config, stage)
+            known = set(inspect.signature(train_expert).parameters) | {"shipped", "width", "parts", "lr_schedule",
+                                                                        "weight_decay", "epochs"}
+            assert set(settings) <= known, set(settings) - known
             continue
         settings = run_all.stage_settings(config, stage)
         for key in ("limit", "renders", "extra_data"):  # read by run_stage, not by the trainers
