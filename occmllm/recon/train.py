@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: all cores)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of each split")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=24, help="network width (24: ~3 M parameters, ~12 MB)")
+    parser.add_argument("--width", type=int, default=24, help="network width (24: ~3 M parameters, ~12 MB; the shipped expert: 32, 18.6 MB)")
     parser.add_argument("--save-every", type=int, default=500, help="steps between saves of model + checkpoint")
     parser.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between test grid-IoU "
                         "evaluations (0: none)")

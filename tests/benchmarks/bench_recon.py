@@ -11,7 +11,9 @@ predicted ("absolute") and after scaling the prediction about the camera centre 
 ("depth-aligned": removes the one-photo scale ambiguity, the render is unchanged). Then the median time of
 reconstruct() (network + marching cubes + render). The photo's true K is passed to the expert, which reads
 the photo and its mirror image and averages both (LearnedExpert's default flip_average=True). With --model: Q1 accuracy on the photo, on the learned expert's
-render and on the oracle's (ground-truth) render, for photos with visible fraction < 0.4.
+render and on the oracle's (ground-truth) render, for photos with visible fraction < 0.4. With --ceiling N: the IoU
+that the expert's output grid allows at best, i.e. the ground truth sampled at the frustum cells of the true window,
+meshed by the same marching cubes, against the true mesh (first N test photos).
 """
 from __future__ import annotations
 
@@ -127,6 +129,30 @@ def score_one(task: tuple) -> dict:
             "seconds": seconds}
 
 
+def ceiling(data: Path, split: str, ids: list[str], expert_path) -> list[float]:
+    """Depth-aligned IoU of the ground-truth occupancy on the expert's frustum grid (true window), meshed as
+    reconstruct() meshes: the best the output representation can score."""
+    import tempfile
+
+    import torch
+
+    from occmllm.recon.data import DeviceDataset
+    from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid
+
+    config = LearnedExpert(expert_path).config
+    with tempfile.TemporaryDirectory() as cache:
+        ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
+    ious = []
+    for i, sid in enumerate(ds.ids):
+        vertices, faces, K = load_shape(data / split / "shapes" / f"{sid}.npz")
+        target = ds.targets_at(torch.tensor([i]), ds.windows[i:i + 1], ds.K[i:i + 1])[0].numpy()
+        u0, v0, r, z = (float(x) for x in ds.windows[i])
+        box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, config.depth_ratio))
+        mesh = mesh_from_grid(target, lambda abc: frustum_to_camera(abc, box, K), 0.5)
+        ious.append(compare_meshes(mesh, trimesh.Trimesh(vertices, faces, process=False))["iou"])
+    return ious
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/synth", help="synthetic dataset folder (made by data_tools.synth)")
@@ -139,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
                         "each); the timing always runs in this process alone")
     parser.add_argument("--model", default=None, help="a trained VLM folder: also report photo vs render accuracy")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the timing")
+    parser.add_argument("--vlm-only", action="store_true", help="with --model: only the VLM's photo / render "
+                        "accuracy (no shape scores, no timing)")
+    parser.add_argument("--ceiling", type=int, default=0, help="also print the IoU of the ground truth on the "
+                        "expert's output grid for the first N photos (the representation's upper bound)")
     parser.add_argument("--json", default=None, help="also write the per-photo scores and the summary to this file")
     args = parser.parse_args(argv)
 
@@ -150,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     ids = ids[: args.limit] if args.limit else ids
     manifest = read_manifest(data / args.split)
     print(f"3D expert {args.expert or 'occmllm/recon/weights'} on {len(ids)} photos of {data / args.split}")
+    if args.vlm_only:
+        if not args.model:
+            parser.error("--vlm-only needs --model")
+        vlm_accuracy(args.model, data, args.split, ids, manifest, LearnedExpert(args.expert))
+        return
     tasks = [(str(data), args.split, sid, manifest.get(sid, {}).get("visible_fraction")) for sid in ids]
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -175,6 +210,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nreconstruct() time per photo (network + marching cubes + render, {args.threads} thread, "
               f"{len(times)} photos, one process): median {1000 * statistics.median(times):.0f} ms, "
               f"p90 {1000 * np.percentile(times, 90):.0f} ms (target <= 150 ms)")
+    if args.ceiling:
+        ious = ceiling(data, args.split, ids[: args.ceiling], args.expert)
+        print(f"\nceiling: ground truth on the expert's {LearnedExpert(args.expert).config.n_xy}^2 x "
+              f"{LearnedExpert(args.expert).config.n_depth} frustum grid, meshed, vs the true mesh ({len(ious)} "
+              f"photos): mean IoU {np.mean(ious):.3f}, p10 {np.percentile(ious, 10):.3f}, median "
+              f"{np.median(ious):.3f}")
     if args.json:
         import json
 

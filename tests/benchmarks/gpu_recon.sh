@@ -9,13 +9,13 @@
 # Options (all optional): --n N (samples, both splits) --data DIR --run DIR (training folder; a rerun resumes)
 # --total-minutes M (wall-clock budget of the whole script) --device cuda|cpu --batch-size B --lr LR --workers W
 # --bench-limit N (test photos scored) --out-dir DIR (default $OUT) --tiny (small network, CPU smoke runs)
-# --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 24)
+# --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as shipped)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=24
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=32
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
