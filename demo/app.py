@@ -76,6 +76,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         with gr.Row():
                             force_3d = gr.Checkbox(False, label="Force 3D")
                             describe = gr.Checkbox(False, label="Show description step")
+                        fuse = gr.Checkbox(False, label="Decide by photo and render together",
+                                           info="when a render is read (a 'No', or Force 3D): the class both "
+                                                "readings support, not the render's answer alone")
                         sample = gr.Checkbox(False, label="Sample instead of greedy decoding")
                         with gr.Row():
                             temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
@@ -93,12 +96,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                     trace_file = gr.File(label="Trace (JSON)", elem_id="trace")
                     mesh_file = gr.File(visible=False, elem_id="mesh-file")  # the GLB, for the API and the viewer
 
-            def explore(image, model_name, expert_spec, force, desc, do_sample, temp, p):
+            def explore(image, model_name, expert_spec, force, desc, do_sample, temp, p, fused=False):
                 outputs = dict(status=_model_banner(studio), steps=views.steps_html([]), final="", mesh=None,
                                renders=[], trace=None)
                 done, mesh = [], None
                 try:
-                    events = studio.run(image, model_name, expert_spec, force, desc, do_sample, temp, p)
+                    events = studio.run(image, model_name, expert_spec, force, desc, do_sample, temp, p, fused)
                     outputs["steps"] = views.running_html([], "identify")
                     yield tuple(outputs.values())
                     for event in events:
@@ -128,7 +131,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             # the same value arrives again while its 3D code is still loading (a streamed event sends its last
             # value twice), so the stream fills the hidden mesh_file and a follow-up event copies it over.
             run.click(lambda: None, None, viewer, queue=False, api_visibility="private")
-            run.click(explore, [photo, model, expert, force_3d, describe, sample, temperature, top_p],
+            run.click(explore, [photo, model, expert, force_3d, describe, sample, temperature, top_p, fuse],
                       [status, steps, final, mesh_file, renders, trace_file], api_name="explore").then(
                 lambda path: path, mesh_file, viewer, api_visibility="private", show_progress="hidden")
 

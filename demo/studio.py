@@ -96,7 +96,7 @@ class Studio:
 
     # --- explore ---------------------------------------------------------------------------------
     def run(self, image, model: str, expert: str, force_3d: bool, describe: bool, sample: bool, temperature: float,
-            top_p: float):
+            top_p: float, fuse: bool = False):
         """Yield the pipeline's events (Step ..., Trace) for one photo; raises StudioError / ImageError first."""
         from occmllm.pipeline import Sampling, run_cot
 
@@ -109,7 +109,8 @@ class Studio:
         sampling = Sampling(temperature, top_p) if sample else None
         with self._lock:
             for event in run_cot(vlm, image if isinstance(image, (str, os.PathLike)) else photo, expert=chosen,
-                                 describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir):
+                                 describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir,
+                                 fuse=fuse):
                 if hasattr(event, "steps"):
                     event.expert_note = note
                     path = out_dir / "trace.json"

@@ -40,6 +40,11 @@ def step_card(step, index: int) -> str:
         parts.append(f'<div class="row"><span class="k">Parsed</span><span class="v"><span class="pill {cls}">{esc(parsed)}</span></span></div>')
     if step.info.get("note"):
         parts.append(f'<div class="row"><span class="k">Note</span><span class="v">{esc(step.info["note"])}</span></div>')
+    for view in ("photo", "render"):  # a fused decision: the class probabilities of both readings, top three
+        if isinstance(step.info.get(view), dict) and step.info.get("fused"):
+            top = sorted(step.info[view].items(), key=lambda kv: -kv[1])[:3]
+            text = ", ".join(f"{name} {p:.2f}" for name, p in top)
+            parts.append(f'<div class="row"><span class="k">On the {view}</span><span class="v">{esc(text)}</span></div>')
     parts.append("</div>")
     return "".join(parts)
 

@@ -7,7 +7,9 @@ Phases, each batched (left padding) with a progress bar: Q1 on every photo; Q6 a
 conversation; reconstruction + Q1 on the render (a new conversation) for the images answered "No" and the images
 whose Q1 answer is wrong (so that "3D plus" is measured as defined); optionally the attribute questions. The metric
 definitions are in occmllm/metrics.py. `--renders DIR` reads precomputed renders named as the seed's MOHO outputs
-(`{id}_0_obman_test_rgb_{id}.jpg.png`). Per-image visible fractions come from DIR/../manifest.parquet when present
+(`{id}_0_obman_test_rgb_{id}.jpg.png`). `--fuse`: every photo also goes through the expert, and a second Decision is
+reported where the answer is the class that the photo and the render support together (the model's Q1 class
+probabilities on both, multiplied; `occmllm.pipeline.run_cot(fuse=True)`). Per-image visible fractions come from DIR/../manifest.parquet when present
 (the synthetic dataset's layout).
 
 Writes to --out: predictions.json (the seed's {id: final answer text}; "" where the render was needed but missing,
@@ -72,8 +74,10 @@ def _batches(sequence, size):
 
 
 def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, describe: bool = False,
-             manifest: dict | None = None, progress: bool = True):
-    """(list of metrics.ImageResult, list of per-image raw-answer dicts). Unreadable images count as wrong."""
+             manifest: dict | None = None, progress: bool = True, fuse: bool = False):
+    """(list of metrics.ImageResult, list of per-image raw-answer dicts). Unreadable images count as wrong.
+    fuse: reconstruct every photo and record in each raw dict "fused", the class photo and render support together
+    (the photo's own Q1 class where nothing was reconstructed)."""
     manifest = manifest or {}
     raw = {item.id: {"id": item.id, "image": str(item.image), "label": item.label} for item in items}
     photos: dict[str, Image.Image | None] = {}
@@ -100,7 +104,8 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
         return prompts.parse_object(raw[item.id]["answer_q1"]), prompts.parse_yes_no(raw[item.id]["answer_q6"])
 
     need = [item for item in items if "error" not in raw[item.id]
-            and (parsed(item)[1] == prompts.NO or parsed(item)[0] != item.label)]
+            and (fuse or parsed(item)[1] == prompts.NO or parsed(item)[0] != item.label)]
+    fuse_renders: dict[str, Image.Image] = {}
     need_ids = {item.id for item in need}
     bar = tqdm(total=len(need), desc="3D + Q1 on render", disable=not progress or not need, unit="img")
     for batch in _batches(need, batch_size):
@@ -112,6 +117,8 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
             reconstruction = expert.reconstruct(str(item.image))
             if reconstruction.ok:
                 renders.append((item, Image.fromarray(np.asarray(reconstruction.render, dtype=np.uint8))))
+                if fuse:
+                    fuse_renders[item.id] = renders[-1][1]
             else:
                 raw[item.id]["render"] = reconstruction.message
         if renders:
@@ -120,6 +127,22 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
                 raw[item.id]["answer_render"] = answer
         bar.update(len(batch))
     bar.close()
+
+    if fuse:
+        from occmllm.pipeline import fuse_posteriors
+
+        fused_items = [item for item in need if item.id in fuse_renders]
+        for item in need:
+            raw[item.id]["fused"] = parsed(item)[0]  # nothing reconstructed: the photo's answer stands
+        bar = tqdm(total=len(fused_items), desc="photo + render fused", disable=not progress or not fused_items,
+                   unit="img")
+        for batch in _batches(fused_items, max(1, batch_size // 8)):  # 8 class answers scored per image
+            photo_p = vlm.class_posterior([load_image(item.image) for item in batch])
+            render_p = vlm.class_posterior([fuse_renders[item.id] for item in batch])
+            for item, p, r in zip(batch, photo_p, render_p):
+                raw[item.id]["fused"] = prompts.CLASSES[fuse_posteriors(p, r)]
+            bar.update(len(batch))
+        bar.close()
 
     if describe:
         attribute_items = [item for item in items if item.id in photos]
@@ -146,6 +169,22 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     return results, [raw[item.id] for item in items]
 
 
+def fused_summary(results: list[metrics.ImageResult], records: list[dict]) -> dict:
+    """Decision with photo and render fused (records' "fused"; unreadable photos count as wrong), overall and per
+    visible-fraction bucket (metrics.BUCKETS)."""
+    def score(pairs):
+        return {"n": len(pairs), "decision": sum(r.label == rec.get("fused") for r, rec in pairs) / len(pairs)
+                if pairs else None}
+
+    pairs = list(zip(results, records))
+    with_fraction = [(r, rec) for r, rec in pairs if r.visible_fraction is not None]
+    hidden = [(r, rec) for r, rec in with_fraction if r.visible_fraction < 0.4]
+    return {**score(pairs), "visible_under_40": {**score(hidden), "decision_seed_rule": metrics.decision(
+        [r for r, _ in hidden]) if hidden else None}, "per_visible_fraction": {
+        metrics.bucket_name(low, high): score([(r, rec) for r, rec in with_fraction if low <= r.visible_fraction < high])
+        for low, high in (metrics.BUCKETS if with_fraction else ())}}
+
+
 def final_text(result: metrics.ImageResult, record: dict) -> str:
     """The seed's prediction text: the render's answer when routed to 3D ("" without a render), else Q1's."""
     if result.clarity == prompts.NO:
@@ -166,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate the first N images only")
     parser.add_argument("--describe", action="store_true", help="also ask round / thin / long (needs a manifest)")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
+    parser.add_argument("--fuse", action="store_true", help="also reconstruct every photo and report the Decision of "
+                        "photo and render read together (needs --expert or --renders)")
     args = parser.parse_args(argv)
+    if args.fuse and args.expert == "none" and not args.renders:
+        parser.error("--fuse needs a 3D expert: --expert learned (or --renders DIR)")
 
     from occmllm.formats import FormatError, write_predictions
     from occmllm.pipeline import make_expert
@@ -190,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_manifest(args.images)
     start = time.perf_counter()
     results, records = evaluate(vlm, items, expert=expert, batch_size=args.batch_size, describe=args.describe,
-                                manifest=manifest)
+                                manifest=manifest, fuse=args.fuse)
     seconds = time.perf_counter() - start
 
     out = Path(args.out)
@@ -205,10 +248,20 @@ def main(argv: list[str] | None = None) -> int:
         "images_per_second": len(items) / seconds if seconds else None, "batch_size": args.batch_size,
         "manifest": bool(manifest), "definitions": metrics.__doc__, **metrics.summary(results),
     }
+    if args.fuse:
+        report["fused"] = fused_summary(results, records)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"ACC1 {fmt(report['acc1'])}  ACC6 {fmt(report['acc6'])}  3D plus {fmt(report['3d_plus'])}  "
           f"Decision {fmt(report['decision'])}  ({len(items)} images, {seconds:.1f} s)")
+    if args.fuse:
+        fused = report["fused"]
+        buckets = "  ".join(f"{name} {fmt(row['decision'])} ({row['n']})" for name, row in fused["per_visible_fraction"].items())
+        hidden = fused["visible_under_40"]
+        print(f"photo + render fused: Decision {fmt(fused['decision'])} (seed's rule {fmt(report['decision'])})"
+              + (f"; visible < 40%: {fmt(hidden['decision'])} (seed's rule {fmt(hidden['decision_seed_rule'])}, "
+                 f"{hidden['n']} images)" if hidden["n"] else "")
+              + (f"; by visible fraction: {buckets}" if buckets else ""))
     if not vlm.trained:
         print("WARNING: the default model is untrained (random weights): these numbers mean nothing yet.")
     print(f"wrote {out}/predictions.json, results.jsonl, report.json")

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] | oracle:DATA_DIR | folder:DIR")
     parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")
     parser.add_argument("--force-3d", action="store_true", help="reconstruct even when the model says it is clear")
+    parser.add_argument("--fuse", action="store_true", help="when a render is read, decide by the photo and the render "
+                        "together (their class probabilities multiplied) instead of the render alone; with "
+                        "--force-3d every photo is read both ways")
     parser.add_argument("--out", help="folder for renders and meshes (one sub-folder per photo)")
     parser.add_argument("--json", action="store_true", help="print one JSON trace per photo instead of the steps")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = f"{args.out}/{index:04d}" if args.out else None
         try:
             for event in run_cot(vlm, path, expert=expert, describe=args.describe, force_3d=args.force_3d,
-                                 out_dir=out_dir):
+                                 out_dir=out_dir, fuse=args.fuse):
                 if isinstance(event, Trace):
                     if args.json:
                         print(event.to_json(indent=None))

@@ -11,7 +11,9 @@ Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
   reflect     Q6 in the same conversation (the image prefix's KV cache is reused where the model allows)
   reconstruct when the clarity answer is "No" (or `force_3d`): expert.reconstruct(photo) -> mesh + render
   identify_3d Q1 on the render, in a new conversation
-  decide      the render's answer when routed to 3D and a render exists, else the Q1 answer
+  decide      the render's answer when routed to 3D and a render exists, else the Q1 answer (the seed's rule); with
+              `fuse=True` and a render: the class the photo and the render support together (the model's Q1
+              class probabilities on both, multiplied: `VLM.class_posterior`)
 """
 
 from __future__ import annotations
@@ -87,11 +89,18 @@ def _ask(vlm, image, question, history, sampling: Sampling | None):
     return best.text, list(history or []) + [(question, best.text)], {"logprob": best.logprob}
 
 
+def fuse_posteriors(photo: np.ndarray, render: np.ndarray) -> int:
+    """Index of the class that the photo's and the render's class probabilities support together (their product)."""
+    return int(np.argmax(np.log(np.asarray(photo) + 1e-12) + np.log(np.asarray(render) + 1e-12)))
+
+
 def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = False, sampling: Sampling | None = None,
-            out_dir: str | Path | None = None):
+            out_dir: str | Path | None = None, fuse: bool = False):
     """Yield a `Step` as each step finishes, then the `Trace`. `image`: path, bytes, PIL image or array. `expert`:
     anything with `reconstruct(image) -> Reconstruction` (occmllm.recon); without one, a "No" cannot be routed to 3D
-    and the Q1 answer stands (the trace says so). `out_dir`: where render.png and mesh.glb are written."""
+    and the Q1 answer stands (the trace says so). `out_dir`: where render.png and mesh.glb are written. `fuse`: when
+    a render was read, decide by the photo and the render together instead of the render alone (with `force_3d`:
+    every photo is also read through its 3D render)."""
     start = time.perf_counter()
     source = str(image) if isinstance(image, (str, Path)) else None
     photo = load_image(image)
@@ -159,7 +168,17 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
         else:
             trace.render_missing = True
 
-    if clarity == prompts.NO:
+    fused = None
+    if fuse and render_answer is not None:
+        t0 = time.perf_counter()
+        posterior = vlm.class_posterior([photo, render])
+        fused = prompts.CLASSES[fuse_posteriors(posterior[0], posterior[1])]
+        fuse_info = {"fused": fused, "seconds": time.perf_counter() - t0,
+                     "photo": dict(zip(prompts.CLASSES, np.round(posterior[0], 4).tolist())),
+                     "render": dict(zip(prompts.CLASSES, np.round(posterior[1], 4).tolist()))}
+    if fused is not None:
+        trace.final, trace.final_text = fused, prompts.identify_answer(fused)
+    elif clarity == prompts.NO:
         trace.final = decide(q1, clarity, render_answer, trace.render_missing)
         trace.final_text = render_raw
         if trace.render_missing:  # a UI still wants an answer: say which one and why
@@ -168,7 +187,10 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
         trace.final, trace.final_text = q1, raw_q1
     heading = prompts.THREE_D_REQUIRED if trace.used_3d else prompts.NO_3D_REQUIRED
     note = "no render: kept the first answer" if clarity == prompts.NO and trace.render_missing else ""
-    step = Step("decide", heading, raw=trace.final_text, parsed=trace.final, info={"note": note} if note else {})
+    info = {"note": note} if note else {}
+    if fused is not None:
+        info = {"note": "photo and render read together", **fuse_info}
+    step = Step("decide", heading, raw=trace.final_text, parsed=trace.final, info=info)
     trace.steps.append(step)
     yield step
     trace.seconds = time.perf_counter() - start

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -387,6 +388,37 @@ class VLM:
         sequences = self.model.generate(**inputs, max_new_tokens=max_new_tokens or self.max_new_tokens,
                                         do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
         return self._decode(sequences[:, inputs["input_ids"].shape[1]:])
+
+    # --- scoring -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def answer_logprobs(self, images: list, question: str, answers: list[str], batch_size: int = 64) -> np.ndarray:
+        """(len(images), len(answers)) log-probabilities of each answer text (teacher-forced, its tokens only) as the
+        reply to `question` about each image. Padding side does not matter: the answer is the last tokens of each
+        row."""
+        images = [load_image(image) for image in images]
+        prompt = self._prompt(question, None)
+        lengths = [len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers]
+        pairs = [(image, k) for image in images for k in range(len(answers))]
+        scores = np.zeros(len(pairs), dtype=np.float64)
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            inputs = self._inputs([image for image, _ in chunk], [prompt + answers[k] for _, k in chunk])
+            logprobs = self.model(**inputs).logits.float().log_softmax(-1)
+            for row, (_, k) in enumerate(chunk):
+                real = inputs["attention_mask"][row].nonzero()[:, 0]  # positions of real tokens, in order
+                positions = real[-lengths[k]:]
+                tokens = inputs["input_ids"][row, positions]
+                scores[start + row] = float(logprobs[row, positions - 1].gather(-1, tokens[:, None]).sum())
+        return scores.reshape(len(images), len(answers))
+
+    def class_posterior(self, images: list, classes: tuple[str, ...] | None = None, batch_size: int = 64) -> np.ndarray:
+        """(len(images), len(classes)) probabilities of "The object is {class}." as the Q1 answer, normalised over
+        the classes: how sure the model is of each object, used to fuse the photo's and the render's readings."""
+        classes = classes or prompts.CLASSES
+        scores = self.answer_logprobs(images, prompts.Q1, [prompts.identify_answer(c) for c in classes], batch_size)
+        scores -= scores.max(1, keepdims=True)
+        probs = np.exp(scores)
+        return probs / probs.sum(1, keepdims=True)
 
     # --- sampling ----------------------------------------------------------------------------------
     @torch.inference_mode()

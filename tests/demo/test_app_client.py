@@ -12,7 +12,8 @@ from data_tools.validate import validate
 from demo.studio import Studio, StudioConfig, StudioError, read_users
 from tests.demo.conftest import make_dataset
 
-EXPLORE = dict(model_name="default", expert_spec="box", force=True, desc=False, do_sample=False, temp=1.0, p=1.0)
+EXPLORE = dict(model_name="default", expert_spec="box", force=True, desc=False, do_sample=False, temp=1.0, p=1.0,
+               fused=False)
 
 
 def explore(client, image, **overrides):
@@ -35,6 +36,8 @@ def test_explore_streams_steps_3d_and_trace(served, photo):
     assert len(renders) == 2  # the render the model re-read + the strip of extra views
     data = json.load(open(trace))
     assert [s["name"] for s in data["steps"]][:2] == ["identify", "reflect"] and data["used_3d"]
+    _, (status, steps, final, *_rest) = explore(client, photo, fused=True)  # decided by photo and render together
+    assert "photo and render read together" in steps and "On the render" in steps
 
 
 def test_bad_uploads_give_a_message_and_the_app_keeps_serving(served, tmp_path, photo):

@@ -72,3 +72,34 @@ def test_evaluate_bad_inputs(tiny_model_dirs, test_set, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
     assert evaluate_main(["--data", str(tmp_path / "bad.jsonl"), "--images", str(tmp_path)]) == 2
     assert "bad.jsonl" in capsys.readouterr().err
+
+
+def test_evaluate_fuse_reports_photo_and_render_read_together(tiny_model_dirs, test_set, tmp_path, capsys):
+    """--fuse: every photo goes through the expert; where a render exists the fused class is the argmax of the
+    photo's and the render's class probabilities multiplied (checked against VLM.class_posterior directly)."""
+    from occmllm.vlm import VLM
+
+    synth, renders = test_set
+    out = tmp_path / "out"
+    args = ["--data", str(synth / "test_Q1.jsonl"), "--images", str(synth / "test" / "images"),
+            "--model", str(tiny_model_dirs["internvl"]), "--out", str(out), "--batch-size", "16"]
+    with pytest.raises(SystemExit):
+        evaluate_main(args + ["--fuse"])  # no expert: refused before loading anything
+    assert "--fuse needs a 3D expert" in capsys.readouterr().err
+    assert evaluate_main(args + ["--fuse", "--renders", str(renders)]) == 0
+    assert "photo + render fused: Decision" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    vlm = VLM.load(tiny_model_dirs["internvl"])
+    for row in rows:
+        sid = row["id"]
+        render = renders / f"{sid}_0_obman_test_rgb_{sid}.jpg.png"
+        if render.is_file():
+            p = vlm.class_posterior([Image.open(row["image"]).convert("RGB"), Image.open(render).convert("RGB")])
+            assert row["fused"] == prompts.CLASSES[int(np.argmax(np.log(p[0]) + np.log(p[1])))]
+        else:
+            assert row["fused"] == row["q1"]
+    assert report["fused"]["n"] == 7
+    assert report["fused"]["decision"] == pytest.approx(np.mean([r["fused"] == r["label"] for r in rows]))
+    hidden = [r for r in rows if int(r["id"]) / 7 < 0.4]
+    assert report["fused"]["visible_under_40"]["n"] == len(hidden)

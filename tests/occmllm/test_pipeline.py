@@ -88,3 +88,59 @@ def test_infer_cli(tiny_model_dirs, tmp_path, capsys):
     assert trace.image == str(photo) and trace.model_trained is False  # a factory build is marked untrained
     assert infer_main([str(photo), "--model", str(tmp_path / "nothing")]) == 2
     assert "model folder not found" in capsys.readouterr().err
+    renders = tmp_path / "renders"  # a precomputed render of photo.jpg: --force-3d --fuse reads both
+    renders.mkdir()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(renders / "photo.png")
+    assert infer_main([str(photo), "--model", str(tiny_model_dirs["internvl"]), "--expert", f"folder:{renders}",
+                       "--force-3d", "--fuse", "--json"]) == 0
+    trace = Trace.from_json(capsys.readouterr().out.strip())
+    decide_step = trace.step("decide")
+    assert trace.used_3d and decide_step.info["fused"] == trace.final in prompts.CLASSES
+    assert sum(decide_step.info["photo"].values()) == pytest.approx(1, abs=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_answer_logprobs_match_a_forward_pass_of_each_answer_alone(tiny_vlms, family):
+    """Batched, padded scoring equals the log-probability of each answer's tokens computed one text at a time."""
+    import torch
+
+    vlm = tiny_vlms[family]
+    other = Image.new("RGB", (64, 64), (200, 40, 40))
+    answers = [prompts.identify_answer(c) for c in ("jar", "cellphone", "remote")]
+    scores = vlm.answer_logprobs([PHOTO, other], prompts.Q1, answers, batch_size=4)  # batches split mid-image
+    assert scores.shape == (2, 3) and np.all(scores < 0)
+    prompt = vlm._prompt(prompts.Q1, None)
+    for i, image in enumerate([PHOTO, other]):
+        for k, answer in enumerate(answers):
+            inputs = vlm._inputs([image], [prompt + answer])
+            n = len(vlm.tokenizer(answer, add_special_tokens=False)["input_ids"])
+            with torch.no_grad():
+                logprobs = vlm.model(**inputs).logits.float().log_softmax(-1)[0]
+            ids = inputs["input_ids"][0]
+            expected = sum(float(logprobs[t - 1, ids[t]]) for t in range(len(ids) - n, len(ids)))
+            assert scores[i, k] == pytest.approx(expected, abs=1e-3)
+    posterior = vlm.class_posterior([PHOTO, other])
+    assert posterior.shape == (2, len(prompts.CLASSES)) and np.allclose(posterior.sum(1), 1)
+
+
+def test_fused_decision_is_the_class_photo_and_render_support_together(tiny_vlms, monkeypatch):
+    """With fuse=True the decision multiplies the photo's and the render's class probabilities: a class that is
+    second on both beats one that is first on one view and nearly excluded by the other."""
+    from occmllm import pipeline
+
+    vlm = tiny_vlms["llava"]
+    answers = iter(["The object is bottle.", "No.", "The object is jar."])
+    monkeypatch.setattr(vlm, "chat", lambda *a, **k: (lambda ans: (ans, [(a[1], ans)]))(next(answers)))
+    photo = np.full(len(prompts.CLASSES), 0.01)
+    render = np.full(len(prompts.CLASSES), 0.01)
+    bottle, jar, can = (prompts.CLASSES.index(c) for c in ("bottle", "jar", "can"))
+    photo[[bottle, jar, can]] = 0.60, 0.001, 0.30
+    render[[bottle, jar, can]] = 0.02, 0.70, 0.20
+    monkeypatch.setattr(vlm, "class_posterior", lambda images: np.stack([photo, render]))
+    trace = cot(vlm, PHOTO, expert=BoxExpert(), fuse=True)
+    assert trace.final == "can" and trace.final_text == prompts.identify_answer("can")
+    decide_step = trace.step("decide")
+    assert decide_step.info["fused"] == "can" and decide_step.info["render"]["jar"] == pytest.approx(0.7)
+    assert pipeline.fuse_posteriors(photo, render) == can
+    answers = iter(["The object is bottle.", "No.", "The object is jar."])  # without fuse: the seed's rule
+    assert cot(vlm, PHOTO, expert=BoxExpert()).final == "jar"
