@@ -17,7 +17,9 @@ Stages (the seed's table, ../shared/seed/NOTES.md; `starts` = the stage whose mo
     4b  SFT Q1, LM frozen           vision + projector    starts 4a
     4c  SFT CoT mix (Q0 / Q1+Q6)    projector + LM        starts 4b   <- the final model (OUT/final)
 After every stage its model is evaluated on the test split (occmllm.evaluate: Description / Reflection / Decision,
-and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json.
+and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json;
+`evaluate.fuse=true` adds the Decision with every photo also read through its 3D render, photo and render decided
+together (occmllm.evaluate --fuse).
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
@@ -314,24 +316,35 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
         expert_model = LearnedExpert(expert)
     else:
         expert_model = None
-    results, _ = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
-                          manifest=read_manifest(source.image_root), progress=True)
+    fuse = bool(settings.get("fuse")) and expert_model is not None
+    results, records = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
+                                manifest=read_manifest(source.image_root), progress=True, fuse=fuse)
     summary = metrics.summary(results)
     hidden = [r for r in results if r.visible_fraction is not None and r.visible_fraction < 0.4]
-    return {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],
-            "decision": summary["decision"], "decision_visible_under_40": metrics.decision(hidden) if hidden else None,
-            "n_visible_under_40": len(hidden), "3d_plus": summary["3d_plus"], "routed_to_3d": summary["routed_to_3d"]}
+    row = {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],
+           "decision": summary["decision"], "decision_visible_under_40": metrics.decision(hidden) if hidden else None,
+           "n_visible_under_40": len(hidden), "3d_plus": summary["3d_plus"], "routed_to_3d": summary["routed_to_3d"]}
+    if fuse:  # every test photo also read through its render, photo and render decided together
+        from occmllm.evaluate import fused_summary
+
+        fused = fused_summary(results, records)
+        row.update(decision_fused=fused["decision"], decision_fused_visible_under_40=fused["visible_under_40"]["decision"])
+    return row
 
 
 def write_results(out: Path, results: dict) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = ["| stage | what | Description | Reflection | Decision | Decision (visible < 40%) | n | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+    fused = any("decision_fused" in row for row in results.values())
+    extra = " Decision, photo + render fused | fused (visible < 40%) |" if fused else ""
+    lines = [f"| stage | what | Description | Reflection | Decision | Decision (visible < 40%) |{extra} n | minutes |",
+             "|---|---|---|---|---|---|" + ("---|---|" if fused else "") + "---|---|"]
     for stage_id, row in results.items():
+        cells = (f" {fmt(row.get('decision_fused'))} | {fmt(row.get('decision_fused_visible_under_40'))} |"
+                 if fused else "")
         lines.append(f"| {stage_id} | {row.get('what', '')} | {fmt(row.get('description'))} | "
                      f"{fmt(row.get('reflection'))} | {fmt(row.get('decision'))} | "
-                     f"{fmt(row.get('decision_visible_under_40'))} ({row.get('n_visible_under_40', 0)}) | "
+                     f"{fmt(row.get('decision_visible_under_40'))} ({row.get('n_visible_under_40', 0)}) |{cells} "
                      f"{row.get('n', '-')} | {row.get('minutes', '-')} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 

@@ -106,9 +106,11 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     from occmllm.vlm import VLM
 
     out = tmp_path / "smoke"
-    code, text = run(["--preset", "smoke", "--out", out], capsys)
+    code, text = run(["--preset", "smoke", "--out", out, "evaluate.fuse=true"], capsys)
     assert code == 0, text[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert all(0 <= row["decision_fused"] <= 1 for stage, row in results.items() if stage != "0")
+    assert "photo + render fused" in (out / "results.md").read_text()
     assert list(results) == ["0", "1", "2", "3a", "3b", "4a", "4b", "4c"]
     for stage, row in results.items():
         assert (out / f"stage_{stage}" / "DONE").is_file()
