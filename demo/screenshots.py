@@ -30,7 +30,7 @@ FLAGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-
          "--ignore-gpu-blocklist", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
-def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400) -> list[Path]:
+def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse: bool = False) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from demo.app import serve
@@ -68,6 +68,8 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400) -> l
                 page.wait_for_selector("#photo img", timeout=30000)
                 page.get_by_role("button", name="Settings").click()
                 page.get_by_label("Force 3D").check()
+                if fuse:
+                    page.get_by_label("Decide by photo and render together").check()
                 page.click("#run")
                 page.wait_for_selector("#final .final-answer", timeout=120000)
                 page.locator("#viewer").scroll_into_view_if_needed()
@@ -131,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNGs (default: docs)")
     parser.add_argument("--dataset", type=Path, help="dataset folder for Annotate (default: 40 synthetic samples)")
     parser.add_argument("--example", default="bottle_clear.jpg", help="the demo/examples photo run on Explore")
+    parser.add_argument("--fuse", action="store_true", help="Explore decides by photo and render together")
     args = parser.parse_args(argv)
-    shoot(args.out, args.dataset, args.example)
+    shoot(args.out, args.dataset, args.example, fuse=args.fuse)
 
 
 if __name__ == "__main__":
