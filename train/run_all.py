@@ -25,7 +25,8 @@ last checkpoint. Bad data or a bad model folder stops the run before any trainin
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
 `stages.ID.hflip=true` mirrors images at random, `augment=true` also zooms, moves, turns and recolours them,
 `compile=true` runs the forward pass through torch.compile on CUDA. `renders: true|oracle|expert|both` adds every Q1
-sample again on the object's ground-truth render and/or the learned expert's (data_tools.expert_renders).
+sample again on the object's ground-truth render and/or the learned expert's (made before the stage by
+data_tools.expert_renders with the run's 3D expert, `data.generate.workers` processes; resumable).
 Numbers in overrides may be written 3e-4.
 With `clarity.relabel: true` (the default preset) the clarity answers that stages 2, 3a and 4c learn are the seed's:
 "No." where stage 1's model answered Q1 wrongly, on `clarity.n` freshly generated photos it never trained on
@@ -295,6 +296,34 @@ def _config(cls, settings: dict):
     return cls(**settings)
 
 
+def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool) -> None:
+    """The 3D expert's render of every training photo a stage reads (`renders: expert|both`), made once by
+    data_tools.expert_renders with the run's expert (stage 0's, else the shipped one); resumable. Other ranks wait."""
+    from data_tools.expert_renders import FOLDER, render_split
+
+    folder = Path(data_dir) / "train" / FOLDER
+    marker = folder / f"COMPLETE_{limit or 'all'}"
+    if not rank0:
+        while not marker.is_file():
+            time.sleep(5)
+        return
+    if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
+        return
+    workers = ((config.get("data") or {}).get("generate") or {}).get("workers") or os.cpu_count() or 1
+    print(f">> expert renders of the training photos: {expert or 'the shipped expert'}, {workers} workers",
+          flush=True)
+    try:
+        counts = render_split(Path(data_dir), "train", str(expert) if expert else None, workers, limit)
+    except ValueError as error:
+        raise TrainError(f"expert renders: {error}") from None
+    print(f">> expert renders: {counts}", flush=True)
+    if counts["rendered"] + counts["skipped"] == 0:
+        raise TrainError(f"expert renders: the 3D expert ({expert or 'shipped'}) reconstructed nothing on the "
+                         f"{counts['nothing']} training photos of {data_dir}: `renders: expert|both` cannot be used "
+                         f"with these photos (use renders: oracle, or an expert trained on such photos)")
+    marker.write_text(json.dumps({"expert": str(expert), **counts}) + "\n")
+
+
 def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: dict) -> dict:
     """occmllm.evaluate on the test split: the paper's three scores and Decision under 40% visible."""
     from occmllm import metrics
@@ -448,7 +477,10 @@ def run(args) -> int:
                     time.sleep(5)
         print(f">> stage {stage.id}: {stage.what}", flush=True)
         t0 = time.time()
-        model = run_stage(stage, stage_settings(config, stage), start, stage_data, folder)
+        settings = stage_settings(config, stage)
+        if settings.get("renders") in ("expert", "both") and stage.kind != "expert":
+            make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
+        model = run_stage(stage, settings, start, stage_data, folder)
         minutes = round((time.time() - t0) / 60, 2)
         row = {"what": stage.what, "minutes": minutes}
         if stage.kind == "expert":

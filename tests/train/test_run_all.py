@@ -185,3 +185,30 @@ def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
             settings.pop(key, None)
         cls = {"sft": SFTConfig, "mpo": MPOConfig, "score": SCoReConfig}[stage.kind]
         assert isinstance(run_all._config(cls, settings), cls)
+
+
+def test_a_stage_on_expert_renders_makes_them_first_with_the_runs_expert(toy_copy, tmp_path, capsys):
+    """renders: expert with no expert renders in the data: run_all makes them (the shipped expert here, no stage 0),
+    the stage trains on photos + renders, and a rerun of the stage reuses them. Photos the expert finds nothing in
+    stop the run with a message."""
+    from data_tools.expert_renders import expert_identity
+
+    from occmllm.recon.experts import WEIGHTS
+
+    out = tmp_path / "er"
+    args = ["--preset", "smoke", "--out", out, "--stages", "1", "stages.1.renders=expert", "evaluate.enabled=false"]
+    code, text = run(args, capsys)
+    assert code == 0, text[-3000:]
+    folder = out / "data" / "train" / "expert_renders"
+    renders = sorted(folder.glob("*.png"))
+    photos = sorted((out / "data" / "train" / "images").glob("*"))
+    assert 0 < len(renders) <= len(photos) and "expert renders of the training photos" in text
+    assert json.loads((folder / "expert.json").read_text())["weights_sha256"] == \
+        expert_identity(str(WEIGHTS))["weights_sha256"]
+    assert (out / "stage_1" / "DONE").is_file()
+    code, text = run(args + ["--from", "1"], capsys)  # the renders are there: not made again
+    assert code == 0 and "expert renders of the training photos" not in text
+    # the toy dataset's photos are flat colours: nothing to reconstruct, a clear stop
+    code, text = run(["--preset", "smoke", "--data", toy_copy, "--out", tmp_path / "toy", "--stages", "1",
+                      "stages.1.renders=expert", "evaluate.enabled=false"], capsys)
+    assert code == 2 and "reconstructed nothing on the 32 training photos" in text
