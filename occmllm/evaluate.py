@@ -9,8 +9,8 @@ whose Q1 answer is wrong (so that "3D plus" is measured as defined); optionally 
 definitions are in occmllm/metrics.py. `--renders DIR` reads precomputed renders named as the seed's MOHO outputs
 (`{id}_0_obman_test_rgb_{id}.jpg.png`). `--fuse`: every photo also goes through the expert, and a second Decision is
 reported where the answer is the class that the photo and the render support together (the model's Q1 class
-probabilities on both, multiplied; `occmllm.pipeline.run_cot(fuse=True)`). Per-image visible fractions come from DIR/../manifest.parquet when present
-(the synthetic dataset's layout).
+probabilities on both, multiplied; `occmllm.pipeline.run_cot(fuse=True)`). Per-image visible fractions come from
+DIR/../manifest.parquet when present (the synthetic dataset's layout).
 
 Writes to --out: predictions.json (the seed's {id: final answer text}; "" where the render was needed but missing,
 which counts as wrong), results.jsonl (per image: raw answers answer_q1 / answer_q6 / answer_render, parsed q1 / clarity / render_answer / final), report.json (all metrics).
