@@ -96,7 +96,9 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
             jobs.append((str(images / conv.images[0]), str(target)))
     nothing = 0
     with tqdm(total=len(jobs), desc=f"{split}: expert renders", unit="photo", disable=not progress) as bar:
-        if workers <= 1:
+        if not jobs:  # everything rendered already: no expert to load, no processes to start
+            results = iter(())
+        elif workers <= 1:
             _start(expert)
             results = map(_render, jobs)
         else:
@@ -105,7 +107,7 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
         for message in results:
             nothing += message is not None
             bar.update(1)
-        if workers > 1:
+        if jobs and workers > 1:
             pool.close()
             pool.join()
     return {"rendered": len(jobs) - nothing, "skipped": skipped, "nothing": nothing}

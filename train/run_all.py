@@ -296,6 +296,12 @@ def _config(cls, settings: dict):
     return cls(**settings)
 
 
+def wait_for(marker: Path) -> None:
+    """Other ranks of a multi-GPU run: wait until rank 0 has written `marker` (data it makes for all of them)."""
+    while not marker.is_file():
+        time.sleep(5)
+
+
 def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool) -> None:
     """The 3D expert's render of every training photo a stage reads (`renders: expert|both`), made once by
     data_tools.expert_renders with the run's expert (stage 0's, else the shipped one); resumable. Other ranks wait."""
@@ -304,8 +310,7 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
     folder = Path(data_dir) / "train" / FOLDER
     marker = folder / f"COMPLETE_{limit or 'all'}"
     if not rank0:
-        while not marker.is_file():
-            time.sleep(5)
+        wait_for(marker)
         return
     if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
         return
@@ -473,8 +478,7 @@ def run(args) -> int:
                 stage_data = make_clarity_data(config, out, labeller, eval_settings)
             else:
                 stage_data = out / "clarity_data"
-                while not (stage_data / "RELABELLED").is_file():
-                    time.sleep(5)
+                wait_for(stage_data / "RELABELLED")
         print(f">> stage {stage.id}: {stage.what}", flush=True)
         t0 = time.time()
         settings = stage_settings(config, stage)

@@ -129,9 +129,10 @@ def score_one(task: tuple) -> dict:
             "seconds": seconds}
 
 
-def ceiling(data: Path, split: str, ids: list[str], expert_path) -> list[float]:
-    """Depth-aligned IoU of the ground-truth occupancy on the expert's frustum grid (true window), meshed as
-    reconstruct() meshes: the best the output representation can score."""
+def ceiling(data: Path, split: str, ids: list[str], config) -> list[float]:
+    """IoU of the ground-truth occupancy sampled on the expert's frustum grid (`config`: an OccupancyNetConfig) in the
+    true window at the true depth, meshed as reconstruct() meshes, against the true mesh: the best the output
+    representation can score."""
     import tempfile
 
     import torch
@@ -139,7 +140,6 @@ def ceiling(data: Path, split: str, ids: list[str], expert_path) -> list[float]:
     from occmllm.recon.data import DeviceDataset
     from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid
 
-    config = LearnedExpert(expert_path).config
     with tempfile.TemporaryDirectory() as cache:
         ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
     ious = []
@@ -211,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(times)} photos, one process): median {1000 * statistics.median(times):.0f} ms, "
               f"p90 {1000 * np.percentile(times, 90):.0f} ms (target <= 150 ms)")
     if args.ceiling:
-        ious = ceiling(data, args.split, ids[: args.ceiling], args.expert)
-        print(f"\nceiling: ground truth on the expert's {LearnedExpert(args.expert).config.n_xy}^2 x "
-              f"{LearnedExpert(args.expert).config.n_depth} frustum grid, meshed, vs the true mesh ({len(ious)} "
+        config = expert.config
+        ious = ceiling(data, args.split, ids[: args.ceiling], config)
+        print(f"\nceiling: ground truth on the expert's {config.n_xy}^2 x {config.n_depth} frustum grid, meshed, vs "
+              f"the true mesh ({len(ious)} "
               f"photos): mean IoU {np.mean(ious):.3f}, p10 {np.percentile(ious, 10):.3f}, median "
               f"{np.median(ious):.3f}")
     if args.json:
