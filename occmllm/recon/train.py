@@ -62,13 +62,16 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
                  device: str = "cpu", threads: int | None = 1, limit: int | None = None, seed: int = 0,
                  negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
                  progress: bool = True, minutes: float | None = None, workers: int | None = None,
-                 eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True) -> Path:
+                 eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True,
+                 init: str | Path | None = None) -> Path:
     """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
     comes first; returns out_dir with the saved model.
 
     threads: torch CPU threads (1 keeps a shared machine usable; None leaves torch's default).
     limit: use only the first `limit` samples of each split. workers: processes preparing the ground truth.
     eval_every: seconds of training between grid-IoU evaluations on the test split (when it exists).
+    init: start a new run from these weights (a folder with config.json + model.safetensors, e.g. the shipped
+    expert) instead of random ones: its architecture is kept; the optimizer and schedule start afresh.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,10 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
     if state is not None and "config" in state:
         config = OccupancyNetConfig.from_dict(state["config"])  # a resumed run keeps its architecture
+    elif init is not None:
+        if not (Path(init) / "config.json").is_file():
+            raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
+        config = OccupancyNet.from_pretrained(init).config
     data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress)
     test = None
     if (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
@@ -95,6 +102,9 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     model = OccupancyNet(config).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
+    if state is None and init is not None:
+        model.load_state_dict(OccupancyNet.from_pretrained(init, device=device).state_dict())
+        print(f"starting from the weights in {init}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -221,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                         "for quick CPU checks")
     parser.add_argument("--head", default="depth", choices=["depth", "intervals"], help="depth: a logit per depth "
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
+    parser.add_argument("--init", default=None, help="start from this trained expert's weights (e.g. "
+                        "occmllm/recon/weights) instead of random ones; ignored when --out has a checkpoint to resume")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
     config = OccupancyNetConfig(width=args.width, head=args.head, z_per_focal=True)
@@ -231,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
                        args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,
                        minutes=args.minutes, workers=args.workers, eval_every=args.eval_every,
-                       augment=not args.no_augment)
+                       augment=not args.no_augment, init=args.init)
     print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
 
 

@@ -10,12 +10,13 @@
 # --total-minutes M (wall-clock budget of the whole script) --device cuda|cpu --batch-size B --lr LR --workers W
 # --bench-limit N (test photos scored) --out-dir DIR (default $OUT) --tiny (small network, CPU smoke runs)
 # --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as shipped)
+# --init DIR (start from a trained expert's weights, e.g. occmllm/recon/weights) --seed S (the dataset's seed, default 0)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=32
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=32; INIT=""; SEED=0
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,7 +24,8 @@ while [ $# -gt 0 ]; do
     --total-minutes) TOTAL=$2; shift 2;; --device) DEVICE=$2; shift 2;; --batch-size) BATCH=$2; shift 2;;
     --lr) LR=$2; shift 2;; --workers) WORKERS=$2; shift 2;; --bench-limit) BENCH_LIMIT=$2; shift 2;;
     --out-dir) OUT_DIR=$2; shift 2;; --tiny) TINY=--tiny; shift;; --minutes) MINUTES=$2; shift 2;; --width) WIDTH=$2; shift 2;;
-    -h|--help) sed -n 2,14p "$0"; exit 0;;
+    --init) INIT="--init $2"; shift 2;; --seed) SEED=$2; shift 2;;
+    -h|--help) sed -n 2,15p "$0"; exit 0;;
     *) echo "gpu_recon.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -39,7 +41,7 @@ $PY -c "import torch, trimesh, skimage, pyrender; print('torch', torch.__version
 have=$(ls "$DATA/train/shapes" 2>/dev/null | wc -l || true); have_test=$(ls "$DATA/test/shapes" 2>/dev/null | wc -l || true)
 if [ $((have + have_test)) -lt "$N" ]; then
   echo "== [$(elapsed) s] generating $N samples into $DATA ($((have + have_test)) there)"
-  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed 0 --workers "$WORKERS" 2>&1 | quiet | tail -5
+  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed "$SEED" --workers "$WORKERS" 2>&1 | quiet | tail -5
 fi
 echo "== [$(elapsed) s] dataset: $(ls "$DATA/train/shapes" | wc -l) train, $(ls "$DATA/test/shapes" | wc -l) test"
 
@@ -53,7 +55,7 @@ if [ -z "$MINUTES" ]; then
 fi
 echo "== [$(elapsed) s] training $MINUTES min on $DEVICE"
 $PY -m occmllm.recon.train --data "$DATA" --out "$RUN" --minutes "$MINUTES" --device "$DEVICE" \
-  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 --width "$WIDTH" --quiet $TINY
+  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 --width "$WIDTH" --quiet $TINY $INIT
 cp "$RUN/config.json" "$RUN/model.safetensors" "$OUT_DIR/recon/"
 cp "$RUN/loss.csv" "$RUN/eval.csv" "$OUT_DIR/" 2>/dev/null || true
 echo "== [$(elapsed) s] trained; weights in $OUT_DIR/recon"
