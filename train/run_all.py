@@ -302,31 +302,60 @@ def wait_for(marker: Path) -> None:
         time.sleep(5)
 
 
-def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool) -> None:
-    """The 3D expert's render of every training photo a stage reads (`renders: expert|both`), made once by
-    data_tools.expert_renders with the run's expert (stage 0's, else the shipped one); resumable. Other ranks wait."""
+def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool,
+                        split: str = "train") -> Path:
+    """The 3D expert's render of every photo of a split (the training photos a stage reads with `renders:
+    expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
+    (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait.
+    Returns the renders' folder."""
     from data_tools.expert_renders import FOLDER, render_split
 
-    folder = Path(data_dir) / "train" / FOLDER
+    folder = Path(data_dir) / split / FOLDER
     marker = folder / f"COMPLETE_{limit or 'all'}"
     if not rank0:
         wait_for(marker)
-        return
+        return folder
     if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
-        return
+        return folder
+    import torch
+
     workers = ((config.get("data") or {}).get("generate") or {}).get("workers") or os.cpu_count() or 1
-    print(f">> expert renders of the training photos: {expert or 'the shipped expert'}, {workers} workers",
-          flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f">> expert renders of the {'training' if split == 'train' else split} photos: {expert or 'the shipped expert'}, {workers} workers, network "
+          f"on {device}", flush=True)
+    t0 = time.time()
     try:
-        counts = render_split(Path(data_dir), "train", str(expert) if expert else None, workers, limit)
+        counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device)
     except ValueError as error:
         raise TrainError(f"expert renders: {error}") from None
-    print(f">> expert renders: {counts}", flush=True)
-    if counts["rendered"] + counts["skipped"] == 0:
+    print(f">> expert renders: {counts} in {time.time() - t0:.1f} s", flush=True)
+    if counts["rendered"] + counts["skipped"] == 0 and split == "train":  # (a test photo without: the route's answer)
         raise TrainError(f"expert renders: the 3D expert ({expert or 'shipped'}) reconstructed nothing on the "
                          f"{counts['nothing']} training photos of {data_dir}: `renders: expert|both` cannot be used "
                          f"with these photos (use renders: oracle, or an expert trained on such photos)")
     marker.write_text(json.dumps({"expert": str(expert), **counts}) + "\n")
+    return folder
+
+
+def evaluation_expert(route: str, expert: Path | None, data_dir: Path):
+    """The 3D expert the evaluation routes to: `oracle`, `learned` (the run's expert; its precomputed renders of
+    the test photos when make_expert_renders wrote them for this expert: the same images, made once), or None."""
+    if route == "oracle":
+        from occmllm.recon import OracleExpert
+
+        return OracleExpert(data_dir, "test")
+    if route != "learned" or expert is None or not (Path(expert) / "config.json").is_file():
+        return None
+    from data_tools.expert_renders import FOLDER
+
+    marker = Path(data_dir) / "test" / FOLDER / "COMPLETE_all"
+    if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
+        from occmllm.recon import FolderExpert
+
+        return FolderExpert(marker.parent)
+    from occmllm.recon import LearnedExpert
+
+    return LearnedExpert(expert)
 
 
 def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: dict) -> dict:
@@ -339,17 +368,7 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
     source = DataDir(data_dir).require("Q1", "test")
     items = read_test_set(source.annotation, source.image_root)[: settings.get("limit")]
     vlm = VLM.load(model)
-    route = settings.get("expert", "learned")
-    if route == "oracle":
-        from occmllm.recon import OracleExpert
-
-        expert_model = OracleExpert(data_dir, "test")
-    elif route == "learned" and expert is not None and (Path(expert) / "config.json").is_file():
-        from occmllm.recon import LearnedExpert
-
-        expert_model = LearnedExpert(expert)
-    else:
-        expert_model = None
+    expert_model = evaluation_expert(settings.get("expert", "learned"), expert, data_dir)
     fuse = bool(settings.get("fuse")) and expert_model is not None
     results, records = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
                                 manifest=read_manifest(source.image_root), progress=True, fuse=fuse)
@@ -491,6 +510,8 @@ def run(args) -> int:
             expert = model
             row["model"] = str(model)
         elif evaluate and rank0:
+            if eval_settings.get("fuse") and eval_settings.get("expert", "learned") == "learned" and expert:
+                make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
             print(f">> evaluating stage {stage.id} on the test split", flush=True)
             row.update(evaluate_model(model, data_dir, expert, eval_settings))
         if rank0:

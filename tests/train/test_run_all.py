@@ -111,6 +111,9 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert all(0 <= row["decision_fused"] <= 1 for stage, row in results.items() if stage != "0")
     assert "photo + render fused" in (out / "results.md").read_text()
+    made = json.loads((out / "data" / "test" / "expert_renders" / "COMPLETE_all").read_text())  # test renders made once
+    assert made["expert"] == str(out / "stage_0" / "model") and "expert renders of the test photos" in text
+    assert text.count("expert renders of the test photos") == 1
     assert list(results) == ["0", "1", "2", "3a", "3b", "4a", "4b", "4c"]
     for stage, row in results.items():
         assert (out / f"stage_{stage}" / "DONE").is_file()
