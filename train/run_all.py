@@ -19,7 +19,8 @@ Stages (the seed's table, ../shared/seed/NOTES.md; `starts` = the stage whose mo
 After every stage its model is evaluated on the test split (occmllm.evaluate: Description / Reflection / Decision,
 and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json;
 `evaluate.fuse=true` adds the Decision with every photo also read through its 3D render, photo and render decided
-together (occmllm.evaluate --fuse).
+together (occmllm.evaluate --fuse); `evaluate.fuse=[1,4c]` only after those stages (each fused pass reads every test
+photo's render: ~85 s on an H100 for 2,400 photos).
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
@@ -369,7 +370,7 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
     items = read_test_set(source.annotation, source.image_root)[: settings.get("limit")]
     vlm = VLM.load(model)
     expert_model = evaluation_expert(settings.get("expert", "learned"), expert, data_dir)
-    fuse = bool(settings.get("fuse")) and expert_model is not None
+    fuse = bool(settings.get("fuse")) and expert_model is not None  # (fuses_after() has picked the stages)
     results, records = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
                                 manifest=read_manifest(source.image_root), progress=True, fuse=fuse)
     summary = metrics.summary(results)
@@ -383,6 +384,14 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
         fused = fused_summary(results, records)
         row.update(decision_fused=fused["decision"], decision_fused_visible_under_40=fused["visible_under_40"]["decision"])
     return row
+
+
+def fuses_after(stage: Stage, eval_settings: dict) -> bool:
+    """Whether the evaluation after `stage` also fuses photo and render: `evaluate.fuse` true, or a list of stage ids."""
+    fuse = eval_settings.get("fuse")
+    if isinstance(fuse, (list, tuple)):
+        return stage.id in {str(s) for s in fuse}
+    return bool(fuse)
 
 
 def write_results(out: Path, results: dict) -> None:
@@ -510,10 +519,11 @@ def run(args) -> int:
             expert = model
             row["model"] = str(model)
         elif evaluate and rank0:
-            if eval_settings.get("fuse") and eval_settings.get("expert", "learned") == "learned" and expert:
+            fuse = fuses_after(stage, eval_settings)
+            if fuse and eval_settings.get("expert", "learned") == "learned" and expert:
                 make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
             print(f">> evaluating stage {stage.id} on the test split", flush=True)
-            row.update(evaluate_model(model, data_dir, expert, eval_settings))
+            row.update(evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse}))
         if rank0:
             results[stage.id] = row
             write_results(out, results)

@@ -106,10 +106,11 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     from occmllm.vlm import VLM
 
     out = tmp_path / "smoke"
-    code, text = run(["--preset", "smoke", "--out", out, "evaluate.fuse=true"], capsys)
+    code, text = run(["--preset", "smoke", "--out", out, "evaluate.fuse=[1,4c]"], capsys)
     assert code == 0, text[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert all(0 <= row["decision_fused"] <= 1 for stage, row in results.items() if stage != "0")
+    assert all(0 <= results[stage]["decision_fused"] <= 1 for stage in ("1", "4c"))  # fused after these stages only
+    assert not any("decision_fused" in row for stage, row in results.items() if stage not in ("1", "4c"))
     assert "photo + render fused" in (out / "results.md").read_text()
     made = json.loads((out / "data" / "test" / "expert_renders" / "COMPLETE_all").read_text())  # test renders made once
     assert made["expert"] == str(out / "stage_0" / "model") and "expert renders of the test photos" in text
