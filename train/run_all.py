@@ -304,26 +304,26 @@ def wait_for(marker: Path) -> None:
 
 
 def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool,
-                        split: str = "train") -> Path:
+                        split: str = "train") -> None:
     """The 3D expert's render of every photo of a split (the training photos a stage reads with `renders:
     expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
-    (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait.
-    Returns the renders' folder."""
+    (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait."""
     from data_tools.expert_renders import FOLDER, render_split
 
     folder = Path(data_dir) / split / FOLDER
     marker = folder / f"COMPLETE_{limit or 'all'}"
     if not rank0:
         wait_for(marker)
-        return folder
+        return
     if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
-        return folder
+        return
     import torch
 
     workers = ((config.get("data") or {}).get("generate") or {}).get("workers") or os.cpu_count() or 1
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f">> expert renders of the {'training' if split == 'train' else split} photos: {expert or 'the shipped expert'}, {workers} workers, network "
-          f"on {device}", flush=True)
+    photos = "training" if split == "train" else split
+    print(f">> expert renders of the {photos} photos: {expert or 'the shipped expert'}, {workers} workers, "
+          f"network on {device}", flush=True)
     t0 = time.time()
     try:
         counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device)
@@ -335,7 +335,6 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
                          f"{counts['nothing']} training photos of {data_dir}: `renders: expert|both` cannot be used "
                          f"with these photos (use renders: oracle, or an expert trained on such photos)")
     marker.write_text(json.dumps({"expert": str(expert), **counts}) + "\n")
-    return folder
 
 
 def evaluation_expert(route: str, expert: Path | None, data_dir: Path):
