@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="render every photo again, also those already "
                         "rendered (needed after changing the expert)")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"error: --device {args.device}: no CUDA GPU here (use --device cpu)", file=sys.stderr)
+            return 2
     try:
         counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, overwrite=args.overwrite,
                               device=args.device)

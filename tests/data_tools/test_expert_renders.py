@@ -66,3 +66,9 @@ def test_training_reads_expert_renders_and_says_when_they_are_missing(small_data
         read_samples(DataDir(small_dataset).require("Q1", "test"), renders="expert")
     with pytest.raises(TrainError, match="oracle, expert or both"):
         read_samples(source, renders="learned")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_the_gpu_without_one_stops_with_a_message(small_dataset, capsys):
+    assert expert_renders.main(["--data", str(small_dataset), "--split", "train", "--device", "cuda"]) == 2
+    assert "no CUDA GPU here" in capsys.readouterr().err
