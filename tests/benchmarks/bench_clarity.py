@@ -1,0 +1,86 @@
+"""Does the model know when it is wrong? How well two signals tell its right Q1 answers from its wrong ones (ROC AUC):
+
+- P(clear): the probability it gives "Yes." against "No." as the clarity answer (Q6, after its own Q1 answer), the
+  seed's self-assessment, which decides whether the 3D route is taken;
+- confidence: the largest of its eight Q1 class probabilities on the photo (`VLM.class_posterior`).
+
+    python -m tests.benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
+
+AUC 0.5 = no better than chance; 1.0 = every wrong answer scores below every right one. Use photos the model never
+trained on (e.g. another seed's dataset).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+
+def auc(right: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of `score` for telling right (True) from wrong answers (Mann-Whitney U over the ranks)."""
+    right = np.asarray(right, bool)
+    ranks = rankdata(score)
+    n_right, n_wrong = int(right.sum()), int((~right).sum())
+    if not n_right or not n_wrong:
+        return float("nan")
+    return float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_wrong))
+
+
+@torch.inference_mode()
+def p_clear(vlm, image, q1_answer: str) -> float:
+    """P("Yes.") / (P("Yes.") + P("No.")) as the Q6 reply after the Q1 turn (teacher-forced, answer tokens only)."""
+    from occmllm import prompts
+
+    prompt = vlm._prompt(prompts.Q6, [(prompts.Q1, q1_answer)])
+    answers = [prompts.clarity_answer(True), prompts.clarity_answer(False)]
+    inputs = vlm._inputs([image, image], [prompt + a for a in answers])
+    logprobs = vlm.model(**inputs).logits.float().log_softmax(-1)
+    scores = []
+    for row, answer in enumerate(answers):
+        n = len(vlm.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        positions = inputs["attention_mask"][row].nonzero()[:, 0][-n:]
+        tokens = inputs["input_ids"][row, positions]
+        scores.append(float(logprobs[row, positions - 1].gather(-1, tokens[:, None]).sum()))
+    return float(1 / (1 + np.exp(scores[1] - scores[0])))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_clarity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth layout)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=600, help="first N photos of {split}_Q1.jsonl")
+    parser.add_argument("--model", default=None, help="VLM folder (default: the shipped default model)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from occmllm import formats, prompts
+    from occmllm.images import load_image
+    from occmllm.vlm import VLM
+
+    vlm = VLM.load(args.model) if args.model else VLM.load_default()
+    convs = formats.read_conversations(args.data / f"{args.split}_Q1.jsonl")[: args.limit]
+    right, clear, confidence = [], [], []
+    for start in tqdm(range(0, len(convs), args.batch_size), desc="photos", unit="batch"):
+        batch = convs[start:start + args.batch_size]
+        images = [load_image(args.data / args.split / "images" / c.images[0]) for c in batch]
+        answers = vlm.generate_batch(images, [prompts.Q1] * len(images))
+        posterior = vlm.class_posterior(images)
+        for conv, image, answer, p in zip(batch, images, answers, posterior):
+            right.append(prompts.parse_object(answer) == prompts.parse_object(conv.conversations[1]["value"]))
+            clear.append(p_clear(vlm, image, answer))
+            confidence.append(float(p.max()))
+    right, clear, confidence = np.array(right), np.array(clear), np.array(confidence)
+    print(f"{len(right)} photos of {args.data}/{args.split}, Q1 right on {right.mean():.3f}")
+    for name, score in (("P(clear), the clarity answer", clear), ("confidence, max class probability", confidence)):
+        q = np.percentile(score, [0, 25, 50, 75, 100])
+        print(f"{name:<36} AUC {auc(right, score):.3f}   min / quartiles / max {' / '.join(f'{v:.3f}' for v in q)}")
+
+
+if __name__ == "__main__":
+    main()
