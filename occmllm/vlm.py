@@ -391,18 +391,20 @@ class VLM:
 
     # --- scoring -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def answer_logprobs(self, images: list, question: str, answers: list[str], batch_size: int = 64) -> np.ndarray:
+    def answer_logprobs(self, images: list, question: str, answers: list[str], batch_size: int = 64,
+                        histories: list[list[tuple[str, str]]] | None = None) -> np.ndarray:
         """(len(images), len(answers)) log-probabilities of each answer text (teacher-forced, its tokens only) as the
-        reply to `question` about each image. Padding side does not matter: the answer is the last tokens of each
-        row."""
+        reply to `question` about each image (after that image's earlier turns `histories[i]` when given). Padding
+        side does not matter: the answer is the last tokens of each row."""
         images = [load_image(image) for image in images]
-        prompt = self._prompt(question, None)
+        prompts_ = [self._prompt(question, h) for h in histories] if histories else \
+            [self._prompt(question, None)] * len(images)
         lengths = [len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers]
-        pairs = [(image, k) for image in images for k in range(len(answers))]
+        pairs = [(i, k) for i in range(len(images)) for k in range(len(answers))]
         scores = np.zeros(len(pairs), dtype=np.float64)
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
-            inputs = self._inputs([image for image, _ in chunk], [prompt + answers[k] for _, k in chunk])
+            inputs = self._inputs([images[i] for i, _ in chunk], [prompts_[i] + answers[k] for i, k in chunk])
             logprobs = self.model(**inputs).logits.float().log_softmax(-1)
             for row, (_, k) in enumerate(chunk):
                 real = inputs["attention_mask"][row].nonzero()[:, 0]  # positions of real tokens, in order

@@ -88,10 +88,12 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
     if state is not None and "config" in state:
         config = OccupancyNetConfig.from_dict(state["config"])  # a resumed run keeps its architecture
-    elif init is not None:
+    initial = None
+    if state is None and init is not None:
         if not (Path(init) / "config.json").is_file():
             raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
-        config = OccupancyNet.from_pretrained(init).config
+        initial = OccupancyNet.from_pretrained(init)
+        config = initial.config
     data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress)
     test = None
     if (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
@@ -102,8 +104,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     model = OccupancyNet(config).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    if state is None and init is not None:
-        model.load_state_dict(OccupancyNet.from_pretrained(init, device=device).state_dict())
+    if initial is not None:
+        model.load_state_dict(initial.state_dict())
         print(f"starting from the weights in {init}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator(device=device)

@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 
@@ -29,22 +28,13 @@ def auc(right: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_wrong))
 
 
-@torch.inference_mode()
-def p_clear(vlm, image, q1_answer: str) -> float:
-    """P("Yes.") / (P("Yes.") + P("No.")) as the Q6 reply after the Q1 turn (teacher-forced, answer tokens only)."""
+def p_clear(vlm, images: list, q1_answers: list[str]) -> np.ndarray:
+    """P("Yes.") / (P("Yes.") + P("No.")) as the Q6 reply after each photo's Q1 turn (VLM.answer_logprobs)."""
     from occmllm import prompts
 
-    prompt = vlm._prompt(prompts.Q6, [(prompts.Q1, q1_answer)])
-    answers = [prompts.clarity_answer(True), prompts.clarity_answer(False)]
-    inputs = vlm._inputs([image, image], [prompt + a for a in answers])
-    logprobs = vlm.model(**inputs).logits.float().log_softmax(-1)
-    scores = []
-    for row, answer in enumerate(answers):
-        n = len(vlm.tokenizer(answer, add_special_tokens=False)["input_ids"])
-        positions = inputs["attention_mask"][row].nonzero()[:, 0][-n:]
-        tokens = inputs["input_ids"][row, positions]
-        scores.append(float(logprobs[row, positions - 1].gather(-1, tokens[:, None]).sum()))
-    return float(1 / (1 + np.exp(scores[1] - scores[0])))
+    scores = vlm.answer_logprobs(images, prompts.Q6, [prompts.clarity_answer(True), prompts.clarity_answer(False)],
+                                 histories=[[(prompts.Q1, a)] for a in q1_answers])
+    return 1 / (1 + np.exp(scores[:, 1] - scores[:, 0]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         images = [load_image(args.data / args.split / "images" / c.images[0]) for c in batch]
         answers = vlm.generate_batch(images, [prompts.Q1] * len(images))
         posterior = vlm.class_posterior(images)
-        for conv, image, answer, p in zip(batch, images, answers, posterior):
+        clear.extend(p_clear(vlm, images, answers).tolist())
+        for conv, answer, p in zip(batch, answers, posterior):
             right.append(prompts.parse_object(answer) == prompts.parse_object(conv.conversations[1]["value"]))
-            clear.append(p_clear(vlm, image, answer))
             confidence.append(float(p.max()))
     right, clear, confidence = np.array(right), np.array(clear), np.array(confidence)
     print(f"{len(right)} photos of {args.data}/{args.split}, Q1 right on {right.mean():.3f}")
