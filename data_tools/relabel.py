@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from occmllm import formats
@@ -27,22 +28,51 @@ from .synth import writer
 
 
 def relabel(manifest: pd.DataFrame, predictions: dict[str, str], missing: str, source: str) -> pd.DataFrame:
+    """The seed's rule: `clear` is whether the prediction for each id names the manifest's class."""
+    absent = [sid for sid in manifest["id"] if sid not in predictions]
+    if absent and missing == "error":
+        raise ValueError(f"{len(absent)} of {len(manifest)} images have no prediction (first: {absent[0]}); "
+                         "pass --missing keep (keep their label) or --missing unclear")
+    right = {sid: parse_object(predictions[sid]) == cls
+             for sid, cls in zip(manifest["id"], manifest["class"]) if sid in predictions}
+    return set_clear(manifest, right, missing, source)
+
+
+def set_clear(manifest: pd.DataFrame, clear: dict[str, bool], missing: str, source: str) -> pd.DataFrame:
+    """A copy of `manifest` whose `clear` column is `clear[id]` (ids without one: `missing` = keep their label, else
+    unclear); the generator's visibility label is kept as `clear_visibility`, where each label came from as
+    `clear_source`."""
     m = manifest.copy()
     if "clear_visibility" not in m.columns:
         m["clear_visibility"] = m["clear"].astype(bool)
-    absent = [sid for sid in m["id"] if sid not in predictions]
-    if absent and missing == "error":
-        raise ValueError(f"{len(absent)} of {len(m)} images have no prediction (first: {absent[0]}); "
-                         "pass --missing keep (keep their label) or --missing unclear")
-    right = [parse_object(predictions[sid]) == cls if sid in predictions else None
-             for sid, cls in zip(m["id"], m["class"])]
     if missing == "keep":
-        right = [bool(c) if r is None else r for r, c in zip(right, m["clear"])]
+        m["clear"] = [bool(clear[sid]) if sid in clear else bool(c) for sid, c in zip(m["id"], m["clear"])]
     else:
-        right = [bool(r) for r in right]
-    m["clear"] = right
-    m["clear_source"] = [source if sid in predictions else f"{missing}:no prediction" for sid in m["id"]]
+        m["clear"] = [bool(clear.get(sid, False)) for sid in m["id"]]
+    m["clear_source"] = [source if sid in clear else f"{missing}:no prediction" for sid in m["id"]]
     return m
+
+
+def routing_threshold(confidence, photo_right, render_right, max_unclear: float = 0.5) -> tuple[float, int, float]:
+    """The routing rule that the clarity answer should follow when the 3D route helps: "No." (read the render) for
+    the photos whose Q1 answer the model is least sure of. Picks how many of the least sure photos to route (at most
+    `max_unclear` of them; the fewest among equals) so that the most answers come out right, reading the render's
+    answer for those and the photo's for the rest. Returns (threshold, routed, accuracy): a photo is unclear when
+    its confidence < threshold (inf: all routed; -inf: none)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    photo_right, render_right = np.asarray(photo_right, bool), np.asarray(render_right, bool)
+    if not len(confidence):
+        raise ValueError("routing_threshold: no photos")
+    order = np.argsort(confidence, kind="stable")
+    conf, photo, render = confidence[order], photo_right[order], render_right[order]
+    # k routed (the k least sure): right = render[:k].sum() + photo[k:].sum(), for k = 0 .. n
+    right = np.concatenate([[0], np.cumsum(render)]) + np.concatenate([np.cumsum(photo[::-1])[::-1], [0]])
+    allowed = np.arange(len(conf) + 1) <= max_unclear * len(conf)
+    k = int(np.argmax(np.where(allowed, right, -1)))
+    while 0 < k < len(conf) and conf[k - 1] == conf[k]:  # ties in confidence: route all of them or none
+        k -= 1
+    threshold = -np.inf if k == 0 else (np.inf if k == len(conf) else float(conf[k]))
+    return threshold, k, float(right[k] / len(conf))
 
 
 def write_relabelled(data: Path, split: str, m: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -375,19 +375,32 @@ class VLM:
     # --- batched generation ------------------------------------------------------------------------
     @torch.inference_mode()
     def generate_batch(self, images: list, questions: list[str], histories: list | None = None,
-                       max_new_tokens: int | None = None) -> list[str]:
-        """Greedy answers for a batch, left-padded, one `generate` call. `histories[i]` is image i's earlier turns."""
+                       max_new_tokens: int | None = None, with_logprobs: bool = False):
+        """Greedy answers for a batch, left-padded, one `generate` call. `histories[i]` is image i's earlier turns.
+        With `with_logprobs=True` returns (answers, logprobs): each answer's log-probability under the model (the sum
+        over its generated tokens up to and including the end-of-sequence token), how sure the model is of it."""
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         if not images:
-            return []
+            return ([], np.zeros(0)) if with_logprobs else []
         images = [load_image(image) for image in images]
         histories = histories or [None] * len(images)
         texts = [self._prompt(q, h) for q, h in zip(questions, histories)]
         inputs = self._inputs(images, texts)
-        sequences = self.model.generate(**inputs, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                        do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-        return self._decode(sequences[:, inputs["input_ids"].shape[1]:])
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                     do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+                                     return_dict_in_generate=True, output_logits=with_logprobs)
+        generated = output.sequences[:, inputs["input_ids"].shape[1]:]
+        answers = self._decode(generated)
+        if not with_logprobs:
+            return answers
+        logprobs = torch.stack(output.logits, 1).float().log_softmax(-1)  # (batch, steps, vocab), raw logits
+        chosen = logprobs.gather(-1, generated[:, :logprobs.shape[1], None])[..., 0]
+        eos = self.model.generation_config.eos_token_id
+        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=generated.device)
+        ended = torch.isin(generated[:, :chosen.shape[1]], eos).long().cumsum(1)
+        keep = (ended == 0) | ((ended == 1) & torch.isin(generated[:, :chosen.shape[1]], eos))  # up to the first EOS
+        return answers, (chosen * keep).sum(1).cpu().numpy().astype(np.float64)
 
     # --- scoring -----------------------------------------------------------------------------------
     @torch.inference_mode()

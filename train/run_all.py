@@ -176,15 +176,25 @@ def synthesize(folder: Path, seed: int, generate: dict, message: str) -> None:
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
 
 
-def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict) -> Path | None:
-    """The seed's clarity labels (NOTES.md: an image is "No." when an earlier fine-tuned checkpoint answered Q1 wrongly
-    on it), made on photos the model never trained on: a second dataset of `clarity.n` photos (data_tools.synth, seed
-    + 1000, all in the train split) in OUT/clarity_data, the stage-1 model's Q1 answer on each, and its clarity files
-    (Q1_Q6, DPO pairs, CoT mix) rewritten from those answers (data_tools.relabel). None when the preset does not ask
-    for it (`clarity.relabel`); the stages then read the generator's visibility labels."""
+def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict, expert: Path | None = None,
+                      rank0: bool = True) -> Path | None:
+    """The clarity labels that the stages reading Q1+Q6 conversations learn, made on photos the model never trained
+    on: a second dataset of `clarity.n` photos (data_tools.synth, seed + 1000, all in the train split) in
+    OUT/clarity_data, the stage-1 model's Q1 answer on each, and its clarity files (Q1_Q6, DPO pairs, CoT mix)
+    rewritten from those answers (data_tools.relabel). `clarity.rule`:
+    - `answer` (the seed's, NOTES.md): "No." where the model answered Q1 wrongly;
+    - `route`: "No." where the model is least sure of its Q1 answer (its log-probability), as many photos as make
+      the most answers right when those read the 3D expert's render instead of the photo (the render's answers are
+      the model's own on the expert's renders of these photos; at most `clarity.max_unclear` of them): the clarity
+      answer then says when the 3D route helps, something the model can learn from the image.
+    None when the preset does not ask for relabelling (`clarity.relabel`); the stages then read the generator's
+    visibility labels."""
     spec = config.get("clarity", {}) or {}
     if not spec.get("relabel"):
         return None
+    rule = spec.get("rule", "answer")
+    if rule not in ("answer", "route"):
+        raise TrainError(f"clarity.rule: {rule!r} is not one of answer, route")
     folder = out / "clarity_data"
     marker = folder / "RELABELLED"
     if marker.is_file():
@@ -194,11 +204,15 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict)
         generate.update(n=spec.get("n", 8000), split_test=0)
         synthesize(folder, config.get("seed", 0) + 1000, generate,
                    ">> clarity labels: generating photos stage 1 never saw:")
+    if rule == "route":
+        make_expert_renders(folder, expert, None, config, rank0)
 
+    import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from data_tools.relabel import relabel, write_relabelled
+    from data_tools.expert_renders import FOLDER
+    from data_tools.relabel import relabel, routing_threshold, set_clear, write_relabelled
     from occmllm import prompts
     from occmllm.evaluate import read_test_set
     from occmllm.images import load_image
@@ -209,19 +223,39 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict)
     items = read_test_set(source.annotation, source.image_root)
     vlm = VLM.load(model)
     size = eval_settings.get("batch_size", 32)
-    predictions = {}
+    predictions, logprob, on_render = {}, {}, {}
+    renders = folder / "train" / FOLDER
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
-        answers = vlm.generate_batch([load_image(i.image) for i in batch], [prompts.Q1] * len(batch))
+        answers, scores = vlm.generate_batch([load_image(i.image) for i in batch], [prompts.Q1] * len(batch),
+                                             with_logprobs=True)
         predictions.update((item.id, answer) for item, answer in zip(batch, answers))
+        logprob.update((item.id, float(score)) for item, score in zip(batch, scores))
+        if rule == "route":  # the model's answer on the expert's render (no render: nothing reconstructed, wrong)
+            rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
+            answers = vlm.generate_batch([load_image(renders / f"{i.id}.png") for i in rendered],
+                                         [prompts.Q1] * len(rendered))
+            on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
     manifest_path = folder / "train" / "manifest.parquet"
-    m = relabel(pd.read_parquet(manifest_path), predictions, "error", f"run_all: {model}")
+    manifest = pd.read_parquet(manifest_path)
+    m = relabel(manifest, predictions, "error", f"run_all: {model}")
+    summary = {"model": str(model), "rule": rule, "photos": len(m), "q1_right": int(m["clear"].sum())}
+    if rule == "route":
+        ids, classes = list(manifest["id"]), list(manifest["class"])
+        photo_right = np.array(m["clear"], bool)
+        render_right = np.array([prompts.parse_object(on_render.get(i, "")) == c for i, c in zip(ids, classes)])
+        confidence = np.array([logprob[i] for i in ids])
+        threshold, routed, accuracy = routing_threshold(confidence, photo_right, render_right,
+                                                        spec.get("max_unclear", 0.5))
+        m = set_clear(manifest, {i: bool(c >= threshold) for i, c in zip(ids, confidence)}, "error",
+                      f"run_all route: {model}")
+        summary.update(render_right=int(render_right.sum()), logprob_threshold=round(threshold, 4),
+                       decision_photo=round(float(photo_right.mean()), 4), decision_routed=round(accuracy, 4))
     m, counts = write_relabelled(folder, "train", m)
-    summary = {"model": str(model), "photos": len(m), "clear": int(m["clear"].sum()),
-               "unclear": int((~m["clear"]).sum()), "accuracy": round(float(m["clear"].mean()), 4),
-               "changed_from_visibility": int((m["clear"] != m["clear_visibility"]).sum())}
+    summary.update(clear=int(m["clear"].sum()), unclear=int((~m["clear"]).sum()),
+                   changed_from_visibility=int((m["clear"] != m["clear_visibility"]).sum()))
     if not summary["clear"] or not summary["unclear"]:
-        print(f"warning: stage 1 answered {'every' if summary['clear'] else 'no'} photo right: the balanced clarity "
+        print(f"warning: every photo is labelled {'clear' if summary['clear'] else 'unclear'}: the balanced clarity "
               "files (MPO pairs, CoT mix) are empty; more photos (clarity.n) or a longer stage 1 would fix that",
               file=sys.stderr)
     marker.write_text(json.dumps(summary) + "\n")
@@ -502,7 +536,7 @@ def run(args) -> int:
                 raise TrainError(f"stage {stage.id} reads clarity labels made by stage 1's model, and {labeller} "
                                  "has none: run stage 1 first")
             if rank0:
-                stage_data = make_clarity_data(config, out, labeller, eval_settings)
+                stage_data = make_clarity_data(config, out, labeller, eval_settings, expert, rank0)
             else:
                 stage_data = out / "clarity_data"
                 wait_for(stage_data / "RELABELLED")
@@ -519,7 +553,7 @@ def run(args) -> int:
             row["model"] = str(model)
         elif evaluate and rank0:
             fuse = fuses_after(stage, eval_settings)
-            if fuse and eval_settings.get("expert", "learned") == "learned" and expert:
+            if eval_settings.get("expert", "learned") == "learned" and expert:  # for the routed and fused photos
                 make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
             print(f">> evaluating stage {stage.id} on the test split", flush=True)
             row.update(evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse}))

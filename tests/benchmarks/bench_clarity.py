@@ -2,7 +2,9 @@
 
 - P(clear): the probability it gives "Yes." against "No." as the clarity answer (Q6, after its own Q1 answer), the
   seed's self-assessment, which decides whether the 3D route is taken;
-- confidence: the largest of its eight Q1 class probabilities on the photo (`VLM.class_posterior`).
+- confidence: the largest of its eight Q1 class probabilities on the photo (`VLM.class_posterior`);
+- log-probability: of its own greedy Q1 answer (`generate_batch(with_logprobs=True)`), what `clarity.rule: route`
+  in train/run_all.py labels the clarity answers by.
 
     python -m tests.benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
 
@@ -55,19 +57,21 @@ def main(argv: list[str] | None = None) -> None:
 
     vlm = VLM.load(args.model) if args.model else VLM.load_default()
     convs = formats.read_conversations(args.data / f"{args.split}_Q1.jsonl")[: args.limit]
-    right, clear, confidence = [], [], []
+    right, clear, confidence, logprob = [], [], [], []
     for start in tqdm(range(0, len(convs), args.batch_size), desc="photos", unit="batch"):
         batch = convs[start:start + args.batch_size]
         images = [load_image(args.data / args.split / "images" / c.images[0]) for c in batch]
-        answers = vlm.generate_batch(images, [prompts.Q1] * len(images))
+        answers, scores = vlm.generate_batch(images, [prompts.Q1] * len(images), with_logprobs=True)
+        logprob.extend(scores.tolist())
         posterior = vlm.class_posterior(images)
         clear.extend(p_clear(vlm, images, answers).tolist())
         for conv, answer, p in zip(batch, answers, posterior):
             right.append(prompts.parse_object(answer) == prompts.parse_object(conv.conversations[1]["value"]))
             confidence.append(float(p.max()))
-    right, clear, confidence = np.array(right), np.array(clear), np.array(confidence)
+    right, clear, confidence, logprob = map(np.array, (right, clear, confidence, logprob))
     print(f"{len(right)} photos of {args.data}/{args.split}, Q1 right on {right.mean():.3f}")
-    for name, score in (("P(clear), the clarity answer", clear), ("confidence, max class probability", confidence)):
+    for name, score in (("P(clear), the clarity answer", clear), ("confidence, max class probability", confidence),
+                        ("log-probability of its Q1 answer", logprob)):
         q = np.percentile(score, [0, 25, 50, 75, 100])
         print(f"{name:<36} AUC {auc(right, score):.3f}   min / quartiles / max {' / '.join(f'{v:.3f}' for v in q)}")
 

@@ -231,3 +231,20 @@ def test_preview_and_relabel(dataset, tmp_path, capsys):
     formats.write_predictions(tmp_path / "some.json", preds)
     assert relabel.main(["--data", str(work), "--split", "test", "--predictions", str(tmp_path / "some.json")]) == 2
     assert "have no prediction" in capsys.readouterr().err
+
+
+def test_routing_threshold_routes_the_least_sure_photos_where_the_render_helps():
+    import math
+
+    from data_tools.relabel import routing_threshold
+
+    confidence = [0.1, 0.2, 0.3, 0.4, 0.9, 0.95]
+    photo = [False, False, True, True, True, True]
+    render = [True, True, False, True, False, False]
+    # route the 2 least sure: 2 + 4 right of 6 (routing 4 gives 3 + 2)
+    assert routing_threshold(confidence, photo, render) == (0.3, 2, 1.0)
+    assert routing_threshold(confidence, photo, render, max_unclear=1 / 6) == (0.2, 1, 5 / 6)
+    threshold, routed, accuracy = routing_threshold(confidence, [True] * 6, [False] * 6)  # the render never helps
+    assert (threshold, routed, accuracy) == (-math.inf, 0, 1.0)
+    threshold, routed, _ = routing_threshold([0.1, 0.5, 0.5, 0.9], [False, False, True, True], [True, True, False, True])
+    assert (threshold, routed) == (0.5, 1)  # a tie at 0.5 is not split: neither of the two is routed

@@ -43,6 +43,36 @@ def test_batch_matches_one_at_a_time(tiny_vlms, family):
     assert batch == [vlm.chat(RED, prompts.Q1), vlm.chat(GREEN, prompts.Q1)]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_logprobs_are_the_generated_tokens_probabilities(tiny_vlms, family):
+    """generate_batch(with_logprobs=True): same answers, and each answer's log-probability equals a teacher-forced
+    forward pass over the generated tokens (up to the first end-of-sequence token)."""
+    import torch
+
+    vlm = tiny_vlms[family]
+    answers, logprobs = vlm.generate_batch([RED, GREEN], [prompts.Q1] * 2, max_new_tokens=4, with_logprobs=True)
+    assert answers == vlm.generate_batch([RED, GREEN], [prompts.Q1] * 2, max_new_tokens=4)
+    eos = vlm.model.generation_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos or [])
+    for image, logprob in zip([RED, GREEN], logprobs):
+        inputs = vlm._inputs([image], [vlm._prompt(prompts.Q1, None)])
+        with torch.inference_mode():
+            ids = vlm.model.generate(**inputs, max_new_tokens=4, do_sample=False,
+                                     pad_token_id=vlm.tokenizer.pad_token_id)[0, inputs["input_ids"].shape[1]:].tolist()
+            ids = ids[: next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))]  # up to the first EOS
+            length = inputs["input_ids"].shape[1]
+            full = {}  # the prompt plus the generated tokens, one teacher-forced pass
+            for key, value in inputs.items():
+                if torch.is_tensor(value) and value.dim() == 2 and value.shape == (1, length):
+                    extra = torch.tensor([ids]) if key == "input_ids" else torch.full(
+                        (1, len(ids)), 1 if key == "attention_mask" else 0)
+                    value = torch.cat([value, extra.to(value.dtype)], 1)
+                full[key] = value
+            logits = vlm.model(**full).logits[0].float().log_softmax(-1)
+            expected = sum(float(logits[length - 1 + k, token]) for k, token in enumerate(ids))
+        assert logprob < 0 and logprob == pytest.approx(expected, abs=1e-4)
+
+
 @pytest.mark.parametrize("family", ["internvl", "llava"])
 def test_sample_distinct_candidates_with_logprobs(tiny_vlms, family):
     candidates = tiny_vlms[family].sample(RED, prompts.Q1, n=3, temperature=1.5, max_new_tokens=6)

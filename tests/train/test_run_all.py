@@ -155,6 +155,42 @@ def test_clarity_labels_are_stage_1s_own_correctness_on_new_photos(toy_data, tmp
     assert (out / "stage_2" / "DONE").is_file()  # stage 2 trained on them
 
 
+def test_clarity_rule_route_says_no_where_the_model_is_least_sure(toy_data, tmp_path, capsys):
+    """clarity.rule=route: "No." on exactly the photos whose Q1 answer stage 1 gives a log-probability under the
+    threshold chosen with the expert's renders of these photos (made first), and the threshold is the one
+    data_tools.relabel.routing_threshold picks from the photo and render answers."""
+    import numpy as np
+
+    from data_tools.relabel import routing_threshold
+    from occmllm.formats import read_conversations
+    from occmllm.images import load_image
+    from occmllm.vlm import VLM
+
+    out = tmp_path / "route"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--out", out, "--stages", "1", "2",
+                      "clarity.relabel=true", "clarity.n=16", "clarity.rule=route", "evaluate.enabled=false"], capsys)
+    assert code == 0, text[-3000:]
+    labelled = out / "clarity_data"
+    summary = json.loads((labelled / "RELABELLED").read_text())
+    assert summary["rule"] == "route" and summary["photos"] == 16
+    stage1 = VLM.load(out / "stage_1" / "model")
+    conversations = read_conversations(labelled / "train_Q1_Q6.jsonl")
+    ids = [Path(c.images[0]).stem for c in conversations]
+    photos = [load_image(labelled / "train" / "images" / c.images[0]) for c in conversations]
+    answers, logprobs = stage1.generate_batch(photos, [prompts.Q1] * len(photos), with_logprobs=True)
+    classes = [prompts.parse_object(c.turns("gpt")[0]) for c in conversations]
+    renders = [labelled / "train" / "expert_renders" / f"{i}.png" for i in ids]
+    assert all(r.is_file() for r in renders)  # the expert rendered every toy photo
+    on_render = stage1.generate_batch([load_image(r) for r in renders], [prompts.Q1] * len(renders))
+    threshold, routed, _ = routing_threshold(
+        logprobs, [prompts.parse_object(a) == c for a, c in zip(answers, classes)],
+        [prompts.parse_object(a) == c for a, c in zip(on_render, classes)], 0.5)
+    assert summary["unclear"] == routed
+    for conv, score in zip(conversations, logprobs):
+        assert conv.turns("gpt")[1] == prompts.clarity_answer(bool(score >= threshold))
+    assert np.isclose(summary["logprob_threshold"], round(threshold, 4)) or not np.isfinite(threshold)
+
+
 def test_numbers_written_the_usual_way_are_numbers():
     from train.run_all import apply_override
 
