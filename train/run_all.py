@@ -450,7 +450,9 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
     print(f"  lora : {bool(config.get('lora'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
     clarity = config.get("clarity", {}) or {}
-    print("  clarity labels: " + (f"stage 1's answers on {clarity.get('n', 8000)} new photos (OUT/clarity_data)"
+    rule = {"route": "route to 3D where stage 1 is least sure", "answer": "stage 1's answers"}.get(
+        clarity.get("rule", "answer"), clarity.get("rule"))
+    print("  clarity labels: " + (f"{rule}, on {clarity.get('n', 8000)} new photos (OUT/clarity_data)"
                                   if clarity.get("relabel") else "the generator's visibility labels"))
     for stage in stages:
         done = " (done, skipped)" if (out / f"stage_{stage.id}" / "DONE").is_file() else ""
