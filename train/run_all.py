@@ -525,6 +525,10 @@ def run(args) -> int:
         if done.is_file():
             print(f">> stage {stage.id} ({stage.what}): done, skipped")
             continue
+        if stage.kind == "expert" and not rank0:  # one process trains the expert (one file set); the others wait
+            wait_for(done)
+            expert = Path(json.loads(done.read_text()).get("model") or folder / "model")
+            continue
         start = None
         if stage.starts:
             start = base if stage.starts == "base" else out / f"stage_{stage.starts}" / "model"
