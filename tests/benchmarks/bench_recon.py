@@ -107,12 +107,12 @@ def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manife
 _EXPERT = None
 
 
-def _init_worker(expert_path) -> None:
+def _init_worker(expert_path, threshold: float = 0.5) -> None:
     global _EXPERT
     import torch
 
     torch.set_num_threads(1)
-    _EXPERT = LearnedExpert(expert_path)
+    _EXPERT = LearnedExpert(expert_path, threshold=threshold)
 
 
 def score_one(task: tuple) -> dict:
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes scoring photos in parallel (1 thread "
                         "each); the timing always runs in this process alone")
     parser.add_argument("--model", default=None, help="a trained VLM folder: also report photo vs render accuracy")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="occupancy probability of the surface (LearnedExpert's threshold; default 0.5)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the timing")
     parser.add_argument("--vlm-only", action="store_true", help="with --model: only the VLM's photo / render "
                         "accuracy (no shape scores, no timing)")
@@ -189,17 +191,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(args.expert,)) as pool:
+        with ProcessPoolExecutor(args.workers, initializer=_init_worker,
+                                 initargs=(args.expert, args.threshold)) as pool:
             rows = list(tqdm(pool.map(score_one, tasks, chunksize=4), total=len(tasks), desc="reconstruct + score",
                              leave=False))
     else:
-        _init_worker(args.expert)
+        _init_worker(args.expert, args.threshold)
         torch.set_num_threads(args.threads)
         rows = [score_one(t) for t in tqdm(tasks, desc="reconstruct + score", leave=False)]
 
     table(rows, "aligned", "learned expert vs ground truth, depth-aligned (target: mean IoU >= 0.70)")
     table(rows, "absolute", "learned expert vs ground truth, absolute camera frame")
-    expert = LearnedExpert(args.expert)
+    expert = LearnedExpert(args.expert, threshold=args.threshold)
     times = []
     for sid in ids[: args.timing]:
         K = load_shape(data / args.split / "shapes" / f"{sid}.npz")[2]
