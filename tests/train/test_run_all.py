@@ -252,3 +252,22 @@ def test_a_stage_on_expert_renders_makes_them_first_with_the_runs_expert(toy_cop
     code, text = run(["--preset", "smoke", "--data", toy_copy, "--out", tmp_path / "toy", "--stages", "1",
                       "stages.1.renders=expert", "evaluate.enabled=false"], capsys)
     assert code == 2 and "reconstructed nothing on the 32 training photos" in text
+
+
+def test_under_torchrun_only_rank_0_trains_the_3d_expert(toy_data, tiny_model, tmp_path):
+    """A second process of a multi-GPU run (RANK=1) does not train stage 0 into the same folder: it waits for rank 0's
+    DONE marker and goes on with the expert that names."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, str(REPO / "train" / "run_all.py"), "--preset", "smoke", "--data",
+                                str(toy_data), "--model", str(tiny_model), "--out", str(out), "--stages", "0",
+                                "evaluate.enabled=false"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    time.sleep(8)
+    assert process.poll() is None, process.communicate()[0][-2000:]  # still waiting for rank 0
+    assert not (out / "stage_0" / "model").exists()  # and trained nothing
+    (out / "stage_0").mkdir(parents=True, exist_ok=True)  # what rank 0 writes when its expert is saved
+    (out / "stage_0" / "DONE").write_text(json.dumps({"what": "3D expert", "model": str(out / "expert")}) + "\n")
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output[-2000:]
+    assert not (out / "stage_0" / "model").exists()
