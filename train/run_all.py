@@ -227,15 +227,18 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     renders = folder / "train" / FOLDER
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
-        answers, scores = vlm.generate_batch([load_image(i.image) for i in batch], [prompts.Q1] * len(batch),
-                                             with_logprobs=True)
+        photos = [load_image(i.image) for i in batch]
+        if rule == "answer":
+            predictions.update(zip((i.id for i in batch), vlm.generate_batch(photos, [prompts.Q1] * len(batch))))
+            continue
+        answers, scores = vlm.generate_batch(photos, [prompts.Q1] * len(batch), with_logprobs=True)
         predictions.update((item.id, answer) for item, answer in zip(batch, answers))
         logprob.update((item.id, float(score)) for item, score in zip(batch, scores))
-        if rule == "route":  # the model's answer on the expert's render (no render: nothing reconstructed, wrong)
-            rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
-            answers = vlm.generate_batch([load_image(renders / f"{i.id}.png") for i in rendered],
-                                         [prompts.Q1] * len(rendered))
-            on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
+        # the model's answer on the expert's render (no render: nothing reconstructed, counted wrong)
+        rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
+        answers = vlm.generate_batch([load_image(renders / f"{i.id}.png") for i in rendered],
+                                     [prompts.Q1] * len(rendered))
+        on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
     manifest_path = folder / "train" / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path)
     m = relabel(manifest, predictions, "error", f"run_all: {model}")
