@@ -176,6 +176,17 @@ def synthesize(folder: Path, seed: int, generate: dict, message: str) -> None:
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
 
 
+def check_clarity_spec(spec: dict) -> str:
+    """The preset's `clarity` settings, checked before anything trains; returns the rule."""
+    rule = spec.get("rule", "answer")
+    if rule not in ("answer", "route"):
+        raise TrainError(f"clarity.rule: {rule!r} is not one of answer, route")
+    share = spec.get("max_unclear", 0.5)
+    if not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise TrainError(f"clarity.max_unclear: {share!r} is not a share of the photos in (0, 1]")
+    return rule
+
+
 def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict, expert: Path | None = None,
                       rank0: bool = True) -> Path | None:
     """The clarity labels that the stages reading Q1+Q6 conversations learn, made on photos the model never trained
@@ -192,9 +203,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     spec = config.get("clarity", {}) or {}
     if not spec.get("relabel"):
         return None
-    rule = spec.get("rule", "answer")
-    if rule not in ("answer", "route"):
-        raise TrainError(f"clarity.rule: {rule!r} is not one of answer, route")
+    rule = check_clarity_spec(spec)
     folder = out / "clarity_data"
     marker = folder / "RELABELLED"
     if marker.is_file():
@@ -516,6 +525,7 @@ def run(args) -> int:
         while not ((data_dir / "meta.json").is_file() and (base / "config.json").is_file()):
             time.sleep(5)
     check_inputs(stages, data_dir, base, evaluate)
+    check_clarity_spec(config.get("clarity", {}) or {})
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
 
     # --- the stages ---

@@ -72,6 +72,16 @@ def test_bad_input_stops_before_training_with_file_and_line(problem, toy_copy, t
     assert not (out / "stage_1").exists()  # nothing trained
 
 
+@pytest.mark.parametrize("setting, expected", [("clarity.rule=rout", "clarity.rule: 'rout' is not one of"),
+                                               ("clarity.max_unclear=1.5", "clarity.max_unclear: 1.5 is not a share")])
+def test_a_bad_clarity_setting_stops_before_stage_1_trains(setting, expected, toy_data, tiny_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--model", tiny_model, "--out", out, "--stages", "1", "2",
+                      "clarity.relabel=true", setting], capsys)
+    assert code == 2 and expected in text, text
+    assert not (out / "stage_1").exists()  # stopped before stage 1, not when stage 2 needed the labels
+
+
 def test_killed_run_resumes_mid_stage_and_skips_finished_stages(toy_data, tiny_model, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, str(REPO / "train" / "run_all.py"), "--preset", "smoke", "--data", str(toy_data),
