@@ -394,13 +394,14 @@ class VLM:
         answers = self._decode(generated)
         if not with_logprobs:
             return answers
-        logprobs = torch.stack(output.logits, 1).float().log_softmax(-1)  # (batch, steps, vocab), raw logits
-        chosen = logprobs.gather(-1, generated[:, :logprobs.shape[1], None])[..., 0]
+        tokens = generated[:, :len(output.logits)]  # one raw-logit step per generated token
+        logits = torch.stack(output.logits, 1).float()  # (batch, steps, vocab)
+        chosen = logits.gather(-1, tokens[..., None])[..., 0] - logits.logsumexp(-1)
         eos = self.model.generation_config.eos_token_id
-        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=generated.device)
-        ended = torch.isin(generated[:, :chosen.shape[1]], eos).long().cumsum(1)
-        keep = (ended == 0) | ((ended == 1) & torch.isin(generated[:, :chosen.shape[1]], eos))  # up to the first EOS
-        return answers, (chosen * keep).sum(1).cpu().numpy().astype(np.float64)
+        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=tokens.device)
+        is_eos = torch.isin(tokens, eos)
+        before = is_eos.long().cumsum(1) - is_eos.long()  # end-of-sequence tokens before this one
+        return answers, (chosen * (before == 0)).sum(1).cpu().numpy().astype(np.float64)  # up to the first EOS
 
     # --- scoring -----------------------------------------------------------------------------------
     @torch.inference_mode()

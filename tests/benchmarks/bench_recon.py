@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.vlm_only:
         if not args.model:
             parser.error("--vlm-only needs --model")
-        vlm_accuracy(args.model, data, args.split, ids, manifest, LearnedExpert(args.expert))
+        vlm_accuracy(args.model, data, args.split, ids, manifest,
+                     LearnedExpert(args.expert, threshold=args.threshold))
         return
     tasks = [(str(data), args.split, sid, manifest.get(sid, {}).get("visible_fraction")) for sid in ids]
     if args.workers > 1:
