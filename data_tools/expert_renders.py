@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -40,13 +41,55 @@ def _start(expert: str | None, device: str = "cpu") -> None:
 def _render(job: tuple[str, str]) -> str | None:
     """(photo, render path) -> None when written, else the expert's message."""
     photo, out = job
-    reconstruction = _expert.reconstruct(photo)
+    return _write(_expert.reconstruct(photo), out)
+
+
+def _finish(job: tuple) -> str | None:
+    """(network prediction or the photo's error message, render path) -> _write (meshing and rendering here)."""
+    prediction, out = job
+    if isinstance(prediction, str):
+        return prediction
+    return _write(_expert.from_prediction(prediction), out)
+
+
+def _write(reconstruction, out: str) -> str | None:
     if not reconstruction.ok:
         return reconstruction.message
     tmp = f"{out}.{os.getpid()}.tmp.png"
     Image.fromarray(reconstruction.render).save(tmp)
     os.replace(tmp, out)
     return None
+
+
+def _batched_predictions(jobs: list[tuple[str, str]], expert: str | None, device: str, batch_size: int,
+                         slots: threading.Semaphore):
+    """(prediction, render path) for each job, the network run in batches of `batch_size` on `device` in this
+    process (the photos decoded in threads); a photo that cannot be read gives its message instead. Waits for a
+    free `slot` before each item so that the predictions (a 64^3 grid each) never pile up ahead of the meshing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occmllm.recon import LearnedExpert
+
+    network = LearnedExpert(expert, device=device) if expert else LearnedExpert(device=device)
+
+    def read(job):
+        try:
+            return network.checked_photo(job[0])
+        except ValueError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(8) as threads:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start: start + batch_size]
+            photos = list(threads.map(read, batch))
+            good = [photo for photo in photos if not isinstance(photo, str)]
+            predictions = iter(network.predict_batch(good) if good else ())
+            for job, photo in zip(batch, photos):
+                slots.acquire()
+                if isinstance(photo, str):
+                    yield photo, job[1]
+                else:
+                    yield next(predictions), job[1]
 
 
 def expert_identity(expert: str | None) -> dict[str, str]:
@@ -62,10 +105,13 @@ def expert_identity(expert: str | None) -> dict[str, str]:
 
 
 def render_split(data: Path, split: str, expert: str | None = None, workers: int = 1, limit: int | None = None,
-                 progress: bool = True, overwrite: bool = False, device: str = "cpu") -> dict[str, int]:
+                 progress: bool = True, overwrite: bool = False, device: str = "cpu",
+                 batched: bool | None = None, batch_size: int = 64) -> dict[str, int]:
     """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts.
-    device: where each worker runs the network ("cuda": a few ms per photo instead of ~60; meshing and rendering stay
-    on the worker's CPU core).
+    device: where the network runs. batched (default: on a GPU with several workers): this process runs the network
+    on `batch_size` photos at a time and the workers only mesh and render (each worker running the network on the
+    GPU itself, one photo at a time, leaves it mostly switching between processes); otherwise every worker does
+    the whole reconstruction of its photos.
     Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
     from multiprocessing import get_context
 
@@ -97,10 +143,14 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
             skipped += 1
         else:
             jobs.append((str(images / conv.images[0]), str(target)))
-    nothing = 0
+    nothing, slots, pool = 0, None, None
     with tqdm(total=len(jobs), desc=f"{split}: expert renders", unit="photo", disable=not progress) as bar:
         if not jobs:  # everything rendered already: no expert to load, no processes to start
             results = iter(())
+        elif batched if batched is not None else (workers > 1 and device.startswith("cuda")):
+            slots = threading.Semaphore(max(4 * batch_size, 16 * workers))
+            pool = get_context("spawn").Pool(max(1, workers), initializer=_start, initargs=(expert, "cpu"))
+            results = pool.imap(_finish, _batched_predictions(jobs, expert, device, batch_size, slots), chunksize=4)
         elif workers <= 1:
             _start(expert, device)
             results = map(_render, jobs)
@@ -110,7 +160,9 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
         for message in results:
             nothing += message is not None
             bar.update(1)
-        if jobs and workers > 1:
+            if slots is not None:
+                slots.release()
+        if pool is not None:
             pool.close()
             pool.join()
     return {"rendered": len(jobs) - nothing, "skipped": skipped, "nothing": nothing}
@@ -125,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")
+    parser.add_argument("--batch-size", type=int, default=64, help="photos per pass of the network when it runs "
+                        "batched (on a GPU with several workers; default 64)")
     parser.add_argument("--overwrite", action="store_true", help="render every photo again, also those already "
                         "rendered (needed after changing the expert)")
     args = parser.parse_args(argv)
@@ -136,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, overwrite=args.overwrite,
-                              device=args.device)
+                              device=args.device, batch_size=args.batch_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

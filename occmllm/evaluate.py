@@ -19,6 +19,7 @@ which counts as wrong), results.jsonl (per image: raw answers answer_q1 / answer
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -68,6 +69,23 @@ def read_manifest(images: str | Path) -> dict[str, dict]:
     return {row["id"]: row for row in frame.to_dict("records")}
 
 
+class _Threads:
+    """A small thread pool, started on first use (image decoding and file reads overlap; the GIL is let go)."""
+
+    def __init__(self, workers: int = 8):
+        self.workers, self.pool = workers, None
+
+    def map(self, fn, sequence):
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="evaluate-io")
+        return list(self.pool.map(fn, sequence))
+
+
+_threads = _Threads()
+
+
 def _batches(sequence, size):
     for start in range(0, len(sequence), size):
         yield sequence[start:start + size]
@@ -82,13 +100,19 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     raw = {item.id: {"id": item.id, "image": str(item.image), "label": item.label} for item in items}
     photos: dict[str, Image.Image | None] = {}
     bar = tqdm(total=len(items), desc="Q1+Q6", disable=not progress, unit="img")
+    def read(item):
+        try:
+            return load_image(item.image)
+        except ImageError as error:
+            return error
+
     for batch in _batches(items, batch_size):
         loaded = []
-        for item in batch:
-            try:
-                loaded.append((item, load_image(item.image)))
-            except ImageError as error:
-                raw[item.id].update(error=str(error), answer_q1="", answer_q6="")
+        for item, image in zip(batch, _threads.map(read, batch)):  # decoding in threads (PIL lets go of the GIL)
+            if isinstance(image, ImageError):
+                raw[item.id].update(error=str(image), answer_q1="", answer_q6="")
+            else:
+                loaded.append((item, image))
         if loaded:
             images = [image for _, image in loaded]
             q1 = vlm.generate_batch(images, [prompts.Q1] * len(images))
@@ -108,13 +132,15 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     fuse_renders: dict[str, Image.Image] = {}
     need_ids = {item.id for item in need}
     bar = tqdm(total=len(need), desc="3D + Q1 on render", disable=not progress or not need, unit="img")
+    # precomputed renders (FolderExpert) are read in threads; experts that render (a GL context) one at a time
+    reconstruct_all = _threads.map if getattr(expert, "thread_safe", False) else map
     for batch in _batches(need, batch_size):
         renders = []
-        for item in batch:
+        reconstructions = reconstruct_all(lambda item: expert.reconstruct(str(item.image)), batch) if expert else ()
+        for item, reconstruction in itertools.zip_longest(batch, reconstructions):
             if expert is None:
                 raw[item.id]["render"] = "no 3D expert"
                 continue
-            reconstruction = expert.reconstruct(str(item.image))
             if reconstruction.ok:
                 renders.append((item, Image.fromarray(np.asarray(reconstruction.render, dtype=np.uint8))))
                 if fuse:

@@ -8,6 +8,10 @@
 """
 from __future__ import annotations
 
+import bisect
+import fnmatch
+import itertools
+import os
 import time
 from pathlib import Path
 
@@ -94,45 +98,71 @@ class LearnedExpert:
     @torch.no_grad()
     def predict(self, image, K: np.ndarray | None = None) -> tuple[FrustumBox, np.ndarray, float, np.ndarray]:
         """Photo -> (predicted window, occupancy probabilities [depth, y, x], objectness, K of the 256 px photo)."""
+        return self.predict_batch([image], K)[0]
+
+    @torch.no_grad()
+    def predict_batch(self, images: list, K: np.ndarray | None = None
+                      ) -> list[tuple[FrustumBox, np.ndarray, float, np.ndarray]]:
+        """predict() for several photos (one K for all) in one pass of the network: what a GPU wants."""
         c = self.config
-        photo = as_rgb_array(image, c.image_size)
+        photos = np.stack([as_rgb_array(image, c.image_size) for image in images])
         K = self.default_K() if K is None else np.asarray(K, np.float32)
-        x = self.model.normalize(torch.from_numpy(photo.copy()).unsqueeze(0).to(self.device))
+        x = self.model.normalize(torch.from_numpy(photos).to(self.device))
+        n = len(photos)
         if not (self.flip_average and abs(float(K[0, 2]) - c.image_size / 2) < 1.0):
             pred = self.model(x)
-            u0, v0, r, z = (float(pred[k][0]) for k in ("u0", "v0", "r", "z"))
-            logits, objectness = pred["occupancy"][0], pred["objectness"][0]
-        else:  # the photo and its mirror image (a centred camera sees the mirrored object), averaged
+            u0, v0, r, z = (pred[k].float() for k in ("u0", "v0", "r", "z"))
+            logits, objectness = pred["occupancy"], pred["objectness"]
+        else:  # each photo and its mirror image (a centred camera sees the mirrored object), averaged
             x = torch.cat([x, x.flip(3)])
             pred = self.model.predict_box(x)
-            u0 = float(pred["u0"][0] + c.image_size - pred["u0"][1]) / 2
-            v0 = float(pred["v0"].mean())
-            r, z = (float(pred[k].log().mean().exp()) for k in ("r", "z"))
-            window = torch.tensor([[u0, v0, r], [c.image_size - u0, v0, r]], dtype=x.dtype, device=x.device)
+            u0 = (pred["u0"][:n] + c.image_size - pred["u0"][n:]) / 2
+            v0 = (pred["v0"][:n] + pred["v0"][n:]) / 2
+            r, z = ((pred[k][:n].log() + pred[k][n:].log()).div(2).exp() for k in ("r", "z"))
+            window = torch.cat([torch.stack([u0, v0, r], 1), torch.stack([c.image_size - u0, v0, r], 1)])
             both = self.model.shape_net(self.model.crop(x, *window.unbind(1)))
-            logits, objectness = (both[0] + both[1].flip(-1)) / 2, pred["objectness"].mean()
-        z = self.model.depth_of(z, float(K[0, 0]))
-        box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, c.depth_ratio))
+            logits = (both[:n] + both[n:].flip(-1)) / 2
+            objectness = (pred["objectness"][:n] + pred["objectness"][n:]) / 2
         prob = logits.float().sigmoid().cpu().numpy()
-        return box, prob, float(torch.sigmoid(objectness)), K
+        objectness = torch.sigmoid(objectness.float()).cpu().numpy()
+        u0, v0, r, z = (t.float().cpu().numpy() for t in (u0, v0, r, z))
+        results = []
+        for i in range(n):
+            depth = self.model.depth_of(float(z[i]), float(K[0, 0]))
+            box = FrustumBox(float(u0[i]), float(v0[i]), float(r[i]), depth,
+                             half_depth(float(r[i]), depth, K, c.depth_ratio))
+            results.append((box, prob[i], float(objectness[i]), K))
+        return results
 
     def reconstruct(self, image, K: np.ndarray | None = None, views: bool = False) -> Reconstruction:
         """Photo (path / PIL / array; resized to 256 px) -> Reconstruction. K: intrinsics of the 256 px photo
         (default: the training data's). views: also render the 4-view strip (about 4 renders more)."""
         t0 = time.perf_counter()
-        size = self.config.image_size
         try:
-            photo = as_rgb_array(image, size)
+            photo = self.checked_photo(image)
         except ValueError as err:
-            return nothing_reconstructed(str(err), size)
+            return nothing_reconstructed(str(err), self.config.image_size)
+        prediction = self.predict(photo, K)
+        return self.from_prediction(prediction, views, {"network": time.perf_counter() - t0}, t0)
+
+    def checked_photo(self, image) -> np.ndarray:
+        """The photo as a 256 px uint8 array; ValueError (the message to show) for unreadable or blank images."""
+        photo = as_rgb_array(image, self.config.image_size)
         if photo.astype(np.float32).std() < 2.0:
-            return nothing_reconstructed("the image is blank", size)
-        box, prob, objectness, K = self.predict(photo, K)
-        timings = {"network": time.perf_counter() - t0}
+            raise ValueError("the image is blank")
+        return photo
+
+    def from_prediction(self, prediction: tuple, views: bool = False, timings: dict | None = None,
+                        t0: float | None = None) -> Reconstruction:
+        """The rest of reconstruct() after the network: objectness check, marching cubes, render (CPU work, so that
+        the network can run batched elsewhere: data_tools.expert_renders on a GPU)."""
+        box, prob, objectness, K = prediction
+        timings, t0 = timings if timings is not None else {}, t0 if t0 is not None else time.perf_counter()
+        size = self.config.image_size
         if objectness < self.min_objectness:
             return nothing_reconstructed(f"no object found (objectness {objectness:.2f})", size, timings)
         t = time.perf_counter()
-        mesh = mesh_from_grid(prob, lambda abc: frustum_to_camera(abc, box, K), self.threshold)
+        mesh = mesh_from_grid(np.asarray(prob, np.float32), lambda abc: frustum_to_camera(abc, box, K), self.threshold)
         timings["mesh"] = time.perf_counter() - t
         return finish(mesh, K, size, views, timings, t0, f"reconstructed (objectness {objectness:.2f})")
 
@@ -165,17 +195,39 @@ class FolderExpert:
     RENDER_PATTERNS = ("{id}_0_obman_test_rgb_{id}.jpg.png", "{id}_0_*_rgb_{id}.jpg.png", "{id}.png")
     MESH_SUFFIXES = (".glb", ".obj", ".ply", ".off")
 
+    thread_safe = True  # reconstruct() only reads files: callers may run it in threads
+
     def __init__(self, folder: str | Path, size: int = 256, K: np.ndarray | None = None):
         self.folder, self.size = Path(folder), size
         self.K = None if K is None else np.asarray(K, np.float32)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: no such folder of precomputed renders")
+        self._names: list[str] | None = None  # the folder's file names, listed once (and again when it changes)
+        self._listed_at = None
+
+    def _listing(self) -> list[str]:
+        mtime = self.folder.stat().st_mtime_ns
+        if self._names is None or mtime != self._listed_at:
+            self._names, self._listed_at = sorted(os.listdir(self.folder)), mtime
+        return self._names
 
     def find_render(self, sid: str) -> Path | None:
+        """The render of sample `sid`: the first pattern of RENDER_PATTERNS that names a file (exact names are
+        checked directly; the wildcard one against the folder's listing, read once, not once per id)."""
         for pattern in self.RENDER_PATTERNS:
-            hits = sorted(self.folder.glob(pattern.format(id=sid)))
-            if hits:
-                return hits[0]
+            name = pattern.format(id=sid)
+            if "*" not in name:
+                if (self.folder / name).is_file():
+                    return self.folder / name
+                continue
+            prefix = name.split("*", 1)[0]
+            names = self._listing()
+            start = bisect.bisect_left(names, prefix)
+            for candidate in itertools.islice(names, start, None):
+                if not candidate.startswith(prefix):
+                    break
+                if fnmatch.fnmatchcase(candidate, name) and (self.folder / candidate).is_file():
+                    return self.folder / candidate
         return None
 
     def find_mesh(self, sid: str) -> Path | None:
