@@ -15,6 +15,7 @@ another expert stops with a message instead of mixing renders of two experts (--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -92,6 +93,24 @@ def _batched_predictions(jobs: list[tuple[str, str]], expert: str | None, device
                     yield next(predictions), job[1]
 
 
+@contextlib.contextmanager
+def _one_thread_children():
+    """Worker processes started inside keep numpy's BLAS / OpenMP to one thread each (they fill the cores already;
+    a BLAS pool per worker as wide as the machine oversubscribes it). The caller's own settings are put back."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def expert_identity(expert: str | None) -> dict[str, str]:
     """The expert folder and the SHA-256 of its weights (what expert.json records)."""
     from occmllm.recon.experts import WEIGHTS
@@ -149,13 +168,15 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
             results = iter(())
         elif batched if batched is not None else (workers > 1 and device.startswith("cuda")):
             slots = threading.Semaphore(max(4 * batch_size, 16 * workers))
-            pool = get_context("spawn").Pool(max(1, workers), initializer=_start, initargs=(expert, "cpu"))
+            with _one_thread_children():
+                pool = get_context("spawn").Pool(max(1, workers), initializer=_start, initargs=(expert, "cpu"))
             results = pool.imap(_finish, _batched_predictions(jobs, expert, device, batch_size, slots), chunksize=4)
         elif workers <= 1:
             _start(expert, device)
             results = map(_render, jobs)
         else:
-            pool = get_context("spawn").Pool(workers, initializer=_start, initargs=(expert, device))
+            with _one_thread_children():
+                pool = get_context("spawn").Pool(workers, initializer=_start, initargs=(expert, device))
             results = pool.imap(_render, jobs, chunksize=8)
         for message in results:
             nothing += message is not None

@@ -164,13 +164,19 @@ def make_data(config: dict, data: str | None, out: Path) -> Path:
     return folder
 
 
-def synthesize(folder: Path, seed: int, generate: dict, message: str) -> None:
-    """`python -m data_tools.synth --out FOLDER --seed SEED --KEY VALUE...` (resumes a folder it started)."""
+def synthesize(folder: Path, seed: int, generate: dict, message: str, log: Path | None = None) -> None:
+    """`python -m data_tools.synth --out FOLDER --seed SEED --KEY VALUE...` (resumes a folder it started); its
+    progress goes to `log` when given (a run in the background), else to the console."""
     command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder), "--seed", str(seed)]
     for key, value in generate.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     print(message, " ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=REPO)
+    if log is None:
+        subprocess.run(command, check=True, cwd=REPO)
+        return
+    with open(log, "a") as stream:
+        if subprocess.run(command, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT).returncode:
+            raise TrainError(f"{' '.join(command)} failed: see {log}")
 
 
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
@@ -208,13 +214,9 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     marker = folder / "RELABELLED"
     if marker.is_file():
         return folder
-    if not (folder / "meta.json").is_file():
-        generate = dict((config.get("data", {}) or {}).get("generate") or {})
-        generate.update(n=spec.get("n", 8000), split_test=0)
-        synthesize(folder, config.get("seed", 0) + 1000, generate,
-                   ">> clarity labels: generating photos stage 1 never saw:")
-    if rule == "route":
-        make_expert_renders(folder, expert, None, config, rank0)
+    make_clarity_photos(config, out, expert, rank0)
+
+    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
     import pandas as pd
@@ -234,9 +236,10 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     size = eval_settings.get("batch_size", 32)
     predictions, logprob, on_render = {}, {}, {}
     renders = folder / "train" / FOLDER
+    threads = ThreadPoolExecutor(8)  # decoding the next photos while the GPU answers
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
-        photos = [load_image(i.image) for i in batch]
+        photos = list(threads.map(lambda item: load_image(item.image), batch))
         if rule == "answer":
             predictions.update(zip((i.id for i in batch), vlm.generate_batch(photos, [prompts.Q1] * len(batch))))
             continue
@@ -245,7 +248,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
         logprob.update((item.id, float(score)) for item, score in zip(batch, scores))
         # the model's answer on the expert's render (no render: nothing reconstructed, counted wrong)
         rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
-        answers = vlm.generate_batch([load_image(renders / f"{i.id}.png") for i in rendered],
+        answers = vlm.generate_batch(list(threads.map(lambda i: load_image(renders / f"{i.id}.png"), rendered)),
                                      [prompts.Q1] * len(rendered))
         on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
     manifest_path = folder / "train" / "manifest.parquet"
@@ -273,6 +276,84 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     marker.write_text(json.dumps(summary) + "\n")
     print(f">> clarity labels: {json.dumps(summary)}", flush=True)
     return folder
+
+
+def make_clarity_photos(config: dict, out: Path, expert: Path | None, rank0: bool = True,
+                        background: bool = False) -> None:
+    """The clarity photos (OUT/clarity_data: `clarity.n` photos of seed + 1000) and, for the `route` rule, the 3D
+    expert's renders of them (both resumable: done once)."""
+    spec = config.get("clarity", {}) or {}
+    folder = out / "clarity_data"
+    if not (folder / "meta.json").is_file():
+        generate = dict((config.get("data", {}) or {}).get("generate") or {})
+        generate.update(n=spec.get("n", 8000), split_test=0)
+        if background:
+            generate["workers"] = background_workers()
+        synthesize(folder, config.get("seed", 0) + 1000, generate,
+                   ">> clarity labels: generating photos stage 1 never saw:",
+                   log=out / "prefetch.log" if background else None)
+    if check_clarity_spec(spec) == "route":
+        make_expert_renders(folder, expert, None, config, rank0, background=background)
+
+
+def background_workers() -> int:
+    """Processes for work done beside a GPU stage: the cores less a few for the training process."""
+    return max(1, (os.cpu_count() or 1) - 4)
+
+
+class Prefetch:
+    """Work that later steps need and that can run on the CPU while stage 1 trains on the GPU (the stage is bound by
+    the GPU then; done one after the other, this work added about 105 s to the default preset on an H100): the 3D
+    expert's renders of the test photos (the first evaluation reads them), the clarity photos and their renders.
+    A thread of this process, its work in worker processes; its console output goes to OUT/prefetch.log. Everything
+    it makes is marked done on disk, so the steps that need it find it made (`join` first) or make it themselves."""
+
+    def __init__(self, tasks: list):
+        import threading
+
+        self.tasks, self.error = tasks, None
+        self.thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self.t0 = time.time()
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for task in self.tasks:
+                task()
+        except BaseException as error:  # noqa: BLE001 - raised again in join()
+            self.error = error
+
+    def join(self) -> None:
+        if self.thread.is_alive():
+            print(">> waiting for the work done beside stage 1 (test renders, clarity photos)", flush=True)
+        self.thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def start_prefetch(stages: list[Stage], stage: Stage, config: dict, out: Path, data_dir: Path, expert: Path | None,
+                   eval_settings: dict, evaluate: bool) -> Prefetch | None:
+    """The Prefetch to start before `stage` trains: only before stage 1, for the work this run will need, when the
+    preset's `prefetch` is true, or `auto` (the default) and there is a GPU (on a CPU the stage needs the cores)."""
+    import torch
+
+    wanted = config.get("prefetch", "auto")
+    if wanted not in (True, False, "auto"):
+        raise TrainError(f"prefetch: {wanted!r} is not one of true, false, auto")
+    if stage.id != "1" or not (wanted is True or (wanted == "auto" and torch.cuda.is_available())):
+        return None
+    tasks = []
+    if evaluate and eval_settings.get("expert", "learned") == "learned" and expert:
+        tasks.append(lambda: make_expert_renders(data_dir, expert, None, config, True, "test", background=True))
+    clarity = config.get("clarity", {}) or {}
+    if clarity.get("relabel") and any(set(s.data) & set(CLARITY_KINDS) for s in stages) and \
+            not (out / "clarity_data" / "RELABELLED").is_file():
+        tasks.append(lambda: make_clarity_photos(config, out, expert, True, background=True))
+    if not tasks:
+        return None
+    print(f">> beside stage 1, on the CPU: {len(tasks)} task(s) (log: {out / 'prefetch.log'})", flush=True)
+    return Prefetch(tasks)
 
 
 def make_base_model(config: dict, model: str | None, out: Path) -> Path:
@@ -350,7 +431,7 @@ def wait_for(marker: Path) -> None:
 
 
 def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool,
-                        split: str = "train") -> None:
+                        split: str = "train", background: bool = False) -> None:
     """The 3D expert's render of every photo of a split (the training photos a stage reads with `renders:
     expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
     (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait."""
@@ -367,15 +448,20 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
 
     workers = ((config.get("data") or {}).get("generate") or {}).get("workers") or os.cpu_count() or 1
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if background:  # beside a GPU stage: all on the CPU, fewer processes, no progress bar
+        workers, device = background_workers(), "cpu"
     photos = "training" if split == "train" else split
-    print(f">> expert renders of the {photos} photos: {expert or 'the shipped expert'}, {workers} workers, "
+    where = f"{Path(data_dir).name}/{split} (in the background)" if background else f"the {photos} photos"
+    print(f">> expert renders of {where}: {expert or 'the shipped expert'}, {workers} workers, "
           f"network on {device}", flush=True)
     t0 = time.time()
     try:
-        counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device)
+        counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device,
+                              progress=not background)
     except ValueError as error:
         raise TrainError(f"expert renders: {error}") from None
-    print(f">> expert renders: {counts} in {time.time() - t0:.1f} s", flush=True)
+    print(f">> expert renders{' of ' + where if background else ''}: {counts} in {time.time() - t0:.1f} s",
+          flush=True)
     if counts["rendered"] + counts["skipped"] == 0 and split == "train":  # (a test photo without: the route's answer)
         raise TrainError(f"expert renders: the 3D expert ({expert or 'shipped'}) reconstructed nothing on the "
                          f"{counts['nothing']} training photos of {data_dir}: `renders: expert|both` cannot be used "
@@ -532,6 +618,7 @@ def run(args) -> int:
     expert = None
     if (out / "stage_0" / "DONE").is_file():  # its row names the expert it made or chose (the shipped one)
         expert = Path(json.loads((out / "stage_0" / "DONE").read_text()).get("model") or out / "stage_0" / "model")
+    prefetch = None
     for stage in stages:
         folder = out / f"stage_{stage.id}"
         done = folder / "DONE"
@@ -555,6 +642,8 @@ def run(args) -> int:
                 raise TrainError(f"stage {stage.id} reads clarity labels made by stage 1's model, and {labeller} "
                                  "has none: run stage 1 first")
             if rank0:
+                if prefetch is not None:
+                    prefetch.join()
                 stage_data = make_clarity_data(config, out, labeller, eval_settings, expert, rank0)
             else:
                 stage_data = out / "clarity_data"
@@ -564,6 +653,8 @@ def run(args) -> int:
         settings = stage_settings(config, stage)
         if settings.get("renders") in ("expert", "both") and stage.kind != "expert":
             make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
+        if rank0 and prefetch is None:
+            prefetch = start_prefetch(stages, stage, config, out, data_dir, expert, eval_settings, evaluate)
         model = run_stage(stage, settings, start, stage_data, folder)
         minutes = round((time.time() - t0) / 60, 2)
         row = {"what": stage.what, "minutes": minutes}
@@ -571,6 +662,8 @@ def run(args) -> int:
             expert = model
             row["model"] = str(model)
         elif evaluate and rank0:
+            if prefetch is not None:
+                prefetch.join()
             fuse = fuses_after(stage, eval_settings)
             if eval_settings.get("expert", "learned") == "learned" and expert:  # for the routed and fused photos
                 make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
@@ -582,6 +675,9 @@ def run(args) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(row) + "\n")
         print(f">> stage {stage.id} finished in {minutes} min: {json.dumps(row)}", flush=True)
+
+    if prefetch is not None:
+        prefetch.join()
 
     # --- the final model ---
     final_model = out / f"stage_{FINAL}" / "model"

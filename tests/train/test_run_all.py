@@ -281,3 +281,25 @@ def test_under_torchrun_only_rank_0_trains_the_3d_expert(toy_data, tiny_model, t
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output[-2000:]
     assert not (out / "stage_0" / "model").exists()
+
+
+def test_work_for_later_steps_runs_beside_stage_1(toy_data, tmp_path, capsys):
+    """prefetch=true (on a GPU the default): the test photos' expert renders, the clarity photos and their renders are
+    made in the background while stage 1 trains; the evaluation and the clarity labels then find them made."""
+    out = tmp_path / "prefetch"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--out", out, "--stages", "0", "1", "2", "prefetch=true",
+                      "stages.0.shipped=true", "clarity.relabel=true", "clarity.n=16", "clarity.rule=route",
+                      "evaluate.limit=8"], capsys)
+    assert code == 0, text[-3000:]
+    assert "beside stage 1, on the CPU: 2 task(s)" in text
+    background = text.index("(in the background)")
+    assert background < text.index(">> evaluating stage 1") and background < text.index(">> clarity labels: {")
+    assert text.count("expert renders of clarity_data/train (in the background)") == 2  # started and finished, once
+    assert "generating photos stage 1 never saw" in text and "made in" in (out / "prefetch.log").read_text()
+    assert text.count("expert renders of data/test (in the background)") == 2
+    assert json.loads((out / "clarity_data" / "RELABELLED").read_text())["photos"] == 16
+    assert (out / "clarity_data" / "train" / "expert_renders" / "COMPLETE_all").is_file()
+    rows = json.loads((out / "results.json").read_text())
+    assert set(rows) == {"0", "1", "2"} and rows["2"]["n"] == 8
+    code, text = run(["--preset", "smoke", "--out", out, "--stages", "1", "prefetch=maybe"], capsys)
+    assert code == 0  # stage 1 is done: nothing starts, nothing to check

@@ -127,3 +127,28 @@ def test_sft_with_augment_and_flips_trains_through_both_paths(tiny_model, toy_da
         assert any(not torch.equal(before[k], after[k]) for k in before if "vision" in k)
         losses = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / cache / "loss.csv"))]
         assert len(losses) == 3 and all(l == l and l < 50 for l in losses)  # finite losses
+
+
+def test_time_budget_is_fitted_again_when_the_steps_slow_down(monkeypatch):
+    """The first fit sees the fast probe steps; later fits see the real speed, so training ends near the budget."""
+    from train import sft
+
+    clock = [0.0]
+    monkeypatch.setattr(sft.time, "time", lambda: clock[0])
+    monkeypatch.setattr(sft, "BUDGET_REFIT", 1.0)
+    budget, total, step, first_fit = sft.Budget(100.0, 0), 20_000, 0, None
+    while step < total:
+        step += 1
+        clock[0] += 0.01 if step <= 40 else 0.02  # after the probe the steps take twice as long
+        fitted = budget.fit(step, total)
+        first_fit = first_fit or (fitted if fitted != total else None)
+        total = fitted
+    assert abs(first_fit - 10_000) <= 2  # what a single fit from the probe would have run: ~200 s
+    assert 97 <= clock[0] <= 101  # fitted again: stops at the budget
+
+
+def test_time_budget_never_asks_for_more_than_the_epochs():
+    from train import sft
+
+    budget = sft.Budget(1e6, 0)
+    assert all(budget.fit(step, 500) <= 500 for step in range(1, 400))
