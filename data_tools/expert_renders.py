@@ -125,12 +125,13 @@ def expert_identity(expert: str | None) -> dict[str, str]:
 
 def render_split(data: Path, split: str, expert: str | None = None, workers: int = 1, limit: int | None = None,
                  progress: bool = True, overwrite: bool = False, device: str = "cpu",
-                 batched: bool | None = None, batch_size: int = 64) -> dict[str, int]:
+                 batched: bool = False, batch_size: int = 64) -> dict[str, int]:
     """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts.
-    device: where the network runs. batched (default: on a GPU with several workers): this process runs the network
-    on `batch_size` photos at a time and the workers only mesh and render (each worker running the network on the
-    GPU itself, one photo at a time, leaves it mostly switching between processes); otherwise every worker does
-    the whole reconstruction of its photos.
+    device: where the network runs. Every worker reconstructs its photos whole (the network on `device`, one photo at
+    a time), unless `batched`: then this process runs the network on `batch_size` photos at a time and the workers
+    only mesh and render. On an H100 box (16 cores) batched was the slower (109 against 151 photos/s with 16
+    workers, 92 against 115 with 12: tests/benchmarks/bench_expert_renders.py); marching cubes and the render are
+    what cost (24 and 10 ms a photo there), not the network (6 ms).
     Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
     from multiprocessing import get_context
 
@@ -166,7 +167,7 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     with tqdm(total=len(jobs), desc=f"{split}: expert renders", unit="photo", disable=not progress) as bar:
         if not jobs:  # everything rendered already: no expert to load, no processes to start
             results = iter(())
-        elif batched if batched is not None else (workers > 1 and device.startswith("cuda")):
+        elif batched:
             slots = threading.Semaphore(max(4 * batch_size, 16 * workers))
             with _one_thread_children():
                 pool = get_context("spawn").Pool(max(1, workers), initializer=_start, initargs=(expert, "cpu"))
@@ -198,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")
-    parser.add_argument("--batch-size", type=int, default=64, help="photos per pass of the network when it runs "
-                        "batched (on a GPU with several workers; default 64)")
+    parser.add_argument("--batched", action="store_true", help="run the network in this process on batches of "
+                        "--batch-size photos, the workers only meshing and rendering (slower on the H100 box measured)")
+    parser.add_argument("--batch-size", type=int, default=64, help="photos per pass of the network with --batched")
     parser.add_argument("--overwrite", action="store_true", help="render every photo again, also those already "
                         "rendered (needed after changing the expert)")
     args = parser.parse_args(argv)
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, overwrite=args.overwrite,
-                              device=args.device, batch_size=args.batch_size)
+                              device=args.device, batched=args.batched, batch_size=args.batch_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

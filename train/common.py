@@ -82,6 +82,26 @@ def add_lora(model: torch.nn.Module, parts: list[str], rank: int = 16, alpha: in
     return get_peft_model(model, config)
 
 
+def use_fsdp(version: int = 2) -> None:
+    """Shard the trained models with FSDP (accelerate's, FSDP2 by default) in every stage this process runs: what
+    `accelerate launch --use_fsdp --fsdp_version 2` sets, for `torchrun` and for `run_all.py --fsdp`. Each decoder
+    layer is one shard unit (the model's `_no_split_modules`); checkpoints are sharded, the saved model is whole."""
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    os.environ["FSDP_VERSION"] = str(version)
+    os.environ.setdefault("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
+    os.environ.setdefault("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
+
+
+def is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def fsdp_requested() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
 def make_accelerator(bf16: bool):
     """accelerate's Accelerator for one stage. The stages of one run_all process differ in mixed precision (bf16 SFT,
     fp32 MPO/SCoRe, trl's own Accelerator in MPO), and accelerate refuses a second setting unless its state is reset;
@@ -136,8 +156,10 @@ class StageConfig:
     bf16: bool = False
     max_steps: int | None = None  # stop early (tests)
 
-def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | None = None, **info) -> Path:
+def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | None = None,
+               state_dict: dict | None = None, **info) -> Path:
     """Save a plain (LoRA merged) model + processor to `folder`, atomically (written beside, then renamed).
+    `state_dict`: the full weights gathered from a sharded (FSDP) model (`accelerator.get_state_dict`).
     A default-model marker in `source` is copied and set to trained."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -145,7 +167,10 @@ def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.config.use_cache = True
-    model.save_pretrained(tmp)
+    if state_dict is not None:
+        model.save_pretrained(tmp, state_dict=state_dict)
+    else:
+        model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     if source is not None and (source / MARKER).is_file():
         marker = json.loads((source / MARKER).read_text())
@@ -175,11 +200,14 @@ class LossLog:
 
 def finish_stage(accelerator, model: torch.nn.Module, processor, out: Path, start: str | Path, name: str,
                  checkpoint: Path) -> Path:
-    """Save a stage's trained model to OUT/model (main process) and drop its resume checkpoint; all ranks wait."""
+    """Save a stage's trained model to OUT/model (main process) and drop its resume checkpoint; all ranks wait.
+    Under FSDP every rank takes part in gathering the full weights first."""
     accelerator.wait_for_everyone()
     folder = out / "model"
+    state_dict = accelerator.get_state_dict(model) if is_fsdp(accelerator) else None
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), processor, folder, source=Path(start), stage=name)
+        save_model(accelerator.unwrap_model(model), processor, folder, source=Path(start), stage=name,
+                   state_dict=state_dict)
         shutil.rmtree(checkpoint, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from train.common import LossLog, StageConfig, add_lora, load_policy, save_model, seed_everything, set_trainable
+from train.common import (LossLog, StageConfig, add_lora, is_fsdp, load_policy, save_model, seed_everything,
+                          set_trainable)
 
 
 @dataclass
@@ -84,8 +85,11 @@ def train_mpo(start: Path, out: Path, pairs, cfg: MPOConfig, name: str = "3a") -
     resume = any((out / "trainer").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     folder = out / "model"
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model) if is_fsdp(accelerator) else None  # every rank gathers
     if trainer.is_world_process_zero():
-        save_model(trainer.accelerator.unwrap_model(trainer.model), processor, folder, source=Path(start), stage=name)
+        save_model(accelerator.unwrap_model(trainer.model), processor, folder, source=Path(start), stage=name,
+                   state_dict=state_dict)
         shutil.rmtree(out / "trainer", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return folder

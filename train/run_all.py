@@ -546,7 +546,7 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"preset -> {out}")
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
     print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
-    print(f"  lora : {bool(config.get('lora'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
+    print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
     clarity = config.get("clarity", {}) or {}
     rule = {"route": "route to 3D where stage 1 is least sure", "answer": "stage 1's answers"}.get(
         clarity.get("rule", "answer"), clarity.get("rule"))
@@ -569,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="dataset folder with meta.json (default: generated with data_tools.synth)")
     parser.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     parser.add_argument("--lora", action="store_true", help="LoRA adapters (peft) instead of full fine-tuning")
+    parser.add_argument("--fsdp", action="store_true", help="under torchrun / accelerate launch on several GPUs: "
+                        "shard the model with FSDP2 instead of DDP (full fine-tuning; same as the preset's fsdp: true "
+                        "or `accelerate launch --use_fsdp --fsdp_version 2`)")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. stages.1.epochs=3 sft.batch_size=4")
@@ -590,10 +593,19 @@ def run(args) -> int:
         apply_override(config, override)
     if args.lora:
         config["lora"] = True
+    if args.fsdp:
+        config["fsdp"] = True
     if args.seed is not None:
         config["seed"] = args.seed
     out = Path(args.out or REPO / "runs" / Path(args.preset).stem)
     stages = stage_order(args.stages, args.start_from)
+    from train.common import fsdp_requested, use_fsdp
+
+    if config.get("fsdp"):
+        use_fsdp()
+    if fsdp_requested() and config.get("lora"):
+        raise TrainError("FSDP with LoRA is not supported: LoRA trains few parameters, so plain DDP (no --fsdp) "
+                         "fits where FSDP would")
     if args.dry_run:
         print_plan(stages, config, out, args.data, args.model)
         return 0

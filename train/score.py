@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
+from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, is_fsdp, load_policy,
                           make_accelerator, seed_everything, set_trainable, trainable_parameters)
 from train.data import Sample, render
 from train.sft import epoch_order, save_checkpoint
@@ -46,6 +46,7 @@ class SCoReConfig(StageConfig):
     kl: float = 0.05  # KL penalty elsewhere
     alpha: float = 1.0  # stage II self-correction bonus
     max_grad_norm: float = 1.0
+    synced_gpus: bool = False  # set by train_score under FSDP (sampling keeps every rank in step)
 
 
 def _inputs(processor, images, texts, device):
@@ -67,7 +68,8 @@ def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
     prompt_length = inputs["input_ids"].shape[1]
     sequences = model.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
                                max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               suppress_tokens=suppressed_ids(tokenizer))
+                               suppress_tokens=suppressed_ids(tokenizer),
+                               synced_gpus=cfg.synced_gpus)  # FSDP: every rank runs as many forward passes
     answer = sequences[:, prompt_length:]
     ended = (answer == tokenizer.eos_token_id).int().cumsum(1)
     answer_mask = (ended == 0) | ((ended == 1) & (answer == tokenizer.eos_token_id))  # up to and incl. the first eos
@@ -137,6 +139,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
 
     accelerator = make_accelerator(cfg.bf16)
     seed_everything(cfg.seed + accelerator.process_index)
+    cfg.synced_gpus = is_fsdp(accelerator) and accelerator.num_processes > 1
     policy, processor = load_policy(start, device=accelerator.device)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)  # a real frozen copy of the starting model
     set_trainable(policy, cfg.parts)
@@ -152,6 +155,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio)
     policy, optimizer = accelerator.prepare(policy, optimizer)
+    params = trainable_parameters(policy)  # FSDP puts sharded parameters in place of the ones above
     accelerator.register_for_checkpointing(scheduler)
 
     checkpoint = out / "checkpoint"

@@ -70,6 +70,7 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     horizon = {"total": total_steps}
     scheduler = cosine_with_warmup(optimizer, total_steps, cfg.warmup_ratio, horizon)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = trainable_parameters(model)  # FSDP puts sharded parameters in place of the ones above
     accelerator.register_for_checkpointing(scheduler)  # not prepared: accelerate would step it once per process
     # compiled on CUDA only (on a CPU the compile costs more than it saves); shares the parameters with `model`
     forward = torch.compile(model) if cfg.compile and accelerator.device.type == "cuda" else model

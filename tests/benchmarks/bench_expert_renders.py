@@ -7,7 +7,7 @@ For each mode it renders the first --limit photos of the split into a fresh copy
 folder is emptied before each mode) and prints photos/s:
 - `per-worker`: every worker process reconstructs its photos whole (the network on --device, one photo at a time);
 - `batched`: this process runs the network on batches of --batch-size photos on --device, the workers mesh and
-  render (the default on a GPU with several workers);
+  render;
 - `per-worker-cpu`: as per-worker with the network on the CPU.
 Then, in this process with one thread, the median time per photo of each part: photo decode, network (on --device,
 one photo), marching cubes, render, PNG encoding.

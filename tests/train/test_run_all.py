@@ -303,3 +303,16 @@ def test_work_for_later_steps_runs_beside_stage_1(toy_data, tmp_path, capsys):
     assert set(rows) == {"0", "1", "2"} and rows["2"]["n"] == 8
     code, text = run(["--preset", "smoke", "--out", out, "--stages", "1", "prefetch=maybe"], capsys)
     assert code == 0  # stage 1 is done: nothing starts, nothing to check
+
+
+def test_fsdp_is_asked_for_by_flag_or_preset_and_refused_with_lora(monkeypatch, tmp_path, capsys):
+    """--fsdp sets what `accelerate launch --use_fsdp --fsdp_version 2` sets (read by every stage's Accelerator);
+    with LoRA it stops before anything is made."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the flag writes the environment: keep it to this test
+    for name in ("ACCELERATE_USE_FSDP", "FSDP_VERSION"):
+        os.environ.pop(name, None)
+    code, text = run(["--preset", "smoke", "--out", tmp_path / "f", "--fsdp", "--dry-run"], capsys)
+    assert code == 0 and "fsdp: True" in text
+    assert os.environ["ACCELERATE_USE_FSDP"] == "true" and os.environ["FSDP_VERSION"] == "2"
+    code, text = run(["--preset", "smoke", "--out", tmp_path / "g", "--lora", "fsdp=true"], capsys)
+    assert code == 2 and "FSDP with LoRA is not supported" in text and not (tmp_path / "g").exists()
