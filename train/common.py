@@ -111,7 +111,20 @@ def make_accelerator(bf16: bool):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
+    _undo_fsdp_mark()
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+
+
+def _undo_fsdp_mark() -> None:
+    """An FSDP AcceleratorState writes `distributed_type = FSDP` into the kept PartialState; the next stage's
+    AcceleratorState then skips setting up its FSDP plugin (accelerate only does that for a MULTI_GPU process group)
+    and fails ('no attribute is_fsdp2'). Put back what the process group is."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    shared = PartialState._shared_state
+    if shared.get("distributed_type") == DistributedType.FSDP and torch.cuda.is_available():
+        shared["distributed_type"] = DistributedType.MULTI_GPU
 
 
 def load_policy(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
