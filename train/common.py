@@ -180,8 +180,10 @@ def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.config.use_cache = True
-    if state_dict is not None:
-        model.save_pretrained(tmp, state_dict=state_dict)
+    if state_dict is not None:  # without the second names of tied weights (lm_head = embeddings), as usual
+        unique = {name for name, _ in model.named_parameters()}
+        tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - unique
+        model.save_pretrained(tmp, state_dict={k: v for k, v in state_dict.items() if k not in tied})
     else:
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)

@@ -62,3 +62,23 @@ def test_lora_adapts_only_its_parts_and_merges(tiny_model, toy_data, tmp_path):
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and {part_of(n) for n in changed} <= {"projector", "lm"}
     assert any(n.endswith("q_proj.weight") and part_of(n) == "lm" for n in changed)
+
+
+def test_a_gathered_state_dict_saves_like_the_model(tiny_model, tmp_path):
+    """FSDP saves from the full state dict gathered off the shards: same files as a plain save (tied weights once),
+    and the model loads back with the same weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from train.common import load_policy, save_model
+
+    model, processor = load_policy(tiny_model)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a changed weight, so that the saved one is checked
+    gathered = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = save_model(model, processor, tmp_path / "plain")
+    full = save_model(model, processor, tmp_path / "gathered", state_dict=gathered)
+    a, b = load_file(plain / "model.safetensors"), load_file(full / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reloaded, _ = load_policy(full)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reloaded.parameters()))
