@@ -546,7 +546,7 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"preset -> {out}")
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
     print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
-    print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
+    print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   prefetch: {config.get('prefetch', 'auto')}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
     clarity = config.get("clarity", {}) or {}
     rule = {"route": "route to 3D where stage 1 is least sure", "answer": "stage 1's answers"}.get(
         clarity.get("rule", "answer"), clarity.get("rule"))
