@@ -37,6 +37,7 @@ With `clarity.relabel: true` (the default preset) the clarity answers that stage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -525,6 +526,38 @@ def fuses_after(stage: Stage, eval_settings: dict) -> bool:
     return bool(fuse)
 
 
+class RunClock:
+    """Wall-clock seconds of a run's pieces (data, each stage's training and evaluation, the clarity labels), written
+    to OUT/timing.json and under the results table: what a time target is checked against. A resumed run counts only
+    what this process did (`resumed`)."""
+
+    def __init__(self, out: Path):
+        self.out, self.start, self.pieces = out, time.time(), {}
+        self.resumed = any(out.glob("stage_*/DONE"))
+
+    @contextlib.contextmanager
+    def piece(self, name: str):
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.pieces[name] = round(self.pieces.get(name, 0.0) + time.time() - t0, 1)
+
+    def finish(self) -> dict:
+        total = round(time.time() - self.start, 1)
+        record = {"total_s": total, "minutes": round(total / 60, 2), "resumed": self.resumed, "pieces": self.pieces}
+        (self.out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
+        results = self.out / "results.md"
+        if results.is_file():
+            note = " (resumed: this process only)" if self.resumed else " (one piece, data generation included)"
+            pieces = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.pieces.items())
+            results.write_text(results.read_text() + f"\nWhole run: {total:.0f} s = {total / 60:.1f} min{note}. "
+                               f"Pieces: {pieces}.\n")
+        print(f">> whole run: {total:.0f} s ({total / 60:.1f} min){' in this process' if self.resumed else ''}; "
+              f"pieces in {self.out / 'timing.json'}", flush=True)
+        return record
+
+
 def write_results(out: Path, results: dict) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -610,13 +643,15 @@ def run(args) -> int:
         print_plan(stages, config, out, args.data, args.model)
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    clock = RunClock(out)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     eval_settings = config.get("evaluate", {}) or {}
     evaluate = eval_settings.get("enabled", True)
 
     # --- data and base model; every input checked before anything trains ---
     if rank0:
-        data_dir, base = make_data(config, args.data, out), make_base_model(config, args.model, out)
+        with clock.piece("data"):
+            data_dir, base = make_data(config, args.data, out), make_base_model(config, args.model, out)
     else:  # other DDP processes wait for rank 0 to generate the data and build the base model
         data_dir = Path(args.data or (config.get("data") or {}).get("dir") or out / "data")
         base = Path(args.model or (config.get("model") or {}).get("path") or out / "base")
@@ -654,9 +689,10 @@ def run(args) -> int:
                 raise TrainError(f"stage {stage.id} reads clarity labels made by stage 1's model, and {labeller} "
                                  "has none: run stage 1 first")
             if rank0:
-                if prefetch is not None:
-                    prefetch.join()
-                stage_data = make_clarity_data(config, out, labeller, eval_settings, expert, rank0)
+                with clock.piece("clarity labels"):
+                    if prefetch is not None:
+                        prefetch.join()
+                    stage_data = make_clarity_data(config, out, labeller, eval_settings, expert, rank0)
             else:
                 stage_data = out / "clarity_data"
                 wait_for(stage_data / "RELABELLED")
@@ -664,23 +700,26 @@ def run(args) -> int:
         t0 = time.time()
         settings = stage_settings(config, stage)
         if settings.get("renders") in ("expert", "both") and stage.kind != "expert":
-            make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
+            with clock.piece(f"stage {stage.id} expert renders"):
+                make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
         if rank0 and prefetch is None:
             prefetch = start_prefetch(stages, stage, config, out, data_dir, expert, eval_settings, evaluate)
-        model = run_stage(stage, settings, start, stage_data, folder)
+        with clock.piece(f"stage {stage.id}"):
+            model = run_stage(stage, settings, start, stage_data, folder)
         minutes = round((time.time() - t0) / 60, 2)
         row = {"what": stage.what, "minutes": minutes}
         if stage.kind == "expert":
             expert = model
             row["model"] = str(model)
         elif evaluate and rank0:
-            if prefetch is not None:
-                prefetch.join()
-            fuse = fuses_after(stage, eval_settings)
-            if eval_settings.get("expert", "learned") == "learned" and expert:  # for the routed and fused photos
-                make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
-            print(f">> evaluating stage {stage.id} on the test split", flush=True)
-            row.update(evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse}))
+            with clock.piece(f"evaluate {stage.id}"):
+                if prefetch is not None:
+                    prefetch.join()
+                fuse = fuses_after(stage, eval_settings)
+                if eval_settings.get("expert", "learned") == "learned" and expert:  # the routed and fused photos'
+                    make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
+                print(f">> evaluating stage {stage.id} on the test split", flush=True)
+                row.update(evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse}))
         if rank0:
             results[stage.id] = row
             write_results(out, results)
@@ -696,6 +735,8 @@ def run(args) -> int:
     if rank0 and (final_model / "config.json").is_file():
         shutil.copytree(final_model, out / "final", dirs_exist_ok=True)
         print(f">> final model: {out / 'final'}   results: {out / 'results.md'}")
+    if rank0:
+        clock.finish()
     return 0
 
 

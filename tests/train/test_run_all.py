@@ -126,6 +126,10 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     assert made["expert"] == str(out / "stage_0" / "model") and "expert renders of the test photos" in text
     assert text.count("expert renders of the test photos") == 1
     assert list(results) == ["0", "1", "2", "3a", "3b", "4a", "4b", "4c"]
+    timing = json.loads((out / "timing.json").read_text())  # the whole run's wall clock, piece by piece
+    assert not timing["resumed"] and {"data", "stage 1", "evaluate 4c"} <= timing["pieces"].keys()
+    assert sum(timing["pieces"].values()) <= timing["total_s"] + 1
+    assert f"Whole run: {timing['total_s']:.0f} s" in (out / "results.md").read_text()
     for stage, row in results.items():
         assert (out / f"stage_{stage}" / "DONE").is_file()
         if stage != "0":
