@@ -550,7 +550,7 @@ class RunClock:
         results = self.out / "results.md"
         if results.is_file():
             note = " (resumed: this process only)" if self.resumed else " (one piece, data generation included)"
-            pieces = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.pieces.items())
+            pieces = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.pieces.items() if seconds >= 0.5)
             results.write_text(results.read_text() + f"\nWhole run: {total:.0f} s = {total / 60:.1f} min{note}. "
                                f"Pieces: {pieces}.\n")
         print(f">> whole run: {total:.0f} s ({total / 60:.1f} min){' in this process' if self.resumed else ''}; "
