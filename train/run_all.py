@@ -237,7 +237,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     size = eval_settings.get("batch_size", 32)
     predictions, logprob, on_render = {}, {}, {}
     renders = folder / "train" / FOLDER
-    threads = ThreadPoolExecutor(8)  # decoding the next photos while the GPU answers
+    threads = ThreadPoolExecutor(8)  # decoding photos in threads (PIL lets go of the GIL)
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
         photos = list(threads.map(lambda item: load_image(item.image), batch))
@@ -252,6 +252,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
         answers = vlm.generate_batch(list(threads.map(lambda i: load_image(renders / f"{i.id}.png"), rendered)),
                                      [prompts.Q1] * len(rendered))
         on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
+    threads.shutdown()
     manifest_path = folder / "train" / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path)
     m = relabel(manifest, predictions, "error", f"run_all: {model}")
@@ -314,7 +315,6 @@ class Prefetch:
 
         self.tasks, self.error = tasks, None
         self.thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
-        self.t0 = time.time()
         self.thread.start()
 
     def _run(self) -> None:
@@ -333,15 +333,21 @@ class Prefetch:
             raise error
 
 
+def check_prefetch(config: dict):
+    """The preset's `prefetch` (true, false or auto), checked before anything trains."""
+    wanted = config.get("prefetch", "auto")
+    if wanted not in (True, False, "auto"):
+        raise TrainError(f"prefetch: {wanted!r} is not one of true, false, auto")
+    return wanted
+
+
 def start_prefetch(stages: list[Stage], stage: Stage, config: dict, out: Path, data_dir: Path, expert: Path | None,
                    eval_settings: dict, evaluate: bool) -> Prefetch | None:
     """The Prefetch to start before `stage` trains: only before stage 1, for the work this run will need, when the
     preset's `prefetch` is true, or `auto` (the default) and there is a GPU (on a CPU the stage needs the cores)."""
     import torch
 
-    wanted = config.get("prefetch", "auto")
-    if wanted not in (True, False, "auto"):
-        raise TrainError(f"prefetch: {wanted!r} is not one of true, false, auto")
+    wanted = check_prefetch(config)
     if stage.id != "1" or not (wanted is True or (wanted == "auto" and torch.cuda.is_available())):
         return None
     tasks = []
@@ -649,6 +655,8 @@ def run(args) -> int:
     evaluate = eval_settings.get("enabled", True)
 
     # --- data and base model; every input checked before anything trains ---
+    check_clarity_spec(config.get("clarity", {}) or {})  # the settings first: before any data is made
+    check_prefetch(config)
     if rank0:
         with clock.piece("data"):
             data_dir, base = make_data(config, args.data, out), make_base_model(config, args.model, out)
@@ -658,7 +666,6 @@ def run(args) -> int:
         while not ((data_dir / "meta.json").is_file() and (base / "config.json").is_file()):
             time.sleep(5)
     check_inputs(stages, data_dir, base, evaluate)
-    check_clarity_spec(config.get("clarity", {}) or {})
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
 
     # --- the stages ---

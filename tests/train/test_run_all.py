@@ -306,7 +306,7 @@ def test_work_for_later_steps_runs_beside_stage_1(toy_data, tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())
     assert set(rows) == {"0", "1", "2"} and rows["2"]["n"] == 8
     code, text = run(["--preset", "smoke", "--out", out, "--stages", "1", "prefetch=maybe"], capsys)
-    assert code == 0  # stage 1 is done: nothing starts, nothing to check
+    assert code == 2 and "prefetch: 'maybe' is not one of true, false, auto" in text
 
 
 def test_fsdp_is_asked_for_by_flag_or_preset_and_refused_with_lora(monkeypatch, tmp_path, capsys):
