@@ -15,6 +15,10 @@ Stage II: both attempts, attempt 2 with the self-correction bonus alpha (r2 - r1
     loss = -A(r1) logp(a1) - A(r2 + alpha (r2 - r1)) logp(a2) + kl (KL(a1) + KL(a2))
 A(x) = x - batch mean of x (REINFORCE with a baseline). Loss CSV, tqdm, checkpoints, DDP through accelerate as
 in train/sft.py.
+`clarity_kl` > 0 (not in the seed; the default preset sets it) adds clarity_kl * KL(reference || policy) of the first
+answer token of the clarity question (Q6) asked after attempt 1: attempt 2 is a class sentence after a second user
+turn, and without this term the policy learns to answer the clarity question, also a second turn, with a class
+sentence (Reflection 0 after stage 4a in the default preset's runs).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class SCoReConfig(StageConfig):
     kl: float = 0.05  # KL penalty elsewhere
     alpha: float = 1.0  # stage II self-correction bonus
     max_grad_norm: float = 1.0
+    clarity_kl: float = 0.0  # keep the clarity answer (Q6 after attempt 1) at the reference's (0: the seed's SCoRe)
     synced_gpus: bool = False  # set by train_score under FSDP (sampling keeps every rank in step)
 
 
@@ -104,6 +109,18 @@ def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tenso
     return ((delta.exp() - delta - 1) * mask).sum(1)
 
 
+def clarity_kl(policy, reference, processor, images, first_answers: list[str]) -> torch.Tensor:
+    """Per-sample KL(reference || policy) of the first token of the answer to the clarity question (Q6) asked after
+    `first_answers` (the conversation [Q1, answer, Q6] the chain of thought asks), over the whole vocabulary."""
+    texts = [render(processor, [(prompts.Q1, a), (prompts.Q6, None)]) for a in first_answers]
+    inputs = _inputs(processor, images, texts, next(policy.parameters()).device)
+    position_ids = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding, as generate() counts
+    logp = policy(**inputs, position_ids=position_ids, use_cache=False).logits[:, -1].float().log_softmax(-1)
+    with torch.no_grad():
+        ref = reference(**inputs, position_ids=position_ids, use_cache=False).logits[:, -1].float().log_softmax(-1)
+    return (ref.exp() * (ref - logp)).sum(-1)
+
+
 def rewards_of(texts: list[str], labels: list[str], device) -> torch.Tensor:
     return torch.tensor([float(prompts.parse_object(t) == label) for t, label in zip(texts, labels)], device=device)
 
@@ -130,6 +147,10 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
         loss = (-advantage(r1) * logp1.sum(1) - advantage(shaped2) * logp2.sum(1) + cfg.kl * (kl1 + kl2)).mean()
     stats = {"reward1": r1.mean().item(), "reward2": r2.mean().item(), "kl1": kl1.mean().item(),
              "kl2": kl2.mean().item(), "answer1": answers1[0], "answer2": answers2[0]}
+    if cfg.clarity_kl:
+        kl_q6 = clarity_kl(policy, reference, processor, images, answers1).mean()
+        loss = loss + cfg.clarity_kl * kl_q6
+        stats["kl_clarity"] = kl_q6.item()
     return loss, stats
 
 
@@ -159,7 +180,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     accelerator.register_for_checkpointing(scheduler)
 
     checkpoint = out / "checkpoint"
-    log = LossLog(out / "loss.csv", ["step", "stage", "loss", "reward1", "reward2", "kl1", "kl2", "lr"])
+    log = LossLog(out / "loss.csv", ["step", "stage", "loss", "reward1", "reward2", "kl1", "kl2", "kl_clarity", "lr"])
     step = 0
     if (checkpoint / "progress.json").is_file():
         accelerator.load_state(str(checkpoint))

@@ -91,6 +91,36 @@ def test_score_kl_nonzero_against_frozen_reference_and_prompts_are_honest(tiny_m
     assert len({tuple(s) for s in samples_twice}) > 1  # sampled, not greedy
 
 
+def test_score_clarity_kl_is_the_kl_of_the_clarity_answer_against_the_reference(tiny_model, toy_data):
+    """clarity_kl: 0 while the policy is the reference; after a change, the batched (left-padded) value equals the KL
+    of the first clarity-answer token computed photo by photo, and score_step adds it to the loss."""
+    import train.score as score
+    from train.common import load_policy
+    from train.data import render
+
+    policy, processor = load_policy(tiny_model)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    samples = read_samples(DataDir(toy_data).require("Q1", "train"), limit=4)
+    images = [load_image(s.image) for s in samples]
+    answers = ["It's a bottle.", "A remote control, I think, held in a hand.", "", "bowl"]  # different lengths: padding
+    assert score.clarity_kl(policy, reference, processor, images, answers).abs().max() < 1e-5
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batched = score.clarity_kl(policy, reference, processor, images, answers)
+    for image, answer, value in zip(images, answers, batched):
+        inputs = score._inputs(processor, [image], [render(processor, [(prompts.Q1, answer), (prompts.Q6, None)])],
+                               "cpu")
+        with torch.no_grad():
+            p = policy(**inputs).logits[0, -1].log_softmax(-1)
+            q = reference(**inputs).logits[0, -1].log_softmax(-1)
+        assert value.item() == pytest.approx((q.exp() * (q - p)).sum().item(), rel=1e-3, abs=1e-6) and value > 1e-4
+    labels = [prompts.parse_object(s.turns[0][1]) for s in samples]
+    loss, stats = score.score_step(policy, reference, processor, images, labels,
+                                   score.SCoReConfig(max_new_tokens=6, clarity_kl=1.0), stage=1)
+    assert stats["kl_clarity"] > 1e-4 and loss.requires_grad
+
+
 def test_score_logps_are_those_of_the_sampling_distribution(tiny_model, toy_data):
     """The policy gradient is on-policy: answer_logps of the sampled tokens equal the log-probabilities generate() drew
     them with (temperature applied, special tokens suppressed), here at temperature 0.7."""
