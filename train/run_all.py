@@ -6,6 +6,7 @@
     python train/run_all.py --preset smoke --dry-run                         # print the plan, train nothing
     python train/run_all.py --preset smoke --stages 1 2 --out runs/x stages.1.epochs=3 sft.batch_size=4
     accelerate launch --num_processes 2 train/run_all.py --preset default --out runs/ddp    # DDP (or torchrun)
+    torchrun --nproc_per_node 2 train/run_all.py --preset default --out runs/fsdp --fsdp    # FSDP2 instead of DDP
 
 Stages (the seed's table, ../shared/seed/NOTES.md; `starts` = the stage whose model it continues):
     0   3D expert (occmllm.recon.train_expert)                    on the photos + shapes
@@ -29,9 +30,13 @@ SFT stages encode every sample once and keep it in GPU (or host) memory when it 
 sample again on the object's ground-truth render and/or the learned expert's (made before the stage by
 data_tools.expert_renders with the run's 3D expert, `data.generate.workers` processes; resumable).
 Numbers in overrides may be written 3e-4.
-With `clarity.relabel: true` (the default preset) the clarity answers that stages 2, 3a and 4c learn are the seed's:
-"No." where stage 1's model answered Q1 wrongly, on `clarity.n` freshly generated photos it never trained on
-(OUT/clarity_data); otherwise they are the generator's visibility labels.
+With `clarity.relabel: true` the clarity answers that stages 2, 3a and 4c learn are made by stage 1's model on
+`clarity.n` freshly generated photos it never trained on (OUT/clarity_data): `clarity.rule: answer`, the seed's, "No."
+where it answered Q1 wrongly; `route` (the default preset), "No." where it is least sure (see make_clarity_data);
+otherwise they are the generator's visibility labels.
+On a GPU, the work later steps need and the CPU can do (the test photos' expert renders, the clarity photos and their
+renders) runs beside stage 1 (`prefetch: auto|true|false`; its output in OUT/prefetch.log). The whole run's wall
+clock, piece by piece, goes to OUT/timing.json and under the results table.
 """
 
 from __future__ import annotations
