@@ -52,11 +52,12 @@ def as_rgb_array(image, size: int | None = None) -> np.ndarray:
 
 
 def finish(mesh: trimesh.Trimesh | None, K: np.ndarray, size: int, views: bool, timings: dict, t0: float,
-           message: str = "reconstructed") -> Reconstruction:
-    """Render a mesh from the input camera (+ the 4-view strip) into a Reconstruction, or the not-ok result."""
+           message: str = "reconstructed", orient: bool = True) -> Reconstruction:
+    """Render a mesh from the input camera (+ the 4-view strip) into a Reconstruction, or the not-ok result.
+    orient=False: the mesh is known to face outward (mesh_from_grid's)."""
     from occmllm.render import render_object
 
-    mesh = checked_mesh(mesh)
+    mesh = checked_mesh(mesh, orient)
     if mesh is None:
         return nothing_reconstructed("the reconstruction is empty or degenerate", size, timings)
     t = time.perf_counter()
@@ -164,7 +165,7 @@ class LearnedExpert:
         t = time.perf_counter()
         mesh = mesh_from_grid(np.asarray(prob, np.float32), lambda abc: frustum_to_camera(abc, box, K), self.threshold)
         timings["mesh"] = time.perf_counter() - t
-        return finish(mesh, K, size, views, timings, t0, f"reconstructed (objectness {objectness:.2f})")
+        return finish(mesh, K, size, views, timings, t0, f"reconstructed (objectness {objectness:.2f})", orient=False)
 
 
 class OracleExpert:

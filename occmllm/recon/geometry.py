@@ -142,16 +142,19 @@ def mesh_from_grid(prob: np.ndarray, to_camera, level: float = 0.5) -> trimesh.T
     k, j, i = verts[:, 0] - 1, verts[:, 1] - 1, verts[:, 2] - 1
     abc = np.stack([(i + 0.5) / n_x * 2 - 1, (j + 0.5) / n_y * 2 - 1, (k + 0.5) / n_depth * 2 - 1], axis=-1)
     mesh = trimesh.Trimesh(to_camera(abc), faces, process=True)
-    return checked_mesh(mesh)
+    # marching cubes on the padded grid, higher inside, gives outward faces (tested): no orientation check to pay for
+    # (is_watertight + volume: ~10 ms of a ~35 ms mesh-and-render on this CPU)
+    return checked_mesh(mesh, orient=False)
 
 
-def checked_mesh(mesh: trimesh.Trimesh | None) -> trimesh.Trimesh | None:
-    """The mesh with outward normals, or None when it is empty or degenerate."""
+def checked_mesh(mesh: trimesh.Trimesh | None, orient: bool = True) -> trimesh.Trimesh | None:
+    """The mesh with outward normals (`orient`: turned when it is closed and inside out; off for meshes known to be
+    outward), or None when it is empty or degenerate."""
     if mesh is None or len(mesh.faces) < 4 or not np.all(np.isfinite(mesh.vertices)):
         return None
     extent = mesh.vertices.max(0) - mesh.vertices.min(0)
     if np.sort(extent)[1] <= 1e-9:  # collapsed to a line or a point
         return None
-    if mesh.is_watertight and mesh.volume < 0:
+    if orient and mesh.is_watertight and mesh.volume < 0:
         mesh.invert()
     return mesh

@@ -152,6 +152,10 @@ def test_mesh_from_grid_lands_on_the_voxelized_object():
     rebuilt = mesh_from_grid(grid, lambda abc: frustum_to_camera(abc, box, K))
     scores = compare_meshes(rebuilt, mesh)
     assert scores["iou"] > 0.8 and scores["fscore"] > 0.9, scores
+    # faces outward without an orientation check: closed, positive volume, normals pointing away from the centre
+    assert rebuilt.is_watertight and rebuilt.volume > 0
+    outward = np.einsum("ij,ij->i", rebuilt.face_normals, rebuilt.triangles_center - rebuilt.centroid)
+    assert (outward > 0).mean() > 0.99
 
 
 def test_voxelize_fills_the_inside():
