@@ -19,6 +19,7 @@ which counts as wrong), results.jsonl (per image: raw answers answer_q1 / answer
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -69,21 +70,16 @@ def read_manifest(images: str | Path) -> dict[str, dict]:
     return {row["id"]: row for row in frame.to_dict("records")}
 
 
-class _Threads:
-    """A small thread pool, started on first use (image decoding and file reads overlap; the GIL is let go)."""
+@functools.cache
+def _io_pool():
+    """Threads for image decoding and file reads (PIL and file I/O let go of the GIL), started on first use."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    def __init__(self, workers: int = 8):
-        self.workers, self.pool = workers, None
-
-    def map(self, fn, sequence):
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="evaluate-io")
-        return list(self.pool.map(fn, sequence))
+    return ThreadPoolExecutor(8, thread_name_prefix="evaluate-io")
 
 
-_threads = _Threads()
+def _thread_map(fn, sequence) -> list:
+    return list(_io_pool().map(fn, sequence))
 
 
 def _batches(sequence, size):
@@ -99,16 +95,16 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     manifest = manifest or {}
     raw = {item.id: {"id": item.id, "image": str(item.image), "label": item.label} for item in items}
     photos: dict[str, Image.Image | None] = {}
-    bar = tqdm(total=len(items), desc="Q1+Q6", disable=not progress, unit="img")
     def read(item):
         try:
             return load_image(item.image)
         except ImageError as error:
             return error
 
+    bar = tqdm(total=len(items), desc="Q1+Q6", disable=not progress, unit="img")
     for batch in _batches(items, batch_size):
         loaded = []
-        for item, image in zip(batch, _threads.map(read, batch)):  # decoding in threads (PIL lets go of the GIL)
+        for item, image in zip(batch, _thread_map(read, batch)):  # photos decoded in threads
             if isinstance(image, ImageError):
                 raw[item.id].update(error=str(image), answer_q1="", answer_q6="")
             else:
@@ -133,7 +129,7 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     need_ids = {item.id for item in need}
     bar = tqdm(total=len(need), desc="3D + Q1 on render", disable=not progress or not need, unit="img")
     # precomputed renders (FolderExpert) are read in threads; experts that render (a GL context) one at a time
-    reconstruct_all = _threads.map if getattr(expert, "thread_safe", False) else map
+    reconstruct_all = _thread_map if getattr(expert, "thread_safe", False) else map
     for batch in _batches(need, batch_size):
         renders = []
         reconstructions = reconstruct_all(lambda item: expert.reconstruct(str(item.image)), batch) if expert else ()

@@ -163,7 +163,7 @@ class LearnedExpert:
         if objectness < self.min_objectness:
             return nothing_reconstructed(f"no object found (objectness {objectness:.2f})", size, timings)
         t = time.perf_counter()
-        mesh = mesh_from_grid(np.asarray(prob, np.float32), lambda abc: frustum_to_camera(abc, box, K), self.threshold)
+        mesh = mesh_from_grid(prob, lambda abc: frustum_to_camera(abc, box, K), self.threshold)
         timings["mesh"] = time.perf_counter() - t
         return finish(mesh, K, size, views, timings, t0, f"reconstructed (objectness {objectness:.2f})", orient=False)
 
