@@ -80,7 +80,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                            info="when a render is read (a 'No', or Force 3D): the class both "
                                                 "readings support, not the render's answer alone. With Force 3D "
                                                 "the shipped model is right on 95.4% of test photos, against "
-                                                "93.2% by its own clarity answer (89.8% and 89.3% when under 40% "
+                                                "90.3% by its own clarity answer (91.0% and 83.6% when under 40% "
                                                 "is visible)")
                         sample = gr.Checkbox(False, label="Sample instead of greedy decoding")
                         with gr.Row():
