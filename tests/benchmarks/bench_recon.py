@@ -13,7 +13,8 @@ reconstruct() (network + marching cubes + render). The photo's true K is passed 
 the photo and its mirror image and averages both (LearnedExpert's default flip_average=True). With --model: Q1 accuracy on the photo, on the learned expert's
 render and on the oracle's (ground-truth) render, for photos with visible fraction < 0.4. With --ceiling N: the IoU
 that the expert's output grid allows at best, i.e. the ground truth sampled at the frustum cells of the true window,
-meshed by the same marching cubes, against the true mesh (first N test photos).
+meshed by the same marching cubes, against the true mesh (first N test photos). Last, the depth-aligned IoU and F-score
+per object class (and the ceiling per class with --ceiling).
 """
 from __future__ import annotations
 
@@ -79,6 +80,24 @@ def table(rows: list[dict], key: str, title: str) -> None:
               f"{np.mean([r[key]['fscore'] for r in group]):>8.3f}{np.mean([r['ok'] for r in group]):>7.2f}")
 
 
+def class_table(rows: list[dict], manifest: dict, bounds: dict[str, float]) -> None:
+    """Depth-aligned IoU and F-score per object class; with `bounds` ({id: ceiling IoU}) the ceiling of the same
+    photos beside it."""
+    classes = sorted({manifest.get(r["id"], {}).get("class") for r in rows} - {None})
+    if not classes:
+        return
+    print(f"\nper class, depth-aligned{' (ceiling: its photos among the first --ceiling)' if bounds else ''}")
+    print(f"{'class':<12}{'n':>6}{'IoU':>8}{'F@5%':>8}" + (f"{'ceiling':>9}{'n':>6}" if bounds else ""))
+    for name in classes:
+        group = [r for r in rows if manifest.get(r["id"], {}).get("class") == name]
+        line = (f"{name:<12}{len(group):>6}{np.mean([r['aligned']['iou'] for r in group]):>8.3f}"
+                f"{np.mean([r['aligned']['fscore'] for r in group]):>8.3f}")
+        if bounds:
+            top = [bounds[r["id"]] for r in group if r["id"] in bounds]
+            line += f"{np.mean(top) if top else float('nan'):>9.3f}{len(top):>6}"
+        print(line)
+
+
 def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manifest: dict, expert) -> None:
     from occmllm import prompts
     from occmllm.vlm import VLM
@@ -129,10 +148,10 @@ def score_one(task: tuple) -> dict:
             "seconds": seconds}
 
 
-def ceiling(data: Path, split: str, ids: list[str], config) -> list[float]:
+def ceiling(data: Path, split: str, ids: list[str], config) -> dict[str, float]:
     """IoU of the ground-truth occupancy sampled on the expert's frustum grid (`config`: an OccupancyNetConfig) in the
     true window at the true depth, meshed as reconstruct() meshes, against the true mesh: the best the output
-    representation can score."""
+    representation can score. {id: IoU}."""
     import tempfile
 
     import torch
@@ -142,14 +161,14 @@ def ceiling(data: Path, split: str, ids: list[str], config) -> list[float]:
 
     with tempfile.TemporaryDirectory() as cache:
         ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
-    ious = []
+    ious = {}
     for i, sid in enumerate(ds.ids):
         vertices, faces, K = load_shape(data / split / "shapes" / f"{sid}.npz")
         target = ds.targets_at(torch.tensor([i]), ds.windows[i:i + 1], ds.K[i:i + 1])[0].numpy()
         u0, v0, r, z = (float(x) for x in ds.windows[i])
         box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, config.depth_ratio))
         mesh = mesh_from_grid(target, lambda abc: frustum_to_camera(abc, box, K), 0.5)
-        ious.append(compare_meshes(mesh, trimesh.Trimesh(vertices, faces, process=False))["iou"])
+        ious[sid] = compare_meshes(mesh, trimesh.Trimesh(vertices, faces, process=False))["iou"]
     return ious
 
 
@@ -214,13 +233,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nreconstruct() time per photo (network + marching cubes + render, {args.threads} thread, "
               f"{len(times)} photos, one process): median {1000 * statistics.median(times):.0f} ms, "
               f"p90 {1000 * np.percentile(times, 90):.0f} ms (target <= 150 ms)")
+    bounds = {}
     if args.ceiling:
         config = expert.config
-        ious = ceiling(data, args.split, ids[: args.ceiling], config)
+        bounds = ceiling(data, args.split, ids[: args.ceiling], config)
+        ious = list(bounds.values())
         print(f"\nceiling: ground truth on the expert's {config.n_xy}^2 x {config.n_depth} frustum grid, meshed, vs "
               f"the true mesh ({len(ious)} "
               f"photos): mean IoU {np.mean(ious):.3f}, p10 {np.percentile(ious, 10):.3f}, median "
               f"{np.median(ious):.3f}")
+    class_table(rows, manifest, bounds)
     if args.json:
         import json
 
