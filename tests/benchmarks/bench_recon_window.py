@@ -34,12 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="first photo (sorted ids)")
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--expert", default=None, help="learned expert folder (default: the shipped one)")
+    parser.add_argument("--object-class", default=None, help="only the photos of this class (from the manifest), "
+                        "e.g. knife")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     e = LearnedExpert(args.expert) if args.expert else LearnedExpert()
     c, m = e.config, e.model
     data = args.data / args.split
-    ids = sorted(p.stem for p in (data / "shapes").glob("*.npz"))[args.start: args.start + args.limit]
+    ids = sorted(p.stem for p in (data / "shapes").glob("*.npz"))
+    if args.object_class:
+        from tests.benchmarks.bench_recon import read_manifest
+
+        manifest = read_manifest(data)
+        ids = [i for i in ids if manifest.get(i, {}).get("class") == args.object_class]
+    ids = ids[args.start: args.start + args.limit]
+    if not ids:
+        parser.error(f"no photos in {data}" + (f" of class {args.object_class!r}" if args.object_class else ""))
 
     @torch.no_grad()
     def shape_in(photo, u0, v0, r, z, K):
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {name: compare_meshes(depth_aligned(mesh, truth) if mesh is not None else None, truth)["iou"]
                for name, mesh in meshes.items()}
         row["size error"] = abs(box.r / r - 1)
+        row["size ratio (predicted / true)"] = box.r / r
         row["centre error"] = float(np.hypot(box.u0 - u0, box.v0 - v0) / r)
         rows.append(row)
     print(f"{len(rows)} photos of {data}, depth-aligned IoU against the true mesh:")
