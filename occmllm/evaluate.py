@@ -193,15 +193,20 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
 
 def fused_summary(results: list[metrics.ImageResult], records: list[dict]) -> dict:
     """Decision with photo and render fused (records' "fused"; unreadable photos count as wrong), overall and per
-    visible-fraction bucket (metrics.BUCKETS)."""
+    visible-fraction bucket (metrics.BUCKETS). Beside it, from the same readings of every photo: "render_every_photo",
+    the Decision of always answering from the render (the routing of --force-3d; a missing render is wrong), and
+    "best_routing", the share right on the photo or on the render (what the best possible clarity answer would get)."""
     def score(pairs):
         return {"n": len(pairs), "decision": sum(r.label == rec.get("fused") for r, rec in pairs) / len(pairs)
                 if pairs else None}
 
     pairs = list(zip(results, records))
+    other = {"render_every_photo": sum(r.render_answer == r.label for r in results) / len(results) if results else None,
+             "best_routing": sum(r.q1 == r.label or r.render_answer == r.label for r in results) / len(results)
+             if results else None}
     with_fraction = [(r, rec) for r, rec in pairs if r.visible_fraction is not None]
     hidden = [(r, rec) for r, rec in with_fraction if r.visible_fraction < 0.4]
-    return {**score(pairs), "visible_under_40": {**score(hidden), "decision_seed_rule": metrics.decision(
+    return {**score(pairs), **other, "visible_under_40": {**score(hidden), "decision_seed_rule": metrics.decision(
         [r for r, _ in hidden]) if hidden else None}, "per_visible_fraction": {
         metrics.bucket_name(low, high): score([(r, rec) for r, rec in with_fraction if low <= r.visible_fraction < high])
         for low, high in (metrics.BUCKETS if with_fraction else ())}}
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; visible < 40%: {fmt(hidden['decision'])} (seed's rule {fmt(hidden['decision_seed_rule'])}, "
                  f"{hidden['n']} images)" if hidden["n"] else "")
               + (f"; by visible fraction: {buckets}" if buckets else ""))
+        print(f"the same readings routed otherwise: the render for every photo {fmt(fused['render_every_photo'])}, "
+              f"the best routing (photo or render right) {fmt(fused['best_routing'])}")
     if not vlm.trained:
         print("WARNING: the default model is untrained (random weights): these numbers mean nothing yet.")
     print(f"wrote {out}/predictions.json, results.jsonl, report.json")

@@ -103,3 +103,22 @@ def test_evaluate_fuse_reports_photo_and_render_read_together(tiny_model_dirs, t
     assert report["fused"]["decision"] == pytest.approx(np.mean([r["fused"] == r["label"] for r in rows]))
     hidden = [r for r in rows if int(r["id"]) / 7 < 0.4]
     assert report["fused"]["visible_under_40"]["n"] == len(hidden)
+    assert report["fused"]["render_every_photo"] == pytest.approx(
+        np.mean([r["render_answer"] == r["label"] for r in rows]))
+
+
+def test_fused_summary_reports_the_other_routings_of_the_same_readings():
+    """Four photos read both ways: right on both, photo only, render only, neither (render missing)."""
+    from occmllm.evaluate import fused_summary
+
+    results = [metrics.ImageResult("1", "jar", "jar", prompts.YES, "jar", visible_fraction=0.9),
+               metrics.ImageResult("2", "can", "can", prompts.NO, "bowl", visible_fraction=0.2),
+               metrics.ImageResult("3", "knife", "remote", prompts.YES, "knife", visible_fraction=0.3),
+               metrics.ImageResult("4", "bowl", "jar", prompts.NO, None, render_missing=True, visible_fraction=0.5)]
+    records = [{"fused": "jar"}, {"fused": "can"}, {"fused": "remote"}, {"fused": "jar"}]
+    summary = fused_summary(results, records)
+    assert summary["decision"] == 0.5  # photos 1 and 2
+    assert summary["render_every_photo"] == 0.5  # photos 1 and 3
+    assert summary["best_routing"] == 0.75  # 1, 2 (photo) and 3 (render)
+    assert summary["visible_under_40"]["n"] == 2 and summary["visible_under_40"]["decision"] == 0.5
+    assert summary["visible_under_40"]["decision_seed_rule"] == 0.0  # 2 routed to a wrong render, 3 kept a wrong Q1
