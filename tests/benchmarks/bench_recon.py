@@ -148,10 +148,11 @@ def score_one(task: tuple) -> dict:
             "seconds": seconds}
 
 
-def ceiling(data: Path, split: str, ids: list[str], config) -> dict[str, float]:
+def ceiling(data: Path, split: str, ids: list[str], config, solid: bool = False) -> dict[str, float]:
     """IoU of the ground-truth occupancy sampled on the expert's frustum grid (`config`: an OccupancyNetConfig) in the
     true window at the true depth, meshed as reconstruct() meshes, against the true mesh: the best the output
-    representation can score. {id: IoU}."""
+    representation can score. {id: IoU}. solid: count the surface cells as inside (1, not the training targets'
+    0.5), to see what other targets would allow."""
     import tempfile
 
     import torch
@@ -161,6 +162,8 @@ def ceiling(data: Path, split: str, ids: list[str], config) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as cache:
         ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
+    if solid:
+        ds.targets = (ds.targets > 0).to(ds.targets.dtype) * 2
     ious = {}
     for i, sid in enumerate(ds.ids):
         vertices, faces, K = load_shape(data / split / "shapes" / f"{sid}.npz")
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                         "accuracy (no shape scores, no timing)")
     parser.add_argument("--ceiling", type=int, default=0, help="also print the IoU of the ground truth on the "
                         "expert's output grid for the first N photos (the representation's upper bound)")
+    parser.add_argument("--ceiling-solid", action="store_true", help="with --ceiling: targets with the surface "
+                        "cells counted as inside (what training on such targets would allow at best)")
     parser.add_argument("--json", default=None, help="also write the per-photo scores and the summary to this file")
     args = parser.parse_args(argv)
 
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     bounds = {}
     if args.ceiling:
         config = expert.config
-        bounds = ceiling(data, args.split, ids[: args.ceiling], config)
+        bounds = ceiling(data, args.split, ids[: args.ceiling], config, args.ceiling_solid)
         ious = list(bounds.values())
         print(f"\nceiling: ground truth on the expert's {config.n_xy}^2 x {config.n_depth} frustum grid, meshed, vs "
               f"the true mesh ({len(ious)} "
