@@ -24,7 +24,7 @@ from occmllm.recon.data import load_shape, object_extent, window_of  # noqa: E40
 from occmllm.recon.experts import as_rgb_array  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes  # noqa: E402
-from tests.benchmarks.bench_recon import depth_aligned  # noqa: E402
+from tests.benchmarks.bench_recon import depth_aligned, read_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data / args.split
     ids = sorted(p.stem for p in (data / "shapes").glob("*.npz"))
     if args.object_class:
-        from tests.benchmarks.bench_recon import read_manifest
-
         manifest = read_manifest(data)
         ids = [i for i in ids if manifest.get(i, {}).get("class") == args.object_class]
     ids = ids[args.start: args.start + args.limit]
