@@ -14,12 +14,19 @@ meshes).
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
 step, training seconds: a rerun with the same OUT resumes), OUT/loss.csv, OUT/eval.csv and OUT/gt_{split}/ (the
 ground-truth cache). train/run_all.py's stage 0 calls train_expert().
+
+Several GPUs: the same command under torchrun (DDP; --batch-size per process, each process its own batches and the
+whole split on its GPU; rank 0 prepares the ground truth, evaluates, logs and saves; the time budget and the learning
+rate follow rank 0's clock, shared every 25 steps):
+
+    torchrun --nproc_per_node 8 -m occmllm.recon.train --data data/synth --out runs/recon --minutes 20 --device cuda
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import math
+import os
 import time
 from pathlib import Path
 
@@ -58,12 +65,29 @@ def evaluate_grid_iou(model: OccupancyNet, data: DeviceDataset, batch_size: int 
             "size_err": float(torch.cat(size_err).mean())}
 
 
+SYNC_EVERY = 25  # steps between the processes' shared clock (DDP) and between loss-log rows on a GPU
+
+
+def start_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, this process's device) under torchrun: the process group (NCCL on CUDA, gloo on the CPU)."""
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if str(device).startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    return rank, world, device
+
+
 def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
                  device: str = "cpu", threads: int | None = 1, limit: int | None = None, seed: int = 0,
                  negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
                  progress: bool = True, minutes: float | None = None, workers: int | None = None,
                  eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True,
-                 init: str | Path | None = None) -> Path:
+                 init: str | Path | None = None, distributed: bool = False) -> Path:
     """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
     comes first; returns out_dir with the saved model.
 
@@ -72,7 +96,16 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     eval_every: seconds of training between grid-IoU evaluations on the test split (when it exists).
     init: start a new run from these weights (a folder with config.json + model.safetensors, e.g. the shipped
     expert) instead of random ones: its architecture is kept; the optimizer and schedule start afresh.
+    distributed: one process of a torchrun launch (DDP; see the module's docstring).
     """
+    rank, world = 0, 1
+    if distributed:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        rank, world, device = start_distributed(device)
+    main = rank == 0
+    progress = progress and main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -94,11 +127,15 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
             raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
         initial = OccupancyNet.from_pretrained(init)
         config = initial.config
+    if distributed and not main:
+        dist.barrier()  # rank 0 prepares the ground-truth cache first
     data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress)
     test = None
-    if (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
+    if main and (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
         test = DeviceDataset(data_dir, "test", config, out, device, min(limit or eval_limit, eval_limit), workers,
                              progress)
+    if distributed and main:
+        dist.barrier()
     K = data.median_K
     config.fx, config.fy, config.cx, config.cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
     model = OccupancyNet(config).to(device)
@@ -109,14 +146,22 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         print(f"starting from the weights in {init}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator.manual_seed(seed + 7919 * rank)  # each process its own batches; rank 0 as a single process
     step, trained = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, trained = state["step"], state.get("seconds", 0.0)
-        generator.set_state(state["generator"].cpu() if not cuda else state["generator"].cpu())
-        print(f"resuming from {checkpoint} at step {step} ({trained:.0f} s trained)")
+        if main:
+            generator.set_state(state["generator"].cpu())
+        else:
+            generator.manual_seed(seed + 7919 * rank + step)
+        if main:
+            print(f"resuming from {checkpoint} at step {step} ({trained:.0f} s trained)")
+    net = model  # the module itself: saved, evaluated
+    if distributed:
+        model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if cuda else None)
+    clock = trained  # the training time the schedule and the budget follow: shared by the processes under DDP
     budget = minutes * 60 if minutes else None
     warmup = min(200, max(1, steps // 20))
 
@@ -130,17 +175,19 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
 
     log_path, eval_path = out / "loss.csv", out / "eval.csv"
     new_log = not log_path.is_file() or step == 0
-    log_file = open(log_path, "w" if new_log else "a", newline="")
-    eval_file = open(eval_path, "w" if new_log or not eval_path.is_file() else "a", newline="")
+    log_file = open(log_path if main else os.devnull, "w" if new_log else "a", newline="")
+    eval_file = open(eval_path if main else os.devnull, "w" if new_log or not eval_path.is_file() else "a", newline="")
     log, eval_log = csv.writer(log_file), csv.writer(eval_file)
     if new_log:
         log.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
         eval_log.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s"])
 
     def save():
-        model.save_pretrained(out)
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "seconds": trained, "generator": generator.get_state(), "config": vars(config).copy()},
+        if not main:
+            return
+        net.save_pretrained(out)
+        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "seconds": clock, "generator": generator.get_state(), "config": vars(config).copy()},
                    checkpoint)
 
     def run_eval():
@@ -148,9 +195,9 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
             return
         if cuda:
             torch.cuda.synchronize()
-        scores = evaluate_grid_iou(model, test, 128 if cuda else 16, cuda, eval_limit)
+        scores = evaluate_grid_iou(net, test, 128 if cuda else 16, cuda, eval_limit)
         eval_log.writerow([step, f"{trained:.1f}", f"{scores['grid_iou']:.4f}", f"{scores['centre_err']:.4f}",
-                           f"{scores['size_err']:.4f}", f"{step * batch_size / max(trained, 1e-9):.0f}"])
+                           f"{scores['size_err']:.4f}", f"{step * batch_size * world / max(trained, 1e-9):.0f}"])
         eval_file.flush()
         tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f}, window centre error "
                    f"{scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
@@ -160,14 +207,14 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     bar = tqdm(initial=step, total=total, desc="train 3D expert", disable=not progress)
     next_eval = trained + eval_every
     values = {}
-    while step < steps and (budget is None or trained < budget):
+    while step < steps and (budget is None or clock < budget):
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, trained)
+            group["lr"] = lr_at(step, clock)
         index = torch.randint(0, len(data), (batch_size,), generator=generator, device=device)
         batch = data.batch(index, generator, augment=augment, negative_fraction=negative_fraction)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            x = model.normalize(batch["images"].float() / 255.0)
+            x = net.normalize(batch["images"].float() / 255.0)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             pred = model(x, box={k: batch[k] for k in ("u0", "v0", "r")})
@@ -179,16 +226,22 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        if step % 25 == 0 or step == 1 or not cuda:
+        if main and (step % SYNC_EVERY == 0 or step == 1 or not cuda):
             values = {k: float(v.detach()) for k, v in parts.items()}  # (a sync: only every 25 steps on GPU)
             log.writerow([step, *(f"{values.get(k, float('nan')):.5f}" for k in
                                   ("loss", "bce", "soft_iou", "box", "objectness")),
                           f"{optimizer.param_groups[0]['lr']:.6f}", f"{trained:.1f}"])
             bar.set_postfix(loss=f"{values['loss']:.3f}", iou=f"{1 - values.get('soft_iou', 1):.3f}",
                             s=f"{trained:.0f}")
-        if cuda and step % 25 == 0:
+        if cuda and step % SYNC_EVERY == 0:
             torch.cuda.synchronize()
         trained += time.perf_counter() - tick
+        if not distributed:
+            clock = trained
+        elif step % SYNC_EVERY == 0:  # every process takes rank 0's clock: the same learning rates, the same last step
+            shared = torch.tensor([trained if main else 0.0], dtype=torch.float64, device=device)
+            dist.broadcast(shared, 0)
+            clock = trained = float(shared)
         bar.update(1)
         if trained >= next_eval:
             run_eval()
@@ -201,6 +254,13 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     run_eval()
     log_file.close()
     eval_file.close()
+    if distributed:  # DDP keeps the copies equal; check it once rather than trust it
+        flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
+        mine = torch.stack([flat.sum(), flat.square().sum()])
+        every = [torch.zeros_like(mine) for _ in range(world)]
+        dist.all_gather(every, mine)
+        if not all(torch.allclose(other, every[0], rtol=1e-9, atol=0.0) for other in every):
+            raise RuntimeError(f"the {world} processes ended with different weights: {[t.tolist() for t in every]}")
     return out
 
 
@@ -242,11 +302,17 @@ def main(argv: list[str] | None = None) -> None:
         config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head,
                                     z_per_focal=True)
     steps = args.steps or (10 ** 9 if args.minutes else 3000)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun
     out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
                        args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,
                        minutes=args.minutes, workers=args.workers, eval_every=args.eval_every,
-                       augment=not args.no_augment, init=args.init)
-    print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
+                       augment=not args.no_augment, init=args.init, distributed=distributed)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

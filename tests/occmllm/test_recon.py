@@ -92,6 +92,46 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
         assert rec.message.startswith(NOTHING) and rec.glb is None
 
 
+def test_training_under_torchrun_keeps_the_processes_in_step(dataset, tmp_path):
+    """Two processes (DDP over gloo on the CPU): they draw different batches, end at the same step with the same
+    weights (train_expert checks and raises otherwise), and rank 0 alone writes the log and the model, which then
+    differs from the weights it started from."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--standalone", "-m", "occmllm.recon.train", "--data", str(dataset), "--out",
+                             str(out), "--tiny", "--steps", "30", "--batch-size", "4", "--eval-every", "0",
+                             "--workers", "1", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.stdout.count("saved the 3D expert to") == 1  # rank 0 only
+    rows = list(csv.DictReader(open(out / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))  # one log, one row a step
+    trained = OccupancyNet.from_pretrained(out)
+    torch.manual_seed(0)
+    start = OccupancyNet(trained.config)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), start.state_dict().values())
+               if a.is_floating_point())
+    # without DDP's gradient averaging the copies drift apart (so the processes drew different batches) and the
+    # final check stops the run instead of saving one process's weights as if they were everybody's
+    unsynced = tmp_path / "unsynced.py"
+    unsynced.write_text("import sys, torch.nn.parallel\n"
+                        "torch.nn.parallel.DistributedDataParallel = lambda module, **kwargs: module\n"
+                        "from occmllm.recon.train import main\nmain(sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--standalone", str(unsynced), "--data", str(dataset), "--out",
+                             str(tmp_path / "unsynced"), "--tiny", "--steps", "10", "--batch-size", "4",
+                             "--eval-every", "0", "--workers", "1", "--quiet"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "processes ended with different weights" in result.stdout + result.stderr
+
+
 def test_ground_truth_cache_is_incremental_and_matches_in_parallel(dataset, tmp_path, monkeypatch):
     import occmllm.recon.data as recon_data
 
