@@ -78,7 +78,8 @@ def _io_pool():
     return ThreadPoolExecutor(8, thread_name_prefix="evaluate-io")
 
 
-def _thread_map(fn, sequence) -> list:
+def thread_map(fn, sequence) -> list:
+    """list(map(fn, sequence)) in the shared I/O threads: image decoding, file reads (also train/run_all's)."""
     return list(_io_pool().map(fn, sequence))
 
 
@@ -104,7 +105,7 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     bar = tqdm(total=len(items), desc="Q1+Q6", disable=not progress, unit="img")
     for batch in _batches(items, batch_size):
         loaded = []
-        for item, image in zip(batch, _thread_map(read, batch)):  # photos decoded in threads
+        for item, image in zip(batch, thread_map(read, batch)):  # photos decoded in threads
             if isinstance(image, ImageError):
                 raw[item.id].update(error=str(image), answer_q1="", answer_q6="")
             else:
@@ -129,7 +130,7 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
     need_ids = {item.id for item in need}
     bar = tqdm(total=len(need), desc="3D + Q1 on render", disable=not progress or not need, unit="img")
     # precomputed renders (FolderExpert) are read in threads; experts that render (a GL context) one at a time
-    reconstruct_all = _thread_map if getattr(expert, "thread_safe", False) else map
+    reconstruct_all = thread_map if getattr(expert, "thread_safe", False) else map
     for batch in _batches(need, batch_size):
         renders = []
         reconstructions = reconstruct_all(lambda item: expert.reconstruct(str(item.image)), batch) if expert else ()

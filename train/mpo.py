@@ -9,14 +9,12 @@ trl is imported here only, so the other stages run without it. Resumes from the 
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from train.common import (LossLog, StageConfig, add_lora, is_fsdp, load_policy, save_model, seed_everything,
-                          set_trainable)
+from train.common import LossLog, StageConfig, add_lora, finish_stage, load_policy, seed_everything, set_trainable
 
 
 @dataclass
@@ -84,15 +82,7 @@ def train_mpo(start: Path, out: Path, pairs, cfg: MPOConfig, name: str = "3a") -
     trainer, model, processor = build_trainer(start, out, pairs, cfg)
     resume = any((out / "trainer").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
-    folder = out / "model"
-    accelerator = trainer.accelerator
-    state_dict = accelerator.get_state_dict(trainer.model) if is_fsdp(accelerator) else None  # every rank gathers
-    if trainer.is_world_process_zero():
-        save_model(accelerator.unwrap_model(trainer.model), processor, folder, source=Path(start), stage=name,
-                   state_dict=state_dict)
-        shutil.rmtree(out / "trainer", ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    return folder
+    return finish_stage(trainer.accelerator, trainer.model, processor, out, start, name, out / "trainer")
 
 
 @torch.no_grad()

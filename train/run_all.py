@@ -222,8 +222,6 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
         return folder
     make_clarity_photos(config, out, expert, rank0)
 
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
@@ -231,7 +229,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     from data_tools.expert_renders import FOLDER
     from data_tools.relabel import relabel, routing_threshold, set_clear, write_relabelled
     from occmllm import prompts
-    from occmllm.evaluate import read_test_set
+    from occmllm.evaluate import read_test_set, thread_map
     from occmllm.images import load_image
     from occmllm.vlm import VLM
     from train.data import DataDir
@@ -242,10 +240,9 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     size = eval_settings.get("batch_size", 32)
     predictions, logprob, on_render = {}, {}, {}
     renders = folder / "train" / FOLDER
-    threads = ThreadPoolExecutor(8)  # decoding photos in threads (PIL lets go of the GIL)
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
-        photos = list(threads.map(lambda item: load_image(item.image), batch))
+        photos = thread_map(lambda item: load_image(item.image), batch)  # decoded in threads
         if rule == "answer":
             predictions.update(zip((i.id for i in batch), vlm.generate_batch(photos, [prompts.Q1] * len(batch))))
             continue
@@ -254,10 +251,9 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
         logprob.update((item.id, float(score)) for item, score in zip(batch, scores))
         # the model's answer on the expert's render (no render: nothing reconstructed, counted wrong)
         rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
-        answers = vlm.generate_batch(list(threads.map(lambda i: load_image(renders / f"{i.id}.png"), rendered)),
+        answers = vlm.generate_batch(thread_map(lambda i: load_image(renders / f"{i.id}.png"), rendered),
                                      [prompts.Q1] * len(rendered))
         on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
-    threads.shutdown()
     manifest_path = folder / "train" / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path)
     m = relabel(manifest, predictions, "error", f"run_all: {model}")
