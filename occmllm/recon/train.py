@@ -9,7 +9,7 @@ batch is cut there. bf16 autocast on CUDA, AdamW, linear warmup then cosine deca
 training time, or --steps, whichever ends first). Every --eval-every seconds: the grid IoU on the test split (the
 predicted occupancy vs the ground truth in the predicted window, both at the frustum cells, the window's depth set to
 the true one: a fast proxy of the depth-aligned volumetric IoU that tests/benchmarks/bench_recon.py measures on
-meshes).
+meshes), and the same on as many training photos (unaugmented; the gap between the two shows overfitting).
 
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
 step, training seconds: a rerun with the same OUT resumes), OUT/loss.csv, OUT/eval.csv and OUT/gt_{split}/ (the
@@ -180,7 +180,7 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     log, eval_log = csv.writer(log_file), csv.writer(eval_file)
     if new_log:
         log.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
-        eval_log.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s"])
+        eval_log.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s", "train_grid_iou"])
 
     def save():
         if not main:
@@ -196,11 +196,13 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         if cuda:
             torch.cuda.synchronize()
         scores = evaluate_grid_iou(net, test, 128 if cuda else 16, cuda, eval_limit)
+        seen = evaluate_grid_iou(net, data, 128 if cuda else 16, cuda, eval_limit)["grid_iou"]  # photos it trains on
         eval_log.writerow([step, f"{trained:.1f}", f"{scores['grid_iou']:.4f}", f"{scores['centre_err']:.4f}",
-                           f"{scores['size_err']:.4f}", f"{step * batch_size * world / max(trained, 1e-9):.0f}"])
+                           f"{scores['size_err']:.4f}", f"{step * batch_size * world / max(trained, 1e-9):.0f}",
+                           f"{seen:.4f}"])
         eval_file.flush()
-        tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f}, window centre error "
-                   f"{scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
+        tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f} (training photos "
+                   f"{seen:.3f}), window centre error {scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
 
     model.train()
     total = steps if budget is None else None

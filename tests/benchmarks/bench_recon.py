@@ -163,7 +163,7 @@ def ceiling(data: Path, split: str, ids: list[str], config, solid: bool = False)
     with tempfile.TemporaryDirectory() as cache:
         ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
     if solid:
-        ds.targets = (ds.targets > 0).to(ds.targets.dtype) * 2
+        ds.surface = torch.zeros_like(ds.surface)  # every solid cell 2 (inside), the surface cells too
     ious = {}
     for i, sid in enumerate(ds.ids):
         vertices, faces, K = load_shape(data / split / "shapes" / f"{sid}.npz")
