@@ -14,7 +14,8 @@ the samples no shard has yet.
 Training target at a cell = trilinear sample of (solid - surface / 2) at the cell centre: 1 inside, 1/2 on the
 surface cells (where the true surface lies somewhere inside the cell), 0 outside; marching cubes at 0.5 then lands
 the surface in the middle of the surface cells instead of half a cell outside. `DeviceDataset` holds a whole split
-(photos + targets) as tensors on one device and cuts training batches there (jittered windows, flips, colour).
+(photos + bit-packed ground truth) as tensors on one device and cuts training batches there (jittered windows, flips,
+colour); the photos are decoded once, in parallel, into OUT/images_{split}.npy, which further processes only map.
 """
 from __future__ import annotations
 
@@ -170,24 +171,53 @@ def prepare_cache(data_dir: str | Path, split: str, cache_dir: str | Path, worke
     return out
 
 
-def _load_images(paths: list[str]) -> np.ndarray:
-    return np.stack([load_image(p) for p in paths])
+def _decode_into(task: tuple[str, int, list[str]]) -> int:
+    """Decode photos into rows [offset, offset + len(paths)) of the .npy file at `path` (opened here, in the worker:
+    the pixels never travel back through a pipe)."""
+    path, offset, paths = task
+    out = np.load(path, mmap_mode="r+")
+    for n, photo in enumerate(paths):
+        out[offset + n] = load_image(photo)
+    out.flush()
+    return len(paths)
 
 
 def load_images(data_dir: str | Path, split: str, ids: list[str], workers: int | None = None,
-                progress: bool = True) -> np.ndarray:
-    """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes."""
+                progress: bool = True, cache_dir: str | Path | None = None) -> np.ndarray:
+    """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes straight into a memory-mapped
+    file, CACHE_DIR/images_{split}.npy (with its ids beside it: a later call with the same ids, e.g. another process of
+    a torchrun launch, only maps it; default: a temporary file, removed). Returned memory-mapped (read-only)."""
+    import tempfile
+
     root = Path(data_dir) / split / "images"
     paths = [str(root / f"{sid}.jpg") for sid in ids]
-    workers = workers or os.cpu_count() or 1
-    chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
-    if workers > 1 and len(chunks) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(tqdm(pool.map(_load_images, chunks), total=len(chunks), desc=f"loading {split} photos",
-                              disable=not progress, leave=False))
-    else:
-        parts = [_load_images(c) for c in chunks]
-    return np.concatenate(parts)
+    temporary = cache_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="occ_images_")) if temporary else Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, id_file = folder / f"images_{split}.npy", folder / f"images_{split}.ids"
+    if not temporary and path.is_file() and id_file.is_file() and id_file.read_text().split() == list(ids):
+        return np.load(path, mmap_mode="r")
+    partial = folder / f"images_{split}.partial.npy"
+    np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), 256, 256, 3)).flush()
+    workers = max(1, min(workers or os.cpu_count() or 1, len(paths) // 64 or 1))
+    step = 256
+    tasks = [(str(partial), i, paths[i:i + step]) for i in range(0, len(paths), step)]
+    with tqdm(total=len(paths), desc=f"loading {split} photos", disable=not progress, leave=False) as bar:
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for done in pool.map(_decode_into, tasks):
+                    bar.update(done)
+        else:
+            for task in tasks:
+                bar.update(_decode_into(task))
+    if temporary:  # read it back into memory, then drop the file
+        images = np.array(np.load(partial, mmap_mode="r"))
+        partial.unlink()
+        folder.rmdir()
+        return images
+    os.replace(partial, path)  # complete: only now under its name (a crash leaves no half-written cache)
+    id_file.write_text("\n".join(ids) + "\n")
+    return np.load(path, mmap_mode="r")
 
 
 def unpack_bits(packed: torch.Tensor, count: int) -> torch.Tensor:
@@ -219,8 +249,12 @@ class DeviceDataset:
         self.K = torch.from_numpy(gt["K"].astype(np.float32)).to(self.device)
         self.lo = torch.from_numpy(gt["lo"].astype(np.float32)).to(self.device)
         self.side = torch.from_numpy(gt["side"].astype(np.float32)).to(self.device)
-        images = load_images(data_dir, split, self.ids, workers, progress)
-        self.images = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).contiguous()
+        images = load_images(data_dir, split, self.ids, workers, progress, cache_dir)
+        self.images = torch.empty((n, 3, *images.shape[1:3]), dtype=torch.uint8, device=self.device)
+        for i in range(0, n, 4096):  # in blocks: no second whole copy of the photos on the device
+            block = torch.from_numpy(np.array(images[i:i + 4096]))  # a copy in memory (the cache is read-only)
+            self.images[i:i + 4096] = block.to(self.device).permute(0, 3, 1, 2)
+        del images
         self.median_K = np.median(gt["K"], axis=0)
 
     def __len__(self) -> int:

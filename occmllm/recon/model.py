@@ -207,6 +207,45 @@ class OccupancyNet(nn.Module):
         return model.to(device).eval()
 
 
+def widened(model: OccupancyNet, width: int, seed: int = 0) -> OccupancyNet:
+    """A wider copy of a trained expert that computes exactly the same function (Net2Net-style): each layer's old
+    channels keep their weights and come first, the new channels get fresh random incoming weights and zero outgoing
+    weights, so training goes on from the trained expert with more capacity. The shape net's skip concatenations
+    ([upsampled, skip]) keep each part's old channels at the start of that part."""
+    old_config = model.config
+    if width < old_config.width:
+        raise ValueError(f"cannot narrow an expert (width {old_config.width} -> {width})")
+    config = OccupancyNetConfig.from_dict({**asdict(old_config), "width": width})
+    torch.manual_seed(seed)
+    wide = OccupancyNet(config)
+    w0, w1 = old_config.width, width
+    concat = {"shape_net.d3.0.0.weight": (8, 4), "shape_net.d2.0.weight": (4, 2), "shape_net.d1.0.0.weight": (2, 1)}
+    old_state = model.state_dict()
+    state = wide.state_dict()
+    with torch.no_grad():
+        for name, new in state.items():
+            old = old_state[name]
+            if new.shape == old.shape:
+                new.copy_(old)
+                continue
+            if new.dim() == 0:
+                continue
+            if new.dim() == 1:  # biases and BatchNorm parameters/statistics of widened outputs
+                new[:old.shape[0]] = old
+                continue
+            outputs = slice(0, old.shape[0])
+            if name in concat:  # inputs [part a | part b]: each part's old channels first
+                a, b = concat[name]
+                new[outputs] = 0.0
+                new[outputs, :a * w0] = old[:, :a * w0]
+                new[outputs, a * w1:a * w1 + b * w0] = old[:, a * w0:]
+            else:
+                new[outputs] = 0.0  # the old outputs read nothing from the new inputs...
+                new[outputs, :old.shape[1]] = old  # ...and what they read before
+    wide.load_state_dict(state)
+    return wide
+
+
 def occupancy_loss(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     """BCE + soft-IoU loss on occupancy logits against soft targets in [0, 1] (same shape)."""
     bce = F.binary_cross_entropy_with_logits(logits, target)

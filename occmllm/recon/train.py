@@ -13,7 +13,8 @@ meshes), and the same on as many training photos (unaugmented; the gap between t
 
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
 step, training seconds: a rerun with the same OUT resumes), OUT/loss.csv, OUT/eval.csv and OUT/gt_{split}/ (the
-ground-truth cache). train/run_all.py's stage 0 calls train_expert().
+ground-truth cache; the photos are decoded once into OUT/images_{split}.npy, which every process maps, removed at the
+end). train/run_all.py's stage 0 calls train_expert().
 
 Several GPUs: the same command under torchrun (DDP; --batch-size per process, each process its own batches and the
 whole split on its GPU; rank 0 prepares the ground truth, evaluates, logs and saves; the time budget and the learning
@@ -35,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from occmllm.recon.data import DeviceDataset
-from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss
+from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss, widened
 
 
 @torch.no_grad()
@@ -95,7 +96,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     limit: use only the first `limit` samples of each split. workers: processes preparing the ground truth.
     eval_every: seconds of training between grid-IoU evaluations on the test split (when it exists).
     init: start a new run from these weights (a folder with config.json + model.safetensors, e.g. the shipped
-    expert) instead of random ones: its architecture is kept; the optimizer and schedule start afresh.
+    expert) instead of random ones: its architecture is kept, except a larger width in `config`, to which it is
+    widened first (model.widened: the same function, more channels); the optimizer and schedule start afresh.
     distributed: one process of a torchrun launch (DDP; see the module's docstring).
     """
     rank, world = 0, 1
@@ -116,6 +118,7 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    requested = config
     config = config or OccupancyNetConfig(z_per_focal=True)
     checkpoint = out / "checkpoint.pt"
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
@@ -126,6 +129,11 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         if not (Path(init) / "config.json").is_file():
             raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
         initial = OccupancyNet.from_pretrained(init)
+        if requested is not None and requested.width != initial.config.width:
+            if main:
+                print(f"widening the expert in {init} from width {initial.config.width} to {requested.width} (the same "
+                      f"function to start with)")
+            initial = widened(initial, requested.width, seed)
         config = initial.config
     if distributed and not main:
         dist.barrier()  # rank 0 prepares the ground-truth cache first
@@ -256,6 +264,10 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     run_eval()
     log_file.close()
     eval_file.close()
+    if main:  # the decoded photos (196 KB a photo) are only a loading cache: a resumed run decodes them again
+        for split in ("train", "test"):
+            for name in (f"images_{split}.npy", f"images_{split}.ids"):
+                (out / name).unlink(missing_ok=True)
     if distributed:  # DDP keeps the copies equal; check it once rather than trust it
         flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
         mine = torch.stack([flat.sum(), flat.square().sum()])
@@ -284,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: all cores)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of each split")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=24, help="network width (24: ~3 M parameters, ~12 MB; the shipped expert: 32, 18.6 MB)")
+    parser.add_argument("--width", type=int, default=None, help="network width (default 24: ~3 M parameters, ~12 MB; "
+                        "the shipped expert: 32, 18.6 MB); with --init, a larger width than its widens it")
     parser.add_argument("--save-every", type=int, default=500, help="steps between saves of model + checkpoint")
     parser.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between test grid-IoU "
                         "evaluations (0: none)")
@@ -299,10 +312,12 @@ def main(argv: list[str] | None = None) -> None:
                         "occmllm/recon/weights) instead of random ones; ignored when --out has a checkpoint to resume")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
-    config = OccupancyNetConfig(width=args.width, head=args.head, z_per_focal=True)
+    config = OccupancyNetConfig(width=args.width or 24, head=args.head, z_per_focal=True)
     if args.tiny:
         config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head,
                                     z_per_focal=True)
+    if args.init and args.width is None:
+        config = None  # --init keeps its architecture
     steps = args.steps or (10 ** 9 if args.minutes else 3000)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun
     out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,

@@ -92,6 +92,37 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
         assert rec.message.startswith(NOTHING) and rec.glb is None
 
 
+def test_a_trained_expert_widens_to_the_same_function_and_trains_on(dataset, tmp_path):
+    from dataclasses import replace
+
+    from occmllm.recon.model import widened
+
+    torch.manual_seed(1)
+    narrow = OccupancyNet(TINY)
+    for module in narrow.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    narrow.eval()
+    wide = widened(narrow, 12).eval()
+    assert wide.config.width == 12 and sum(p.numel() for p in wide.parameters()) > 1.5 * sum(
+        p.numel() for p in narrow.parameters())
+    x = torch.randn(3, 3, 256, 256)
+    with torch.no_grad():
+        a, b = narrow(x), wide(x)
+    for key in ("occupancy", "raw"):
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="narrow"):
+        widened(wide, 8)
+    # --init with a larger width: training goes on from the widened expert and saves the new width
+    narrow.save_pretrained(tmp_path / "narrow")
+    out = train_expert(dataset, tmp_path / "wide", steps=3, batch_size=4, threads=1, config=replace(TINY, width=12),
+                       progress=False, workers=1, init=tmp_path / "narrow")
+    trained = OccupancyNet.from_pretrained(out)
+    assert trained.config.width == 12 and trained.config.n_xy == TINY.n_xy
+    assert not torch.equal(trained.state_dict()["shape_net.head.weight"], wide.state_dict()["shape_net.head.weight"])
+
+
 def test_training_under_torchrun_keeps_the_processes_in_step(dataset, tmp_path):
     """Two processes (DDP over gloo on the CPU): they draw different batches, end at the same step with the same
     weights (train_expert checks and raises otherwise), and rank 0 alone writes the log and the model, which then
@@ -152,6 +183,27 @@ def test_ground_truth_cache_is_incremental_and_matches_in_parallel(dataset, tmp_
     target = data.targets_at(index, data.windows[index], data.K[index])
     assert target.shape == (4, TINY.n_depth, TINY.n_xy, TINY.n_xy)
     assert target.max() > 0.99 and target.min() == 0 and ((target > 0.3) & (target < 0.7)).any()
+
+
+def test_photos_decode_once_into_a_cache_that_later_loads_map(dataset, tmp_path, monkeypatch):
+    import occmllm.recon.data as recon_data
+
+    ids = recon_data.list_ids(dataset, "train")
+    direct = np.stack([recon_data.load_image(dataset / "train" / "images" / f"{sid}.jpg") for sid in ids])
+    parallel = recon_data.load_images(dataset, "train", ids, workers=2, progress=False, cache_dir=tmp_path)
+    np.testing.assert_array_equal(parallel, direct)
+    assert (tmp_path / "images_train.npy").is_file() and not list(tmp_path.glob("*.partial.npy"))
+    decoded = []  # a second load with the same ids (another torchrun process) decodes nothing
+    monkeypatch.setattr(recon_data, "_decode_into", lambda task: decoded.append(task) or 0)
+    np.testing.assert_array_equal(recon_data.load_images(dataset, "train", ids, 2, False, tmp_path), direct)
+    assert decoded == []
+    monkeypatch.undo()
+    fewer = recon_data.load_images(dataset, "train", ids[:5], 1, False, tmp_path)  # other ids: decoded again
+    np.testing.assert_array_equal(fewer, direct[:5])
+    np.testing.assert_array_equal(recon_data.load_images(dataset, "train", ids[:3], 1, False), direct[:3])  # no cache
+    # the device dataset holds them channels-first, as decoded
+    data = recon_data.DeviceDataset(dataset, "train", TINY, tmp_path, workers=1, progress=False)
+    np.testing.assert_array_equal(data.images.permute(0, 2, 3, 1).numpy(), direct)
 
 
 def test_glb_is_y_up_centred_and_unit_sized():
