@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = OccupancyNetConfig(width=args.width or 24, head=args.head, z_per_focal=True)
     if args.tiny:
-        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=16, head=args.head,
+        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=args.width or 16, head=args.head,
                                     z_per_focal=True)
     if args.init and args.width is None:
         config = None  # --init keeps its architecture

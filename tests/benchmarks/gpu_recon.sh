@@ -9,15 +9,16 @@
 # Options (all optional): --n N (samples, both splits) --data DIR --run DIR (training folder; a rerun resumes)
 # --total-minutes M (wall-clock budget of the whole script) --device cuda|cpu --batch-size B --lr LR --workers W
 # --bench-limit N (test photos scored) --out-dir DIR (default $OUT) --tiny (small network, CPU smoke runs)
-# --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as shipped)
-# --init DIR (start from a trained expert's weights, e.g. occmllm/recon/weights) --seed S (the dataset's seed, default 0)
+# --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as
+# shipped; with --init: the init's width, a larger W widens it) --init DIR (start from a trained expert's weights, e.g.
+# occmllm/recon/weights) --seed S (the dataset's seed, default 0)
 # --gpus N (train on N GPUs of the box under torchrun, DDP: --batch-size per GPU; default 1)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=32; INIT=""; SEED=0; GPUS=1
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --lr) LR=$2; shift 2;; --workers) WORKERS=$2; shift 2;; --bench-limit) BENCH_LIMIT=$2; shift 2;;
     --out-dir) OUT_DIR=$2; shift 2;; --tiny) TINY=--tiny; shift;; --minutes) MINUTES=$2; shift 2;; --width) WIDTH=$2; shift 2;;
     --init) INIT="--init $2"; shift 2;; --seed) SEED=$2; shift 2;; --gpus) GPUS=$2; shift 2;;
-    -h|--help) sed -n 2,16p "$0"; exit 0;;
+    -h|--help) sed -n 2,17p "$0"; exit 0;;
     *) echo "gpu_recon.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -55,9 +56,10 @@ if [ -z "$MINUTES" ]; then
   MINUTES=$($PY -c "print(max(0.2, round(($TOTAL * 60 - $(elapsed) - 135) / 60, 2)))")
 fi
 echo "== [$(elapsed) s] training $MINUTES min on $DEVICE"
+[ -z "$WIDTH" ] && [ -z "$INIT" ] && [ -z "$TINY" ] && WIDTH=32  # (--tiny: width 16)
 LAUNCH="$PY"; [ "$GPUS" -gt 1 ] && LAUNCH="$PY -m torch.distributed.run --standalone --nproc_per_node $GPUS"
 $LAUNCH -m occmllm.recon.train --data "$DATA" --out "$RUN" --minutes "$MINUTES" --device "$DEVICE" \
-  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 --width "$WIDTH" --quiet $TINY $INIT
+  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 ${WIDTH:+--width $WIDTH} --quiet $TINY $INIT
 cp "$RUN/config.json" "$RUN/model.safetensors" "$OUT_DIR/recon/"
 cp "$RUN/loss.csv" "$RUN/eval.csv" "$OUT_DIR/" 2>/dev/null || true
 echo "== [$(elapsed) s] trained; weights in $OUT_DIR/recon"
