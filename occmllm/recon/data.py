@@ -182,20 +182,17 @@ def _decode_into(task: tuple[str, int, list[str]]) -> int:
     return len(paths)
 
 
-def load_images(data_dir: str | Path, split: str, ids: list[str], workers: int | None = None,
-                progress: bool = True, cache_dir: str | Path | None = None) -> np.ndarray:
+def load_images(data_dir: str | Path, split: str, ids: list[str], cache_dir: str | Path, workers: int | None = None,
+                progress: bool = True) -> np.ndarray:
     """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes straight into a memory-mapped
     file, CACHE_DIR/images_{split}.npy (with its ids beside it: a later call with the same ids, e.g. another process of
-    a torchrun launch, only maps it; default: a temporary file, removed). Returned memory-mapped (read-only)."""
-    import tempfile
-
+    a torchrun launch, only maps it). Returned memory-mapped (read-only)."""
     root = Path(data_dir) / split / "images"
     paths = [str(root / f"{sid}.jpg") for sid in ids]
-    temporary = cache_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="occ_images_")) if temporary else Path(cache_dir)
+    folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path, id_file = folder / f"images_{split}.npy", folder / f"images_{split}.ids"
-    if not temporary and path.is_file() and id_file.is_file() and id_file.read_text().split() == list(ids):
+    if path.is_file() and id_file.is_file() and id_file.read_text().split() == list(ids):
         return np.load(path, mmap_mode="r")
     partial = folder / f"images_{split}.partial.npy"
     np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), 256, 256, 3)).flush()
@@ -210,11 +207,6 @@ def load_images(data_dir: str | Path, split: str, ids: list[str], workers: int |
         else:
             for task in tasks:
                 bar.update(_decode_into(task))
-    if temporary:  # read it back into memory, then drop the file
-        images = np.array(np.load(partial, mmap_mode="r"))
-        partial.unlink()
-        folder.rmdir()
-        return images
     os.replace(partial, path)  # complete: only now under its name (a crash leaves no half-written cache)
     id_file.write_text("\n".join(ids) + "\n")
     return np.load(path, mmap_mode="r")
@@ -249,7 +241,7 @@ class DeviceDataset:
         self.K = torch.from_numpy(gt["K"].astype(np.float32)).to(self.device)
         self.lo = torch.from_numpy(gt["lo"].astype(np.float32)).to(self.device)
         self.side = torch.from_numpy(gt["side"].astype(np.float32)).to(self.device)
-        images = load_images(data_dir, split, self.ids, workers, progress, cache_dir)
+        images = load_images(data_dir, split, self.ids, cache_dir, workers, progress)
         self.images = torch.empty((n, 3, *images.shape[1:3]), dtype=torch.uint8, device=self.device)
         for i in range(0, n, 4096):  # in blocks: no second whole copy of the photos on the device
             block = torch.from_numpy(np.array(images[i:i + 4096]))  # a copy in memory (the cache is read-only)
