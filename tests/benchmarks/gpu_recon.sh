@@ -11,14 +11,14 @@
 # --bench-limit N (test photos scored) --out-dir DIR (default $OUT) --tiny (small network, CPU smoke runs)
 # --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as
 # shipped; with --init: the init's width, a larger W widens it) --init DIR (start from a trained expert's weights, e.g.
-# occmllm/recon/weights) --seed S (the dataset's seed, default 0)
+# occmllm/recon/weights) --seed S (the dataset's seed, default 0) --split-test F (share of test photos, default 0.1)
 # --gpus N (train on N GPUs of the box under torchrun, DDP: --batch-size per GPU; default 1)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1; SPLIT_TEST=0.1
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +27,7 @@ while [ $# -gt 0 ]; do
     --lr) LR=$2; shift 2;; --workers) WORKERS=$2; shift 2;; --bench-limit) BENCH_LIMIT=$2; shift 2;;
     --out-dir) OUT_DIR=$2; shift 2;; --tiny) TINY=--tiny; shift;; --minutes) MINUTES=$2; shift 2;; --width) WIDTH=$2; shift 2;;
     --init) INIT="--init $2"; shift 2;; --seed) SEED=$2; shift 2;; --gpus) GPUS=$2; shift 2;;
+    --split-test) SPLIT_TEST=$2; shift 2;;
     -h|--help) sed -n 2,17p "$0"; exit 0;;
     *) echo "gpu_recon.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
@@ -43,7 +44,7 @@ $PY -c "import torch, trimesh, skimage, pyrender; print('torch', torch.__version
 have=$(ls "$DATA/train/shapes" 2>/dev/null | wc -l || true); have_test=$(ls "$DATA/test/shapes" 2>/dev/null | wc -l || true)
 if [ $((have + have_test)) -lt "$N" ]; then
   echo "== [$(elapsed) s] generating $N samples into $DATA ($((have + have_test)) there)"
-  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed "$SEED" --workers "$WORKERS" 2>&1 | quiet | tail -5
+  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed "$SEED" --workers "$WORKERS" --split-test "$SPLIT_TEST" 2>&1 | quiet | tail -5
 fi
 echo "== [$(elapsed) s] dataset: $(ls "$DATA/train/shapes" | wc -l) train, $(ls "$DATA/test/shapes" | wc -l) test"
 
