@@ -88,7 +88,7 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
                  negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
                  progress: bool = True, minutes: float | None = None, workers: int | None = None,
                  eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True,
-                 init: str | Path | None = None, distributed: bool = False) -> Path:
+                 init: str | Path | None = None, distributed: bool = False, thin_targets: bool = False) -> Path:
     """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
     comes first; returns out_dir with the saved model.
 
@@ -99,6 +99,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     expert) instead of random ones: its architecture is kept, except a larger width in `config`, to which it is
     widened first (model.widened: the same function, more channels); the optimizer and schedule start afresh.
     distributed: one process of a torchrun launch (DDP; see the module's docstring).
+    thin_targets: the surface cells of parts thinner than about two cells are trained as inside (blades, walls; see
+    occmllm.recon.data.thin_as_inside) instead of 1/2. The test grid IoU is scored against the same targets.
     """
     rank, world = 0, 1
     if distributed:
@@ -137,11 +139,11 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         config = initial.config
     if distributed and not main:
         dist.barrier()  # rank 0 prepares the ground-truth cache first
-    data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress)
+    data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress, thin_targets)
     test = None
     if main and (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
         test = DeviceDataset(data_dir, "test", config, out, device, min(limit or eval_limit, eval_limit), workers,
-                             progress)
+                             progress, thin_targets)
     if distributed and main:
         dist.barrier()
     K = data.median_K
@@ -310,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
     parser.add_argument("--init", default=None, help="start from this trained expert's weights (e.g. "
                         "occmllm/recon/weights) instead of random ones; ignored when --out has a checkpoint to resume")
+    parser.add_argument("--thin-targets", action="store_true", help="train the surface cells of thin parts (blades, "
+                        "walls) as inside instead of 1/2, so that they survive the 0.5 threshold")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
     config = OccupancyNetConfig(width=args.width or 24, head=args.head, z_per_focal=True)
@@ -323,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
                        args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,
                        minutes=args.minutes, workers=args.workers, eval_every=args.eval_every,
-                       augment=not args.no_augment, init=args.init, distributed=distributed)
+                       augment=not args.no_augment, init=args.init, distributed=distributed,
+                       thin_targets=args.thin_targets)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
     if distributed:

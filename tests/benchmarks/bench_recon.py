@@ -148,11 +148,12 @@ def score_one(task: tuple) -> dict:
             "seconds": seconds}
 
 
-def ceiling(data: Path, split: str, ids: list[str], config, solid: bool = False) -> dict[str, float]:
+def ceiling(data: Path, split: str, ids: list[str], config, targets: str = "soft") -> dict[str, float]:
     """IoU of the ground-truth occupancy sampled on the expert's frustum grid (`config`: an OccupancyNetConfig) in the
     true window at the true depth, meshed as reconstruct() meshes, against the true mesh: the best the output
-    representation can score. {id: IoU}. solid: count the surface cells as inside (1, not the training targets'
-    0.5), to see what other targets would allow."""
+    representation can score. {id: IoU}. targets: "soft" (the surface cells 0.5, as trained by default), "solid"
+    (every surface cell inside) or "thin" (the surface cells of thin parts inside: occmllm.recon.data.thin_as_inside),
+    to see what training on other targets would allow at best."""
     import tempfile
 
     import torch
@@ -161,8 +162,8 @@ def ceiling(data: Path, split: str, ids: list[str], config, solid: bool = False)
     from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid
 
     with tempfile.TemporaryDirectory() as cache:
-        ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False)
-    if solid:
+        ds = DeviceDataset(data, split, config, cache, "cpu", len(ids), 1, False, thin_targets=targets == "thin")
+    if targets == "solid":
         ds.surface = torch.zeros_like(ds.surface)  # every solid cell 2 (inside), the surface cells too
     ious = {}
     for i, sid in enumerate(ds.ids):
@@ -193,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
                         "accuracy (no shape scores, no timing)")
     parser.add_argument("--ceiling", type=int, default=0, help="also print the IoU of the ground truth on the "
                         "expert's output grid for the first N photos (the representation's upper bound)")
-    parser.add_argument("--ceiling-solid", action="store_true", help="with --ceiling: targets with the surface "
-                        "cells counted as inside (what training on such targets would allow at best)")
+    parser.add_argument("--ceiling-targets", choices=["soft", "solid", "thin"], default="soft", help="with --ceiling: "
+                        "the training targets sampled (soft: surface cells 0.5, the default; solid: every surface cell "
+                        "inside; thin: the surface cells of thin parts inside, as `train --thin-targets`)")
     parser.add_argument("--json", default=None, help="also write the per-photo scores and the summary to this file")
     args = parser.parse_args(argv)
 
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     bounds = {}
     if args.ceiling:
         config = expert.config
-        bounds = ceiling(data, args.split, ids[: args.ceiling], config, args.ceiling_solid)
+        bounds = ceiling(data, args.split, ids[: args.ceiling], config, args.ceiling_targets)
         ious = list(bounds.values())
         print(f"\nceiling: ground truth on the expert's {config.n_xy}^2 x {config.n_depth} frustum grid, meshed, vs "
               f"the true mesh ({len(ious)} "

@@ -12,13 +12,14 @@
 # --minutes M (fix the training time instead of using what the budget leaves) --width W (network width, default 32 as
 # shipped; with --init: the init's width, a larger W widens it) --init DIR (start from a trained expert's weights, e.g.
 # occmllm/recon/weights) --seed S (the dataset's seed, default 0) --split-test F (share of test photos, default 0.1)
+# --thin-targets (train thin parts' surface cells as inside: occmllm.recon.data.thin_as_inside)
 # --gpus N (train on N GPUs of the box under torchrun, DDP: --batch-size per GPU; default 1)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1; SPLIT_TEST=0.1
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1; SPLIT_TEST=0.1; THIN=""
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,8 +28,8 @@ while [ $# -gt 0 ]; do
     --lr) LR=$2; shift 2;; --workers) WORKERS=$2; shift 2;; --bench-limit) BENCH_LIMIT=$2; shift 2;;
     --out-dir) OUT_DIR=$2; shift 2;; --tiny) TINY=--tiny; shift;; --minutes) MINUTES=$2; shift 2;; --width) WIDTH=$2; shift 2;;
     --init) INIT="--init $2"; shift 2;; --seed) SEED=$2; shift 2;; --gpus) GPUS=$2; shift 2;;
-    --split-test) SPLIT_TEST=$2; shift 2;;
-    -h|--help) sed -n 2,17p "$0"; exit 0;;
+    --split-test) SPLIT_TEST=$2; shift 2;; --thin-targets) THIN=--thin-targets; shift;;
+    -h|--help) sed -n 2,18p "$0"; exit 0;;
     *) echo "gpu_recon.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -60,7 +61,7 @@ echo "== [$(elapsed) s] training $MINUTES min on $DEVICE"
 [ -z "$WIDTH" ] && [ -z "$INIT" ] && [ -z "$TINY" ] && WIDTH=32  # (--tiny: width 16)
 LAUNCH="$PY"; [ "$GPUS" -gt 1 ] && LAUNCH="$PY -m torch.distributed.run --standalone --nproc_per_node $GPUS"
 $LAUNCH -m occmllm.recon.train --data "$DATA" --out "$RUN" --minutes "$MINUTES" --device "$DEVICE" \
-  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 ${WIDTH:+--width $WIDTH} --quiet $TINY $INIT
+  --batch-size "$BATCH" --lr "$LR" --workers "$WORKERS" --threads 4 --eval-every 45 --save-every 1000 ${WIDTH:+--width $WIDTH} --quiet $TINY $INIT $THIN
 cp "$RUN/config.json" "$RUN/model.safetensors" "$OUT_DIR/recon/"
 cp "$RUN/loss.csv" "$RUN/eval.csv" "$OUT_DIR/" 2>/dev/null || true
 echo "== [$(elapsed) s] trained; weights in $OUT_DIR/recon"

@@ -183,6 +183,10 @@ def test_ground_truth_cache_is_incremental_and_matches_in_parallel(dataset, tmp_
     target = data.targets_at(index, data.windows[index], data.K[index])
     assert target.shape == (4, TINY.n_depth, TINY.n_xy, TINY.n_xy)
     assert target.max() > 0.99 and target.min() == 0 and ((target > 0.3) & (target < 0.7)).any()
+    # thin-part targets only ever raise a cell's target (surface cells of thin parts 1/2 -> 1)
+    thin = recon_data.DeviceDataset(dataset, "train", TINY, tmp_path / "b", workers=1, progress=False,
+                                    thin_targets=True)
+    assert (thin.targets_at(index, data.windows[index], data.K[index]) >= target - 1e-6).all()
 
 
 def test_photos_decode_once_into_a_cache_that_later_loads_map(dataset, tmp_path, monkeypatch):
@@ -203,6 +207,19 @@ def test_photos_decode_once_into_a_cache_that_later_loads_map(dataset, tmp_path,
     # the device dataset holds them channels-first, as decoded
     data = recon_data.DeviceDataset(dataset, "train", TINY, tmp_path, workers=1, progress=False)
     np.testing.assert_array_equal(data.images.permute(0, 2, 3, 1).numpy(), direct)
+
+
+def test_thin_targets_keep_thin_parts_and_leave_thick_ones():
+    from occmllm.recon.data import thin_as_inside
+
+    volume = torch.zeros(1, 64, 64, 64, dtype=torch.uint8)
+    volume[0, 10:30, 10:30, 10:30] = 1  # a thick block: surface shell 1, inside 2
+    volume[0, 11:29, 11:29, 11:29] = 2
+    volume[0, 40, 5:60, 5:60] = 1  # a plate one cell thick: surface cells only
+    out = thin_as_inside(volume)
+    assert (out[0, 40, 5:60, 5:60] == 2).all()  # the plate is now inside: it survives the 0.5 threshold
+    assert torch.equal(out[0, :35], volume[0, :35])  # the block keeps its surface at 1/2
+    assert out.dtype == volume.dtype and out.shape == volume.shape
 
 
 def test_glb_is_y_up_centred_and_unit_sized():
