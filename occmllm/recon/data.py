@@ -182,6 +182,11 @@ def _decode_into(task: tuple[str, int, list[str]]) -> int:
     return len(paths)
 
 
+def image_cache(cache_dir: str | Path, split: str) -> tuple[Path, Path]:
+    """The decoded-photo cache of a split in cache_dir: (images_{split}.npy, images_{split}.ids)."""
+    return Path(cache_dir) / f"images_{split}.npy", Path(cache_dir) / f"images_{split}.ids"
+
+
 def load_images(data_dir: str | Path, split: str, ids: list[str], cache_dir: str | Path, workers: int | None = None,
                 progress: bool = True) -> np.ndarray:
     """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes straight into a memory-mapped
@@ -189,12 +194,11 @@ def load_images(data_dir: str | Path, split: str, ids: list[str], cache_dir: str
     a torchrun launch, only maps it). Returned memory-mapped (read-only)."""
     root = Path(data_dir) / split / "images"
     paths = [str(root / f"{sid}.jpg") for sid in ids]
-    folder = Path(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path, id_file = folder / f"images_{split}.npy", folder / f"images_{split}.ids"
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    path, id_file = image_cache(cache_dir, split)
     if path.is_file() and id_file.is_file() and id_file.read_text().split() == list(ids):
         return np.load(path, mmap_mode="r")
-    partial = folder / f"images_{split}.partial.npy"
+    partial = path.with_suffix(".partial.npy")
     np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(ids), 256, 256, 3)).flush()
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) // 64 or 1))
     step = 256

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from occmllm.recon.data import DeviceDataset
+from occmllm.recon.data import DeviceDataset, image_cache
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss, widened
 
 
@@ -268,8 +268,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     eval_file.close()
     if main:  # the decoded photos (196 KB a photo) are only a loading cache: a resumed run decodes them again
         for split in ("train", "test"):
-            for name in (f"images_{split}.npy", f"images_{split}.ids"):
-                (out / name).unlink(missing_ok=True)
+            for path in image_cache(out, split):
+                path.unlink(missing_ok=True)
     if distributed:  # DDP keeps the copies equal; check it once rather than trust it
         flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
         mine = torch.stack([flat.sum(), flat.square().sum()])
