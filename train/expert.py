@@ -34,7 +34,7 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
         return Path(WEIGHTS)
     settings.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     width = settings.pop("width", None)
-    if width is not None:  # the network width (the shipped expert: 32); other architecture settings keep defaults
+    if width is not None:  # the network width (the shipped expert: 48); other architecture settings keep defaults
         from occmllm.recon.model import OccupancyNetConfig
 
         settings["config"] = OccupancyNetConfig(width=int(width), z_per_focal=True)
