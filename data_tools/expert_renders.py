@@ -113,9 +113,9 @@ def _one_thread_children():
 
 def expert_identity(expert: str | None) -> dict[str, str]:
     """The expert folder and the SHA-256 of its weights (what expert.json records)."""
-    from occmllm.recon.experts import WEIGHTS
+    from occmllm.recon.experts import weights_folder
 
-    folder = Path(expert) if expert else WEIGHTS
+    folder = weights_folder(expert)
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{weights}: not found (a learned expert folder holds config.json + model.safetensors)")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth or the same layout)")
     parser.add_argument("--split", default="train", help="split whose photos are rendered (default train)")
-    parser.add_argument("--expert", default=None, help="learned expert folder (default: occmllm/recon/weights)")
+    parser.add_argument("--expert", default=None, help="learned expert folder or shipped name: v4 (default, occmllm/recon/weights) or v5 (weights_v5)")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")

@@ -72,7 +72,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                                             info="'default' or the path of a local checkpoint folder")
                         expert = gr.Dropdown(list(dict.fromkeys([config.expert, *EXPERT_CHOICES, *config.experts])),
                                              value=config.expert, label="3D expert", allow_custom_value=True,
-                                             info="learned[:WEIGHTS], oracle:DATA_DIR[:SPLIT], folder:DIR or none")
+                                             info="learned (the v4 expert, which the default model reads best), learned:v5 (better shapes), learned:FOLDER, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
                         with gr.Row():
                             force_3d = gr.Checkbox(False, label="Force 3D")
                             describe = gr.Checkbox(False, label="Show description step")
@@ -391,8 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="'default' (embedded model) or a local checkpoint folder")
-    parser.add_argument("--expert", default="learned", help="3D expert: learned[:WEIGHTS], oracle:DATA_DIR[:SPLIT], "
-                        "folder:DIR or none (default: learned)")
+    parser.add_argument("--expert", default="learned", help="3D expert: learned[:WEIGHTS] (a folder, or a shipped "
+                        "expert: v4, the default, or v5), oracle:DATA_DIR[:SPLIT], folder:DIR or none (default: learned)")
     parser.add_argument("--data", default="data/studio", type=Path, help="data folder for the annotation database "
                         "and uploaded photos (default: data/studio)")
     parser.add_argument("--dataset", type=Path, help="dataset folder to annotate (seed JSONL files + images)")

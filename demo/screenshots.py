@@ -30,7 +30,8 @@ FLAGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-
          "--ignore-gpu-blocklist", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
-def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse: bool = False) -> list[Path]:
+def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse: bool = False,
+          expert: str = "learned") -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from demo.app import serve
@@ -42,7 +43,7 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
         dataset = work / "synth"
         subprocess.run([sys.executable, "-m", "data_tools.synth", "--out", str(dataset), "--n", "40", "--seed", "3",
                         "--workers", "1"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    studio = Studio(StudioConfig(work / "data", expert="learned", overlap=2))
+    studio = Studio(StudioConfig(work / "data", expert=expert, overlap=2))
     studio.load_dataset(dataset)
     studio.model("default")
     # a few judgments by two annotators, so that progress, the review table and agreement have something to show
@@ -134,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, help="dataset folder for Annotate (default: 40 synthetic samples)")
     parser.add_argument("--example", default="bottle_clear.jpg", help="the demo/examples photo run on Explore")
     parser.add_argument("--fuse", action="store_true", help="Explore decides by photo and render together")
+    parser.add_argument("--expert", default="learned", help="the 3D expert (default: learned, the v4 expert; "
+                        "learned:v5 the wider one)")
     args = parser.parse_args(argv)
-    shoot(args.out, args.dataset, args.example, fuse=args.fuse)
+    shoot(args.out, args.dataset, args.example, fuse=args.fuse, expert=args.expert)
 
 
 if __name__ == "__main__":

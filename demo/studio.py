@@ -18,7 +18,7 @@ from occmllm.images import ImageError, load_image
 from occmllm.store import Item, Store, StoreError
 
 DEFAULT_MODEL = "default"
-EXPERT_CHOICES = ("learned", "none")
+EXPERT_CHOICES = ("learned", "learned:v5", "none")  # learned = the v4 expert (occmllm.recon.experts.SHIPPED)
 CANDIDATE_MODES = {
     "samples": "two distinct samples of the model",
     "3d": "the answer before and after the 3D route",

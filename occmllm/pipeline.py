@@ -205,7 +205,8 @@ def cot(vlm, image, **kwargs) -> Trace:
 
 
 def make_expert(spec: str | None):
-    """An expert from a command-line spec: "none", "learned" or "learned:WEIGHTS", "oracle:DATA_DIR[:SPLIT]",
+    """An expert from a command-line spec: "none", "learned" or "learned:WEIGHTS" (a folder, or a shipped expert's
+    name: "v4", the default, or "v5"; occmllm.recon.experts.SHIPPED), "oracle:DATA_DIR[:SPLIT]",
     "folder:DIR" (precomputed renders named `{id}_0_obman_test_rgb_{id}.jpg.png`)."""
     if not spec or spec == "none":
         return None

@@ -4,7 +4,8 @@
     (the same as: python -m occmllm.recon.train, with the preset's settings)
 A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
 occmllm/recon/weights and says so. `stages.0.shipped=true` (the default preset) uses the shipped expert without
-training one: it was trained on the GPU by occmllm.recon's own recipe and costs minutes to retrain.
+training one: it was trained on the GPU by occmllm.recon's own recipe and costs minutes to retrain;
+`stages.0.shipped=v5` the wider shipped expert (better shapes), `stages.0.shipped=FOLDER` any trained expert.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
     from occmllm.recon.train import train_expert
 
     settings = dict(settings)
-    if settings.pop("shipped", False):
-        from occmllm.recon.experts import WEIGHTS
+    shipped = settings.pop("shipped", False)
+    if shipped:  # true: the default shipped expert; a shipped expert's name (v4, v5) or an expert folder: that one
+        from occmllm.recon.experts import weights_folder
+        from train.common import TrainError
 
-        print(f">> stage 0: using the shipped 3D expert {WEIGHTS} (stages.0.shipped=true)")
-        return Path(WEIGHTS)
+        folder = weights_folder(None if shipped is True else str(shipped))
+        if not (folder / "model.safetensors").is_file():
+            raise TrainError(f"stages.0.shipped={shipped}: {folder} holds no model.safetensors (expected true, "
+                                    "v4, v5 or a learned expert folder)")
+        print(f">> stage 0: using the 3D expert {folder} (stages.0.shipped={shipped})")
+        return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):
         settings.pop(key, None)
     if not (Path(data_dir) / "train" / "shapes").is_dir():
@@ -34,7 +41,7 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
         return Path(WEIGHTS)
     settings.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     width = settings.pop("width", None)
-    if width is not None:  # the network width (the shipped expert: 48); other architecture settings keep defaults
+    if width is not None:  # the network width (shipped experts: v4 32, v5 48); other architecture settings keep defaults
         from occmllm.recon.model import OccupancyNetConfig
 
         settings["config"] = OccupancyNetConfig(width=int(width), z_per_focal=True)

@@ -128,7 +128,10 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
         config = OccupancyNetConfig.from_dict(state["config"])  # a resumed run keeps its architecture
     initial = None
     if state is None and init is not None:
-        if not (Path(init) / "config.json").is_file():
+        from occmllm.recon.experts import weights_folder
+
+        init = weights_folder(init)
+        if not (init / "config.json").is_file():
             raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
         initial = OccupancyNet.from_pretrained(init)
         if requested is not None and requested.width != initial.config.width:
@@ -310,8 +313,8 @@ def main(argv: list[str] | None = None) -> None:
                         "for quick CPU checks")
     parser.add_argument("--head", default="depth", choices=["depth", "intervals"], help="depth: a logit per depth "
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
-    parser.add_argument("--init", default=None, help="start from this trained expert's weights (e.g. "
-                        "occmllm/recon/weights) instead of random ones; ignored when --out has a checkpoint to resume")
+    parser.add_argument("--init", default=None, help="start from this trained expert's weights (a "
+                        "folder, or a shipped expert's name: v4, v5) instead of random ones; ignored when --out has a checkpoint to resume")
     parser.add_argument("--thin-targets", action="store_true", help="train the surface cells of thin parts (blades, "
                         "walls) as inside instead of 1/2, so that they survive the 0.5 threshold")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")

@@ -6,6 +6,7 @@ find their files, and bad input gives "nothing reconstructed" instead of a crash
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import trimesh
 from PIL import Image
 
 from occmllm.recon import NOTHING, FolderExpert, LearnedExpert, OracleExpert, Reconstruction
-from occmllm.recon.experts import WEIGHTS
+from occmllm.recon.experts import SHIPPED, WEIGHTS, weights_folder
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, mesh_from_grid, voxelize
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig
 from occmllm.recon.scores import compare_meshes
@@ -296,9 +297,11 @@ def test_folder_expert_finds_the_seed_naming(tmp_path, dataset):
     assert not missing.ok and missing.message.startswith(NOTHING) and missing.glb is None
 
 
-@pytest.mark.skipif(not (WEIGHTS / "model.safetensors").is_file(), reason="no shipped weights")
-def test_bad_input_gives_nothing_reconstructed():
-    expert = LearnedExpert()
+@pytest.mark.parametrize("name", [None, *SHIPPED])
+def test_bad_input_gives_nothing_reconstructed(name):
+    if not (weights_folder(name) / "model.safetensors").is_file():
+        pytest.skip("no shipped weights")
+    expert = LearnedExpert(name)
     rng = np.random.default_rng(0)
     blank = np.full((256, 256, 3), 128, np.uint8)
     t = np.linspace(0, 1, 256)[None, :, None]
@@ -309,6 +312,21 @@ def test_bad_input_gives_nothing_reconstructed():
         assert not rec.ok and rec.message.startswith(NOTHING) and rec.glb is None and rec.mesh is None
         assert rec.render.shape == (256, 256, 3) and not rec.render.any()
     assert not expert.reconstruct(np.zeros((3, 4))).ok  # not an image: a message, not a traceback
+
+
+def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
+    """`learned:v5` (app, CLI) loads the wider shipped expert, `learned` the default one; a folder of that name in the
+    working directory is taken as the folder it is."""
+    from occmllm.pipeline import make_expert
+
+    assert weights_folder(None) == WEIGHTS == SHIPPED["v4"]
+    assert make_expert("learned").config.width == 32
+    assert make_expert("learned:v5").config.width == 48
+    assert LearnedExpert("v5").config.width == 48
+    own = OccupancyNet(TINY)
+    own.save_pretrained(tmp_path / "v5")
+    monkeypatch.chdir(tmp_path)
+    assert weights_folder("v5") == Path("v5") and LearnedExpert("v5").config.width == TINY.width
 
 
 def test_zoomed_photos_keep_the_3d_targets_aligned(dataset, tmp_path):

@@ -268,6 +268,21 @@ def test_a_stage_on_expert_renders_makes_them_first_with_the_runs_expert(toy_cop
     assert code == 2 and "reconstructed nothing on the 32 training photos" in text
 
 
+def test_stage_0_takes_a_shipped_expert_by_name(toy_data, tiny_model, tmp_path, capsys):
+    """stages.0.shipped=v5: the run goes on with the wider shipped expert (its DONE row names it) and trains none;
+    a name that is no shipped expert and no folder stops the run with a message."""
+    from occmllm.recon.experts import SHIPPED
+
+    out = tmp_path / "v5"
+    base = ["--preset", "smoke", "--data", toy_data, "--model", tiny_model, "--stages", "0", "evaluate.enabled=false"]
+    code, text = run(base + ["--out", out, "stages.0.shipped=v5"], capsys)
+    assert code == 0, text[-3000:]
+    assert Path(json.loads((out / "stage_0" / "DONE").read_text())["model"]) == SHIPPED["v5"]
+    assert not (out / "stage_0" / "model").exists()
+    code, text = run(base + ["--out", tmp_path / "bad", "stages.0.shipped=v9"], capsys)
+    assert code != 0 and "stages.0.shipped=v9" in text and "holds no model.safetensors" in text
+
+
 def test_under_torchrun_only_rank_0_trains_the_3d_expert(toy_data, tiny_model, tmp_path):
     """A second process of a multi-GPU run (RANK=1) does not train stage 0 into the same folder: it waits for rank 0's
     DONE marker and goes on with the expert that names."""
