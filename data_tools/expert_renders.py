@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth or the same layout)")
     parser.add_argument("--split", default="train", help="split whose photos are rendered (default train)")
-    parser.add_argument("--expert", default=None, help="learned expert folder or shipped name: v4 (default, occmllm/recon/weights) or v5 (weights_v5)")
+    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 "
+                        "(the default, occmllm/recon/weights) or v5 (occmllm/recon/weights_v5)")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")

@@ -72,7 +72,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                                             info="'default' or the path of a local checkpoint folder")
                         expert = gr.Dropdown(list(dict.fromkeys([config.expert, *EXPERT_CHOICES, *config.experts])),
                                              value=config.expert, label="3D expert", allow_custom_value=True,
-                                             info="learned (the v4 expert, which the default model reads best), learned:v5 (better shapes), learned:FOLDER, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
+                                             info="learned (the v4 expert, which the default model reads best), "
+                                                  "learned:v5 (better shapes), learned:FOLDER, "
+                                                  "oracle:DATA_DIR[:SPLIT], folder:DIR or none")
                         with gr.Row():
                             force_3d = gr.Checkbox(False, label="Force 3D")
                             describe = gr.Checkbox(False, label="Show description step")

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Example: python -m occmllm.infer photo.jpg --expert learned --json")
     parser.add_argument("images", nargs="+", help="photo files (jpg, png, ...)")
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] (a folder, or a shipped expert: v4, the default, or v5) | oracle:DATA_DIR | folder:DIR")
+    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] (a folder, or a "
+                        "shipped expert: v4, the default, or v5) | oracle:DATA_DIR | folder:DIR")
     parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")
     parser.add_argument("--force-3d", action="store_true", help="reconstruct even when the model says it is clear")
     parser.add_argument("--fuse", action="store_true", help="when a render is read, decide by the photo and the render "

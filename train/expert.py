@@ -25,7 +25,10 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
         from occmllm.recon.experts import weights_folder
         from train.common import TrainError
 
-        folder = weights_folder(None if shipped is True else str(shipped))
+        try:
+            folder = weights_folder(None if shipped is True else str(shipped))
+        except FileNotFoundError as error:
+            raise TrainError(f"stages.0.shipped={shipped}: {error}") from None
         if not (folder / "model.safetensors").is_file():
             raise TrainError(f"stages.0.shipped={shipped}: {folder} holds no model.safetensors (expected true, "
                                     "v4, v5 or a learned expert folder)")
@@ -41,7 +44,7 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
         return Path(WEIGHTS)
     settings.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     width = settings.pop("width", None)
-    if width is not None:  # the network width (shipped experts: v4 32, v5 48); other architecture settings keep defaults
+    if width is not None:  # the network width (shipped experts: v4 32, v5 48); the rest of the architecture: defaults
         from occmllm.recon.model import OccupancyNetConfig
 
         settings["config"] = OccupancyNetConfig(width=int(width), z_per_focal=True)

@@ -38,6 +38,9 @@ def weights_folder(path: str | Path | None = None) -> Path:
         return WEIGHTS
     if str(path) in SHIPPED and not Path(path).exists():
         return SHIPPED[str(path)]
+    if not Path(path).exists() and "/" not in str(path) and "\\" not in str(path):
+        raise FileNotFoundError(f"{path}: no such expert folder, and no shipped expert of that name (shipped: "
+                                f"{', '.join(SHIPPED)})")
     return Path(path)
 
 

@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", default="depth", choices=["depth", "intervals"], help="depth: a logit per depth "
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
     parser.add_argument("--init", default=None, help="start from this trained expert's weights (a "
-                        "folder, or a shipped expert's name: v4, v5) instead of random ones; ignored when --out has a checkpoint to resume")
+                        "folder, or a shipped expert's name: v4, v5) instead of random ones; ignored when --out has a "
+                        "checkpoint to resume")
     parser.add_argument("--thin-targets", action="store_true", help="train the surface cells of thin parts (blades, "
                         "walls) as inside instead of 1/2, so that they survive the 0.5 threshold")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")

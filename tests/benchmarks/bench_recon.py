@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/synth", help="synthetic dataset folder (made by data_tools.synth)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--expert", default=None, help="learned expert folder or shipped name: v4 (default, occmllm/recon/weights) or v5 (weights_v5)")
+    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 "
+                        "(the default, occmllm/recon/weights) or v5 (occmllm/recon/weights_v5)")
     parser.add_argument("--limit", type=int, default=300, help="first N test photos (0: all)")
     parser.add_argument("--timing", type=int, default=50, help="photos timed for the speed figure (one process, "
                         "after the scoring)")

@@ -327,6 +327,8 @@ def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
     own.save_pretrained(tmp_path / "v5")
     monkeypatch.chdir(tmp_path)
     assert weights_folder("v5") == Path("v5") and LearnedExpert("v5").config.width == TINY.width
+    with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5"):
+        make_expert("learned:v9")
 
 
 def test_zoomed_photos_keep_the_3d_targets_aligned(dataset, tmp_path):

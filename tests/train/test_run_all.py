@@ -280,7 +280,9 @@ def test_stage_0_takes_a_shipped_expert_by_name(toy_data, tiny_model, tmp_path, 
     assert Path(json.loads((out / "stage_0" / "DONE").read_text())["model"]) == SHIPPED["v5"]
     assert not (out / "stage_0" / "model").exists()
     code, text = run(base + ["--out", tmp_path / "bad", "stages.0.shipped=v9"], capsys)
-    assert code != 0 and "stages.0.shipped=v9" in text and "holds no model.safetensors" in text
+    assert code != 0 and "stages.0.shipped=v9" in text and "no shipped expert of that name" in text
+    code, text = run(base + ["--out", tmp_path / "empty", f"stages.0.shipped={tmp_path}"], capsys)
+    assert code != 0 and "holds no model.safetensors" in text
 
 
 def test_under_torchrun_only_rank_0_trains_the_3d_expert(toy_data, tiny_model, tmp_path):
