@@ -3,9 +3,13 @@
     python -m data_tools.preview data/synth                       # writes data/synth/preview.png
     python -m data_tools.preview data/synth --split test --n 48 --cols 8 --out sheet.png
     python -m data_tools.preview data/synth --with-render          # photo | object render | masks per sample
+    python -m data_tools.preview data/synth --split test --with-render --experts v4 v5 --object-class knife
+                                            # ... | each learned expert's render (v4, v5: shipped; or a folder)
 
 Samples are drawn with a fixed seed (``--seed``), sorted by visible fraction so the sheet reads from hidden to clear.
-In the mask view red is the amodal object mask, yellow the visible part of it.
+In the mask view red is the amodal object mask, yellow the visible part of it. With --experts, each expert's render
+of the photo follows (the object alone as the VLM re-reads it, reconstructed with the sample's camera), its name and
+its IoU against the ground truth written on it (depth-aligned, as tests/benchmarks/bench_recon scores it).
 """
 
 from __future__ import annotations
@@ -15,14 +19,32 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import trimesh
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from occmllm.dataset import SynthDataset
 
 LABEL_H = 16
 
 
-def tile(ds: SynthDataset, sid: str, with_render: bool) -> Image.Image:
+def expert_panel(ds: SynthDataset, sid: str, name: str, expert) -> Image.Image:
+    """The expert's render of the sample's photo, labelled with the expert's name and its IoU."""
+    from occmllm.recon.scores import compare_meshes, depth_aligned
+
+    shape = ds.load_shape(sid)
+    rec = expert.reconstruct(ds.load_image(sid), K=shape.K)
+    panel = Image.fromarray(rec.render)
+    if rec.ok:
+        gt = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
+        label = f"{name}  IoU {compare_meshes(depth_aligned(rec.mesh, gt), gt)['iou']:.2f}"
+    else:
+        label = f"{name}  nothing reconstructed"
+    ImageDraw.Draw(panel).text((4, 4), label, fill=(255, 255, 0))
+    return panel
+
+
+def tile(ds: SynthDataset, sid: str, with_render: bool, experts: dict | None = None) -> Image.Image:
     row = ds.row(sid)
     panels = [ds.load_image(sid)]
     if with_render:
@@ -31,6 +53,7 @@ def tile(ds: SynthDataset, sid: str, with_render: bool) -> Image.Image:
         masks[..., 0] = amodal * 255
         masks[..., 1] = visible * 255
         panels += [ds.load_render(sid), masks]
+    panels += [np.asarray(expert_panel(ds, sid, name, expert)) for name, expert in (experts or {}).items()]
     body = np.concatenate(panels, axis=1)
     img = Image.new("RGB", (body.shape[1], body.shape[0] + LABEL_H), (255, 255, 255))
     img.paste(Image.fromarray(body), (0, LABEL_H))
@@ -39,13 +62,19 @@ def tile(ds: SynthDataset, sid: str, with_render: bool) -> Image.Image:
     return img
 
 
-def contact_sheet(ds: SynthDataset, n: int, cols: int, seed: int, with_render: bool) -> Image.Image:
-    if len(ds) == 0:
-        raise ValueError(f"{ds.folder}: the manifest lists no samples")
+def contact_sheet(ds: SynthDataset, n: int, cols: int, seed: int, with_render: bool, experts: dict | None = None,
+                  object_class: str | None = None) -> Image.Image:
+    manifest = ds.manifest
+    if object_class is not None:
+        manifest = manifest[manifest["class"] == object_class]
+    if len(manifest) == 0:
+        raise ValueError(f"{ds.folder}: the manifest lists no samples"
+                         + (f" of class {object_class!r}" if object_class is not None else ""))
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(ds), size=min(n, len(ds)), replace=False)
-    m = ds.manifest.iloc[picks].sort_values("visible_fraction")
-    tiles = [tile(ds, sid, with_render) for sid in m["id"]]
+    picks = rng.choice(len(manifest), size=min(n, len(manifest)), replace=False)
+    m = manifest.iloc[picks].sort_values("visible_fraction")
+    tiles = [tile(ds, sid, with_render, experts) for sid in tqdm(m["id"], desc="contact sheet", unit="sample",
+                                                                 leave=False, disable=not experts)]
     w, h = tiles[0].size
     rows = (len(tiles) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * w + (cols - 1) * 4, rows * h + (rows - 1) * 4), (255, 255, 255))
@@ -63,13 +92,21 @@ def main(argv=None) -> int:
     p.add_argument("--cols", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-render", action="store_true", help="also show the object render and the masks")
+    p.add_argument("--experts", nargs="+", default=[], metavar="EXPERT", help="also each learned 3D expert's "
+                   "render, labelled with its IoU: shipped names (v4, v5) or trained expert folders")
+    p.add_argument("--object-class", help="only samples of this class (e.g. knife)")
     p.add_argument("--out", type=Path, help="PNG to write (default DATA/preview[_split].png)")
     args = p.parse_args(argv)
     if args.n < 1 or args.cols < 1:
         p.error("--n and --cols must be at least 1")
     try:
         ds = SynthDataset(args.data, args.split)
-        sheet = contact_sheet(ds, args.n, args.cols, args.seed, args.with_render)
+        experts = {}
+        if args.experts:
+            from occmllm.recon import LearnedExpert
+
+            experts = {name: LearnedExpert(name) for name in args.experts}
+        sheet = contact_sheet(ds, args.n, args.cols, args.seed, args.with_render, experts, args.object_class)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

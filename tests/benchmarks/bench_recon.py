@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from occmllm.recon import LearnedExpert, OracleExpert
 from occmllm.recon.data import list_ids, load_shape
-from occmllm.recon.scores import compare_meshes
+from occmllm.recon.scores import compare_meshes, depth_aligned
 
 BUCKETS = [("visible < 0.4", 0.0, 0.4), ("0.4 - 0.7", 0.4, 0.7), ("visible >= 0.7", 0.7, 1.01)]
 
@@ -38,12 +38,6 @@ def bucket_of(fraction: float | None) -> str | None:
     if fraction is None:
         return None
     return next(name for name, lo, hi in BUCKETS if lo <= fraction < hi)
-
-
-def depth_aligned(pred: trimesh.Trimesh, truth: trimesh.Trimesh) -> trimesh.Trimesh:
-    """pred scaled about the camera centre so that its bounding-box depth centre matches the truth's."""
-    scale = truth.bounds[:, 2].mean() / pred.bounds[:, 2].mean()
-    return trimesh.Trimesh(pred.vertices * scale, pred.faces, process=False)
 
 
 def read_manifest(root: Path) -> dict:

@@ -23,8 +23,8 @@ from occmllm.recon import LearnedExpert  # noqa: E402
 from occmllm.recon.data import load_shape, object_extent, window_of  # noqa: E402
 from occmllm.recon.experts import as_rgb_array  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
-from occmllm.recon.scores import compare_meshes  # noqa: E402
-from tests.benchmarks.bench_recon import depth_aligned, read_manifest  # noqa: E402
+from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
+from tests.benchmarks.bench_recon import read_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,6 +203,29 @@ def test_interrupt_keeps_complete_samples(tmp_path, capsys, monkeypatch):
     assert len(list(out.rglob("*.npz"))) == 2 and not (out / "meta.json").exists()
 
 
+def test_preview_puts_each_experts_render_beside_the_truth(dataset, tmp_path, capsys):
+    """--experts: a panel per expert after photo | render | masks, the same object seen as the ground truth's render
+    (its pixels overlap the true render's); --object-class keeps that class only; an absent class is a clear error."""
+    from data_tools import preview
+    from occmllm.dataset import SynthDataset
+
+    ds = SynthDataset(dataset, "train")
+    cls = ds.manifest["class"].iloc[0]
+    n = int((ds.manifest["class"] == cls).sum())
+    sheet = tmp_path / "experts.png"
+    assert preview.main([str(dataset), "--with-render", "--experts", "v4", "--object-class", cls, "--cols", "1",
+                         "--out", str(sheet)]) == 0
+    img = np.asarray(Image.open(sheet).convert("RGB"))
+    assert img.shape[:2] == (n * (256 + preview.LABEL_H) + (n - 1) * 4, 4 * 256)
+    first = ds.manifest[ds.manifest["class"] == cls].sort_values("visible_fraction")["id"].iloc[0]
+    truth = ds.load_render(first).any(2)
+    expert = img[preview.LABEL_H:preview.LABEL_H + 256, 3 * 256:].astype(int)
+    drawn = (expert.max(2) - expert.min(2) < 8) & (expert.max(2) > 20)  # grey object pixels, not the yellow label
+    assert (drawn & truth).sum() > 0.3 * drawn.sum() > 0
+    assert preview.main([str(dataset), "--object-class", "teapot", "--out", str(tmp_path / "x.png")]) == 2
+    assert "no samples of class 'teapot'" in capsys.readouterr().err
+
+
 def test_preview_and_relabel(dataset, tmp_path, capsys):
     from data_tools import preview, relabel
 
