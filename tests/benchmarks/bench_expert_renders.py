@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2000, help="photos rendered per mode (default 2000)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 (the default) "
+                        "or v5")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--modes", nargs="+", default=["per-worker", "batched", "per-worker-cpu"])
     parser.add_argument("--parts", type=int, default=50, help="photos timed part by part (0: skip)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         device = "cpu" if mode == "per-worker-cpu" else args.device
         t0 = time.perf_counter()
-        counts = render_split(args.data, args.split, None, args.workers, args.limit, progress=False, device=device,
+        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, progress=False, device=device,
                               batched=mode == "batched", batch_size=args.batch_size)
         seconds = time.perf_counter() - t0
         done = counts["rendered"] + counts["nothing"]
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from occmllm.recon import LearnedExpert
 
         torch.set_num_threads(1)
-        expert = LearnedExpert(device=args.device)
+        expert = LearnedExpert(args.expert, device=args.device)
         photos = [args.data / args.split / "images" / c.images[0]
                   for c in formats.read_conversations(args.data / f"{args.split}_Q1.jsonl")[: args.parts]]
         times: dict[str, list[float]] = {}
