@@ -184,13 +184,21 @@ class OccupancyNet(nn.Module):
         pred["occupancy"] = self.shape_net(self.crop(x, window["u0"], window["v0"], window["r"]))
         return pred
 
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, half: bool = False) -> Path:
+        """config.json + model.safetensors. half: the floating-point tensors stored as float16 (half the file, as the
+        shipped experts are; from_pretrained loads them back into float32)."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if half:
+            too_large = [k for k, v in state.items() if v.is_floating_point() and v.abs().max() > 65504]
+            if too_large:
+                raise ValueError(f"cannot store in float16: {too_large[0]} holds values beyond its range")
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, path / "model.safetensors")
+        save_file(state, path / "model.safetensors")
         return path
 
     @classmethod

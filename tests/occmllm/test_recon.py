@@ -93,6 +93,26 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
         assert rec.message.startswith(NOTHING) and rec.glb is None
 
 
+def test_half_precision_weights_are_half_the_file_and_the_same_predictions(tmp_path):
+    """save_pretrained(half=True), as the shipped experts are stored: half the bytes, float32 again after loading,
+    and the same occupancy to float16's precision; a weight beyond float16's range is refused, not stored as inf."""
+    torch.manual_seed(0)
+    model = OccupancyNet(TINY).eval()
+    full, half = model.save_pretrained(tmp_path / "full"), model.save_pretrained(tmp_path / "half", half=True)
+    size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.55 * size(full)
+    loaded = OccupancyNet.from_pretrained(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(2, 3, TINY.image_size, TINY.image_size)
+    with torch.no_grad():
+        a, b = model(x)["occupancy"].sigmoid(), loaded(x)["occupancy"].sigmoid()
+    assert torch.allclose(a, b, atol=5e-3) and not torch.equal(a, b)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = 1e6
+    with pytest.raises(ValueError, match="float16"):
+        model.save_pretrained(tmp_path / "bad", half=True)
+
+
 def test_a_trained_expert_widens_to_the_same_function_and_trains_on(dataset, tmp_path):
     from dataclasses import replace
 
