@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
@@ -30,6 +29,8 @@ LABEL_H = 16
 
 def expert_panel(ds: SynthDataset, sid: str, name: str, expert) -> Image.Image:
     """The expert's render of the sample's photo, labelled with the expert's name and its IoU."""
+    import trimesh
+
     from occmllm.recon.scores import compare_meshes, depth_aligned
 
     shape = ds.load_shape(sid)
