@@ -31,7 +31,7 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
             raise TrainError(f"stages.0.shipped={shipped}: {error}") from None
         if not (folder / "model.safetensors").is_file():
             raise TrainError(f"stages.0.shipped={shipped}: {folder} holds no model.safetensors (expected true, "
-                                    "v4, v5 or a learned expert folder)")
+                             "v4, v5 or a learned expert folder)")
         print(f">> stage 0: using the 3D expert {folder} (stages.0.shipped={shipped})")
         return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):
