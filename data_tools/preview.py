@@ -27,14 +27,14 @@ from occmllm.dataset import SynthDataset
 LABEL_H = 16
 
 
-def expert_panel(ds: SynthDataset, sid: str, name: str, expert) -> Image.Image:
+def expert_panel(ds: SynthDataset, sid: str, photo: np.ndarray, name: str, expert) -> Image.Image:
     """The expert's render of the sample's photo, labelled with the expert's name and its IoU."""
     import trimesh
 
     from occmllm.recon.scores import compare_meshes, depth_aligned
 
     shape = ds.load_shape(sid)
-    rec = expert.reconstruct(ds.load_image(sid), K=shape.K)
+    rec = expert.reconstruct(photo, K=shape.K)
     panel = Image.fromarray(rec.render)
     if rec.ok:
         gt = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
@@ -54,7 +54,7 @@ def tile(ds: SynthDataset, sid: str, with_render: bool, experts: dict | None = N
         masks[..., 0] = amodal * 255
         masks[..., 1] = visible * 255
         panels += [ds.load_render(sid), masks]
-    panels += [np.asarray(expert_panel(ds, sid, name, expert)) for name, expert in (experts or {}).items()]
+    panels += [np.asarray(expert_panel(ds, sid, panels[0], name, expert)) for name, expert in (experts or {}).items()]
     body = np.concatenate(panels, axis=1)
     img = Image.new("RGB", (body.shape[1], body.shape[0] + LABEL_H), (255, 255, 255))
     img.paste(Image.fromarray(body), (0, LABEL_H))

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         device = "cpu" if mode == "per-worker-cpu" else args.device
         t0 = time.perf_counter()
-        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, progress=False, device=device,
-                              batched=mode == "batched", batch_size=args.batch_size)
+        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, progress=False,
+                              device=device, batched=mode == "batched", batch_size=args.batch_size)
         seconds = time.perf_counter() - t0
         done = counts["rendered"] + counts["nothing"]
         print(f"{mode:<15} {args.workers} workers, network on {device}: {done} photos in {seconds:.1f} s = "
