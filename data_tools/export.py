@@ -14,6 +14,9 @@ the pairs as the MPO data and the corrected answers as SFT data; it has no test 
     OUT/preferences_trl.jsonl    the same pairs in TRL's vision preference format (images as "images/NAME")
     OUT/sft.jsonl                seed conversations: the question and the annotators' corrected answer
     OUT/self_correction.jsonl    seed conversations: question, the wrong answer, "check again", the correction
+    OUT/labels.jsonl             seed conversations, one per judged "What's the object..." item: the question and the
+                                 annotators' answer (the correction, else the accepted A / B answer): the labels of
+                                 the self-correction stage's reward
     OUT/images/                  the images, named by content hash
     OUT/summary.json             counts, and what was left out and why
 A file with no records is not written (and not named in meta.json).
@@ -43,10 +46,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from occmllm import formats, prompts
-from occmllm.store import DB_NAME, Store, StoreError
+from occmllm.store import Store, StoreError
 
 FILES = {"preferences": "preferences.jsonl", "trl": "preferences_trl.jsonl", "sft": "sft.jsonl",
-         "self_correction": "self_correction.jsonl"}
+         "self_correction": "self_correction.jsonl", "labels": "labels.jsonl"}
 
 
 @dataclass
@@ -56,6 +59,7 @@ class ExportSummary:
     pairs: int = 0
     sft: int = 0
     self_correction: int = 0
+    labels: int = 0
     images: int = 0
     files: list[str] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)
@@ -63,19 +67,7 @@ class ExportSummary:
     def line(self) -> str:
         left = ", ".join(f"{n} {why}" for why, n in sorted(self.left_out.items())) or "nothing"
         return (f"{self.pairs} preference pairs, {self.sft} SFT and {self.self_correction} self-correction "
-                f"conversations, {self.images} images from {self.items} judged items -> {self.out} (left out: {left})")
-
-
-def answer_fits(question: str, answer: str | None) -> bool:
-    """Does `answer` read as an answer to `question` (a known class / yes or no) for the seed's questions?"""
-    if not answer or not answer.strip():
-        return False
-    q = prompts.strip_image(question)
-    if q.startswith(prompts.IDENTIFY_TEXT) or q.startswith(prompts.CHECK_AGAIN_TEXT):
-        return prompts.parse_object(answer) in prompts.CLASSES
-    if q.startswith(prompts.CLARITY_TEXT) or q in prompts.ATTRIBUTE_QUESTIONS.values():
-        return prompts.parse_yes_no(answer) != prompts.UNPARSED
-    return True
+                f"conversations, {self.labels} labelled items, {self.images} images from {self.items} judged items -> {self.out} (left out: {left})")
 
 
 def majority(votes: list[dict]) -> tuple[str | None, list[dict]]:
@@ -91,7 +83,8 @@ def majority(votes: list[dict]) -> tuple[str | None, list[dict]]:
 def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSummary:
     """Write the export folder `out` from a store (or its data folder / .sqlite file); returns the summary.
     Raises StoreError when there is nothing to export."""
-    store = db if isinstance(db, Store) else Store(_data_folder(db))
+    # a consistent read-only copy: nothing is created, moved or deleted beside a live database
+    store = Store.snapshot(db.path if isinstance(db, Store) else db)
     out = Path(out)
     summary = ExportSummary(str(out))
     left = Counter()
@@ -106,6 +99,7 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
     pairs: dict[tuple, formats.PreferencePair] = {}
     sft: dict[tuple, formats.Conversation] = {}
     fixes: dict[tuple, formats.Conversation] = {}
+    labels: dict[tuple, formats.Conversation] = {}
     images: dict[str, str] = {}  # source path -> exported name
     (out / "images").mkdir(parents=True, exist_ok=True)
 
@@ -120,7 +114,7 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
     def add_pair(image: str, question: str, chosen: str, rejected: str) -> None:
         if chosen.strip() == rejected.strip():
             left["pairs with the same answer twice"] += 1
-        elif not (answer_fits(question, chosen) and answer_fits(question, rejected)):
+        elif not (prompts.answer_fits(question, chosen) and prompts.answer_fits(question, rejected)):
             left["pairs with an answer that is not a class / yes-no"] += 1
         else:
             pairs.setdefault((image, question, chosen, rejected), formats.PreferencePair(image, question, chosen, rejected))
@@ -141,8 +135,16 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
         question, a, b = first["question"], first["candidate_a"], first["candidate_b"]
         corrections = Counter(v["correction"] for v in winning if v["correction"])
         correction = corrections.most_common(1)[0][0] if corrections else None
+        first_turn = prompts.with_image(prompts.strip_image(question))
+
+        def label(answer: str) -> None:  # the annotators' answer to a "What's the object..." item
+            if prompts.strip_image(question).startswith(prompts.IDENTIFY_TEXT) and prompts.answer_fits(question, answer):
+                labels[(image, question)] = formats.Conversation(
+                    id, image, [{"from": "human", "value": first_turn}, {"from": "gpt", "value": answer}])
+
         if winner in ("A", "B"):
             chosen, rejected = (a, b) if winner == "A" else (b, a)
+            label(chosen)
             add_pair(image, question, chosen, rejected)
             if correction and correction.strip() != chosen.strip():
                 add_pair(image, question, correction, chosen)
@@ -156,13 +158,13 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
             add_pair(image, question, correction, a)
             add_pair(image, question, correction, b)
         if correction:
-            if not answer_fits(question, correction):
+            if not prompts.answer_fits(question, correction):
                 left["corrections that are not a class / yes-no"] += 1
                 continue
-            first_turn = prompts.with_image(prompts.strip_image(question))
+            label(correction)
             sft.setdefault((image, question, correction), formats.Conversation(
                 id, image, [{"from": "human", "value": first_turn}, {"from": "gpt", "value": correction}]))
-            wrong = next((x for x in (b, a) if answer_fits(question, x) and prompts.strip_image(question)
+            wrong = next((x for x in (b, a) if prompts.answer_fits(question, x) and prompts.strip_image(question)
                           .startswith(prompts.IDENTIFY_TEXT) and prompts.parse_object(x) != prompts.parse_object(correction)), None)
             if wrong is not None:
                 fixes.setdefault((image, question, wrong, correction), formats.Conversation(id, image, [
@@ -176,7 +178,8 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
 
     # write: seed JSONL + meta, TRL pairs, summary; then drop images nothing refers to
     meta: dict[str, formats.MetaEntry] = {}
-    written = {"preferences": list(pairs.values()), "sft": list(sft.values()), "self_correction": list(fixes.values())}
+    written = {"preferences": list(pairs.values()), "sft": list(sft.values()), "self_correction": list(fixes.values()),
+               "labels": list(labels.values())}
     for key, records in written.items():
         path = out / FILES[key]
         if records:
@@ -196,6 +199,7 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
     for name in set(images.values()) - used:
         (out / "images" / name).unlink(missing_ok=True)
     summary.pairs, summary.sft, summary.self_correction, summary.images = len(pairs), len(sft), len(fixes), len(used)
+    summary.labels = len(labels)
     summary.left_out = dict(left)
     summary.files = ["meta.json"] + summary.files + ["images/", "summary.json"]
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
@@ -214,15 +218,6 @@ def export_zip(db: str | os.PathLike | Store, zip_path: str | os.PathLike) -> Ex
                     z.write(path, path.relative_to(tmp).as_posix())
     summary.out = str(zip_path)
     return summary
-
-
-def _data_folder(db: str | os.PathLike) -> Path:
-    path = Path(db)
-    if path.is_file():
-        return path.parent
-    if not (path / DB_NAME).exists():
-        raise StoreError(f"no annotation database at {path} (expected {path / DB_NAME} or the .sqlite file)")
-    return path
 
 
 def _copy_image(src: str, folder: Path) -> str:

@@ -24,10 +24,11 @@ for _name, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TE
 import gradio as gr  # noqa: E402
 
 from demo import views  # noqa: E402
-from demo.studio import CANDIDATE_MODES, DEFAULT_MODEL, EXPERT_CHOICES, Studio, StudioConfig, StudioError, read_users  # noqa: E402
+from demo.studio import (CANDIDATE_MODES, DEFAULT_MODEL, EXPERT_CHOICES, Preparing, Studio, StudioConfig,  # noqa: E402
+                         StudioError, read_users)
 from occmllm import prompts  # noqa: E402
 from occmllm.images import ImageError  # noqa: E402
-from occmllm.store import CHOICES, StoreError  # noqa: E402
+from occmllm.store import CHOICES, StaleJudgment, StoreError  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 QUESTIONS = {"identify": prompts.Q1, "clarity": prompts.Q6_PREFERENCE}
@@ -142,7 +143,10 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         # ------------------------------------------------------------------ Annotate
         with gr.Tab("Annotate", id="annotate"):
-            current = gr.State(None)
+            # what is on this annotator's screen, "ITEM_ID:VERSION" (the hash of its two answers), sent back with
+            # every judgment from the page itself: the server refuses a judgment that names anything else
+            shown = gr.Textbox("", visible=False, elem_id="shown")
+            waiting = gr.Timer(1.0, active=False)  # polls while the annotator's next items are being prepared
             with gr.Row(equal_height=False, elem_id="annotate-panel"):
                 with gr.Column(scale=8):
                     with gr.Row():
@@ -186,7 +190,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         add = gr.Button("Add photos", size="sm")
                         sources_note = gr.HTML("")
 
-            item_outputs = [current, note, progress, item_photo, question, cand_a, cand_b, correction]
+            item_outputs = [note, progress, item_photo, question, cand_a, cand_b, correction, shown, waiting]
 
             def who(typed: str, request: gr.Request | None) -> str:
                 user = getattr(request, "username", None) if request is not None else None
@@ -196,20 +200,27 @@ def build_app(studio: Studio) -> gr.Blocks:
                 return name_
 
             def show(item, annotator, k, message="", kind="ok"):
+                """The outputs for `item` on the annotator's screen (or the empty / preparing panel)."""
                 progress_ = views.progress_html(studio.store.progress(annotator, k), annotator, k)
-                if item is None:
-                    empty = ('<div class="empty">Nothing left for you. Thank you! Add a dataset or photos on the '
-                             'right, raise k, or look at the Review tab.</div>')
-                    return (None, views.banner(message, kind) if message else "", progress_, None, empty, "", "", "")
+                note_ = views.banner(message, kind) if message else ""
+                if item is None or isinstance(item, Preparing):
+                    if item is None:
+                        empty = ('<div class="empty">Nothing left for you. Thank you! Add a dataset or photos on the '
+                                 'right, raise k, or look at the Review tab.</div>')
+                    else:
+                        problem = f"<br>{views.esc(studio.preparer_error)}" if studio.preparer_error else ""
+                        empty = (f'<div class="empty preparing">Preparing the answers of your next item '
+                                 f'({item.waiting} items still without answers)... it appears here by itself.'
+                                 f'{problem}</div>')
+                    return (note_, progress_, None, empty, "", "", "", "", gr.Timer(active=isinstance(item, Preparing)))
                 q = prompts.strip_image(item.question)
-                return (item.id, views.banner(message, kind) if message else "", progress_, item.image,
-                        f'<div class="question">{views.esc(q)}</div>',
+                return (note_, progress_, item.image, f'<div class="question">{views.esc(q)}</div>',
                         views.candidate_html("A", "1", item.candidate_a, item.source_a),
-                        views.candidate_html("B", "2", item.candidate_b, item.source_b), item.candidate_a or "")
+                        views.candidate_html("B", "2", item.candidate_b, item.source_b), item.candidate_a or "",
+                        f"{item.id}:{item.version}", gr.Timer(active=False))
 
-            def fail(e, annotator=None, k=1):
-                keep = (gr.skip(),) * 1
-                return keep + (views.banner(views.esc(e), "error"),) + (gr.skip(),) * 6
+            def fail(e):
+                return (views.banner(views.esc(e), "error"),) + (gr.skip(),) * (len(item_outputs) - 1)
 
             def start_fn(typed, k, request: gr.Request):
                 try:
@@ -219,21 +230,41 @@ def build_app(studio: Studio) -> gr.Blocks:
                 except (StudioError, ImageError, StoreError, ValueError) as e:
                     return fail(e)
 
-            def judge_fn(typed, k, item_id, choice, text, request: gr.Request):
+            def poll_fn(typed, k, on_screen, request: gr.Request):
+                """While preparing: show the next item once it has its answers (nothing changes otherwise)."""
+                try:
+                    annotator = who(typed, request)
+                    if on_screen:
+                        return (gr.skip(),) * (len(item_outputs) - 1) + (gr.Timer(active=False),)
+                    k = int(k or 1)
+                    item = studio.next_item(annotator, k)
+                    if isinstance(item, Preparing):
+                        return (gr.skip(),) * len(item_outputs)
+                    return show(item, annotator, k)
+                except (StudioError, ImageError, StoreError, ValueError) as e:
+                    return fail(e)
+
+            def judge_fn(typed, k, choice, text, on_screen, request: gr.Request):
                 try:
                     annotator = who(typed, request)
                     k = int(k or 1)
+                    item_id, _, version = (on_screen or "").partition(":")
                     item = studio.store.item(item_id) if item_id else None
                     if item is None:
-                        return show(studio.next_item(annotator, k), annotator, k, "no item on screen: here is one", "info")
+                        here = studio.store.screen(annotator) or studio.next_item(annotator, k)
+                        return show(here, annotator, k, "no item was on your screen, nothing was stored: here is "
+                                    "your current item", "warn")
                     typed_text = (text or "").strip()
                     a, b = (item.candidate_a or "").strip(), (item.candidate_b or "").strip()
                     if choice == "enter":  # the text decides: A's text, B's text, or a correction of both
                         choice = "A" if typed_text == a else "B" if typed_text == b else "both_bad"
                     fix = "" if typed_text in (a, b) else typed_text  # the untouched pre-filled answer is no correction
-                    row = studio.store.add_judgment(annotator, item, choice, fix or None)
+                    row = studio.store.add_judgment(annotator, item_id, choice, fix or None, shown=version)
                     message = f"saved #{row}: {CHOICE_LABELS[choice]}" + (" with correction" if fix else "")
                     return show(studio.next_item(annotator, k), annotator, k, message, "ok")
+                except StaleJudgment as e:  # nothing stored: show what the annotator should be looking at
+                    here = studio.store.screen(annotator) or studio.next_item(annotator, k)
+                    return show(here, annotator, k, f"not saved: {e}. Your current item is shown.", "warn")
                 except (StudioError, ImageError, StoreError, ValueError) as e:
                     return fail(e)
 
@@ -243,24 +274,29 @@ def build_app(studio: Studio) -> gr.Blocks:
                     k = int(k or 1)
                     item = studio.store.undo_last(annotator)
                     if item is None:
-                        return show(studio.next_item(annotator, k), annotator, k, "nothing to undo", "info")
+                        return show(studio.store.screen(annotator) or studio.next_item(annotator, k), annotator, k,
+                                    "nothing to undo", "info")
                     return show(item, annotator, k, "undone: your last judgment was removed", "info")
                 except (StudioError, StoreError, ValueError) as e:
                     return fail(e)
 
             base = [name, overlap]
             start.click(start_fn, base, item_outputs, api_name="start")
+            waiting.tick(poll_fn, base + [shown], item_outputs, api_visibility="private", show_progress="hidden",
+                         queue=False)
             for button, choice in ((btn_a, "A"), (btn_b, "B"), (btn_tie, "tie"), (btn_bad, "both_bad"), (skip, "skip"),
                                    (submit, "enter")):
-                button.click(judge_fn, base + [current, gr.State(choice), correction], item_outputs,
+                button.click(judge_fn, base + [gr.State(choice), correction, shown], item_outputs,
                              api_name=f"judge_{choice}", show_progress="hidden", queue=False)
-            correction.submit(judge_fn, base + [current, gr.State("enter"), correction], item_outputs,
+            correction.submit(judge_fn, base + [gr.State("enter"), correction, shown], item_outputs,
                               api_name="judge_enter_key", show_progress="hidden", queue=False)
             undo.click(undo_fn, base, item_outputs, api_name="undo", show_progress="hidden", queue=False)
 
             def load_fn(path):
                 try:
-                    return views.banner(views.esc(studio.load_dataset(path.strip())), "ok")
+                    message = studio.load_dataset(path.strip())
+                    app.allowed_paths = list(dict.fromkeys([*app.allowed_paths, *studio.image_folders()]))
+                    return views.banner(views.esc(message), "ok")
                 except StudioError as e:
                     return views.banner(views.esc(e), "error")
 
@@ -381,9 +417,13 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, bloc
     app = build_app(studio)
     app.queue(default_concurrency_limit=16)
     auth = list(studio.config.users.items()) if studio.config.users else None
-    allowed = [str(studio.runs), str(studio.store.folder.resolve()), str(EXAMPLES)]
+    # served: the app's own files and the items' images; never the annotation database (blocked even where it lies
+    # in an allowed or the current folder: blocked paths win)
+    allowed = [str(studio.runs), str(EXAMPLES), *studio.image_folders()]
+    database = studio.store.path.resolve()
+    blocked = [str(database.with_name(database.name + suffix)) for suffix in ("", "-wal", "-shm", "-journal")]
     _, url, _ = app.launch(server_name=host, server_port=port, auth=auth, prevent_thread_lock=not block, quiet=quiet, show_error=True,
-                           allowed_paths=allowed, head=views.SHORTCUT_JS, css=views.CSS,
+                           allowed_paths=allowed, blocked_paths=blocked, head=views.SHORTCUT_JS, css=views.CSS,
                            theme=gr.themes.Soft(primary_hue="indigo"), footer_links=[],
                            auth_message="OCC-MLLM studio: sign in with the name and password you were given.")
     return app, url

@@ -17,6 +17,8 @@ from occmllm import prompts
 from occmllm.images import ImageError, load_image
 from occmllm.store import Item, Store, StoreError
 
+LOOKAHEAD = 24  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
+
 DEFAULT_MODEL = "default"
 EXPERT_CHOICES = ("learned", "learned:v5", "none")  # learned = the v4 expert (occmllm.recon.experts.SHIPPED)
 CANDIDATE_MODES = {
@@ -28,6 +30,13 @@ CANDIDATE_MODES = {
 
 class StudioError(RuntimeError):
     """Something the user can fix (bad folder, missing model, ...); shown in the page as it is."""
+
+
+@dataclass
+class Preparing:
+    """No item with answers is ready for this annotator yet, but some are being generated in the background."""
+
+    waiting: int  # items still without answers
 
 
 @dataclass
@@ -55,7 +64,9 @@ class Studio:
         self._models: dict[str, object] = {}
         self._experts: dict[str, object] = dict(config.experts)
         self._lock = threading.Lock()  # model loading and generation: one at a time on a small CPU
-        self._prefill: threading.Thread | None = None
+        self._wake = threading.Event()  # new items, or an annotator waiting: the preparer looks again
+        self._preparer: threading.Thread | None = None
+        self.preparer_error: str | None = None
         if config.dataset is not None:
             self.load_dataset(config.dataset)
 
@@ -135,7 +146,14 @@ class Studio:
             raise StudioError(str(e)) from None
         new = self.store.add_items(items)
         ready = sum(i.ready for i in items)
+        if ready < len(items):
+            self.prefill()
         return f"{len(items)} items from {folder} ({new} new, {ready} with candidates from the file)"
+
+    def image_folders(self) -> list[str]:
+        """The folders of the items' images (what the app may serve), uploads included."""
+        folders = {str(Path(folder).resolve()) for folder in {os.path.dirname(p) for p in self.store.image_paths()}}
+        return sorted(folders | {str(self.store.images.resolve())})
 
     def add_photos(self, paths: list[str], question: str = prompts.Q1) -> str:
         good, bad = [], []
@@ -152,15 +170,23 @@ class Studio:
         self.prefill()
         return message
 
-    def next_item(self, annotator: str, overlap: int) -> Item | None:
-        item = self.store.next_item(annotator, overlap)
-        if item is not None and not item.ready:
-            item = self.prepare(item)
+    def next_item(self, annotator: str, overlap: int) -> Item | Preparing | None:
+        """The annotator's next item with its two answers (never generated here: the judgment path only reads),
+        Preparing when their next items are still being given answers in the background, None when nothing is
+        left for them."""
+        item = self.store.next_item(annotator, overlap, ready=True)
+        if item is not None:
+            self.prefill()  # keep the buffer of ready items full
+            return item
+        if self.store.next_item(annotator, overlap, claim=False) is None:
+            return None
         self.prefill()
-        return item
+        return Preparing(len(self.store.unready_items(10_000)))
 
     def prepare(self, item: Item) -> Item:
-        """Give an item its two candidates (per config.candidates), store them, return the updated item."""
+        """Give an item its two answers (per config.candidates), readable ones only, and store them once (an item
+        that got answers meanwhile keeps those). An item that cannot get two readable answers is marked with the
+        problem and never shown. Returns the item as stored."""
         mode = self.config.candidates
         vlm = self.model(self.config.model)
         image = load_image(item.image)
@@ -173,62 +199,87 @@ class Studio:
                     raise StudioError(f"candidates 'before/after 3D' need a 3D expert: {note}")
                 trace = list(run_cot(vlm, image, expert=expert, force_3d=True))[-1]
                 before, after = trace.step("identify"), trace.step("identify_3d")
-                a, b = before.raw, after.raw if after else ""
-                sources = ("cot:identify", "cot:identify_3d")
+                answers = [(before.raw, "cot:identify"), (after.raw if after else "", "cot:identify_3d")]
             elif mode == "checkpoints":
                 other = self.config.second_model
                 if not other:
                     raise StudioError("candidates 'two checkpoints' need --second-model")
                 vlm.forget()
-                a = vlm.chat(image, item.question)
+                first = vlm.chat(image, item.question)
                 with _unlocked(self._lock):
                     second = self.model(other)
-                b = second.chat(image, item.question)
-                sources = (f"model:{vlm.name}", f"model:{other}")
+                answers = [(first, f"model:{vlm.name}"), (second.chat(image, item.question), f"model:{other}")]
             else:
-                found = vlm.sample(image, item.question, n=2, temperature=1.0)
-                sources = ["sample:0", "sample:1"]
-                for temperature in (1.5, 2.0):  # a model sure of its answer: look further from it for a second one
-                    if len(found) >= 2:
-                        break
-                    seen = {c.text for c in found}
-                    hotter = [c for c in vlm.sample(image, item.question, n=4, temperature=temperature, top_p=0.95)
-                              if c.text not in seen]
-                    hotter.sort(key=lambda c: not _readable(c.text))  # a well-formed answer first, if there is one
-                    found += hotter[:1]
-                    sources[1] = f"sample:1 (temperature {temperature:g})"
-                texts = [c.text for c in found]
-                if len(texts) < 2:
-                    vlm.forget()
-                    texts.append(vlm.chat(image, item.question))
-                    sources[1] = "greedy"
-                a, b = texts[0], texts[1]
-        return self.store.set_candidates(item, a, b, sources[0], sources[1], vlm.name)
+                answers = _two_samples(vlm, image, item.question)
+        unreadable = [text for text, _ in answers if not prompts.readable_answer(item.question, text)]
+        if unreadable or len(answers) < 2:
+            self.store.set_problem(item, f"no two readable answers (got {unreadable or answers!r})")
+            return self.store.item(item.id)
+        (a, source_a), (b, source_b) = answers[:2]
+        return self.store.set_candidates(item, a, b, source_a, source_b, vlm.name)
 
-    def prefill(self, limit: int = 4) -> None:
-        """Generate candidates for the next few unready items in the background (one thread at a time)."""
-        if self._prefill is not None and self._prefill.is_alive():
-            return
+    def prefill(self) -> None:
+        """Wake the background preparer (started on first use): it gives the next items in the queue their answers
+        until LOOKAHEAD ready items wait for judgments, then sleeps until woken."""
+        if self._preparer is None or not self._preparer.is_alive():
+            self._preparer = threading.Thread(target=self._prepare_ahead, name="candidates", daemon=True)
+            self._preparer.start()
+            _PREFILLING.add(self._preparer)
+        self._wake.set()
 
-        def work():
-            for item in self.store.unready_items(limit):
+    def _prepare_ahead(self) -> None:
+        while not _EXITING.is_set():
+            self._wake.clear()
+            todo = [] if self.store.count_open_ready(self.config.overlap) >= LOOKAHEAD else self.store.unready_items(4)
+            if not todo:
+                self._wake.wait(timeout=2.0)
+                continue
+            for item in todo:
                 if _EXITING.is_set():
                     return
                 try:
                     self.prepare(item)
-                except Exception:  # noqa: BLE001 - shown when the item is served instead
-                    return
+                    self.preparer_error = None
+                except (StudioError, ImageError) as e:  # a model that cannot load: say so in the page, retry later
+                    self.preparer_error = str(e)
+                    if isinstance(e, ImageError):
+                        self.store.set_problem(item, str(e))
+                    else:
+                        self._wake.wait(timeout=5.0)
+                except Exception as e:  # noqa: BLE001 - one bad item must not stop the others
+                    self.store.set_problem(item, f"{type(e).__name__}: {e}")
 
-        if self.store.unready_items(1):  # one indexed query: this runs on every "next item"
-            self._prefill = threading.Thread(target=work, daemon=True)
-            self._prefill.start()
-            _PREFILLING.add(self._prefill)
+
+def _two_samples(vlm, image, question: str) -> list[tuple[str, str]]:
+    """Two readable answers of the model to `question` that mean different things, with their sources: its likeliest
+    readable sample and the likeliest one that differs; a model too sure of one answer to sample another gets the
+    other yes/no answer, or its second most probable class, as answer B."""
+    meaning = prompts.parse_object if _is_class_question(question) else prompts.parse_yes_no
+    found: list[tuple[str, str]] = []
+    for temperature in (1.0, 1.5):
+        for c in vlm.sample(image, question, n=4, temperature=temperature, top_p=0.95 if temperature > 1 else 1.0):
+            if prompts.readable_answer(question, c.text) and meaning(c.text) not in {meaning(t) for t, _ in found}:
+                found.append((c.text, f"sample:{len(found)}" + (f" (temperature {temperature:g})" if temperature != 1
+                                                                 else "")))
+        if len(found) >= 2:
+            return found[:2]
+    if _is_class_question(question):
+        probs = vlm.class_posterior([image])[0]
+        for rank in probs.argsort()[::-1]:
+            cls = prompts.CLASSES[rank]
+            if len(found) < 2 and cls not in {meaning(t) for t, _ in found}:
+                found.append((prompts.identify_answer(cls), f"class posterior ({probs[rank]:.2f})"))
+    else:
+        taken = {meaning(t) for t, _ in found}
+        for value, text in ((prompts.YES, "Yes."), (prompts.NO, "No.")):
+            if len(found) < 2 and value not in taken:
+                found.append((text, "the other answer"))
+    return found[:2]
 
 
-def _readable(text: str) -> bool:
-    """A sampled answer an annotator can judge: it names a known class (or says yes / no) and has no broken bytes."""
-    known = prompts.parse_object(text) != prompts.UNPARSED or prompts.parse_yes_no(text) != prompts.UNPARSED
-    return known and text.isprintable() and "\ufffd" not in text
+def _is_class_question(question: str) -> bool:
+    q = prompts.strip_image(question)
+    return q.startswith(prompts.IDENTIFY_TEXT) or q.startswith(prompts.CHECK_AGAIN_TEXT)
 
 
 # Background candidate generation still inside torch when the interpreter exits aborts the process ("terminate called

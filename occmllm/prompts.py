@@ -66,6 +66,31 @@ def attribute_answer(value: bool) -> str:
     return YES if value else NO
 
 
+def answer_fits(question: str, answer: str | None) -> bool:
+    """Does `answer` read as an answer to `question`: a known class for "What's the object..." (and its "check
+    again" form), yes or no for the clarity and attribute questions; anything non-empty for other questions."""
+    if not answer or not answer.strip():
+        return False
+    q = strip_image(question)
+    if q.startswith(IDENTIFY_TEXT) or q.startswith(CHECK_AGAIN_TEXT):
+        return parse_object(answer) in CLASSES
+    if q.startswith(CLARITY_TEXT) or q in ATTRIBUTE_QUESTIONS.values():
+        return parse_yes_no(answer) != UNPARSED
+    return True
+
+
+def readable_answer(question: str, answer: str | None) -> bool:
+    """An answer fit to show an annotator: it fits the question (see `answer_fits`), is printable text with no broken
+    bytes, and for the class questions is a class sentence ("The object is jar.", "This object is a jar"), not a
+    fragment that merely contains a class name."""
+    if not answer_fits(question, answer) or not answer.isprintable() or "\ufffd" in answer:
+        return False
+    q = strip_image(question)
+    if q.startswith(IDENTIFY_TEXT) or q.startswith(CHECK_AGAIN_TEXT):
+        return _CANONICAL_RE.search(" ".join(answer.lower().split())) is not None
+    return len(answer.split()) <= 3  # "Yes.", "No", "Yes, it is."
+
+
 def with_image(question: str) -> str:
     """A question as the first turn of a conversation: with the ``<image>`` placeholder on its own line."""
     return question if IMAGE_TOKEN in question else f"{question}\n{IMAGE_TOKEN}"

@@ -4,19 +4,27 @@
     >>> store = Store("data/annotations")                       # creates data/annotations/annotations.sqlite
     >>> store.add_items(items_from_dataset("data/synth", split="test"))
     >>> item = store.next_item("alice", overlap=2)              # None when alice has nothing left to do
-    >>> store.add_judgment("alice", item, "A", correction="The object is jar.")
+    >>> store.add_judgment("alice", item.id, "A", correction="The object is jar.", shown=item.version)
     >>> store.undo_last("alice")                                # removes alice's last judgment
     >>> store.progress("alice", overlap=2), store.agreement(), store.judgments_frame()
 
 Rules:
 - one row per judgment: annotator, time, item, image, question, both candidates and their sources, the choice
   (``A``, ``B``, ``tie``, ``both_bad``, ``skip``), the correction, the model id;
+- an item's two candidates are written once (``set_candidates`` is a compare-and-set: the first writer wins) and
+  never change afterwards; ``Item.version`` is a hash of the two answers;
+- a judgment names the item and the version of its answers that the annotator saw (``shown``), and is refused
+  (``StaleJudgment``, nothing stored) when they do not match what the store holds, when the annotator already judged
+  that item, or when the store handed that annotator another item since (their "screen": the last item
+  ``next_item`` or ``undo_last`` gave them): a second key press never lands on an item nobody showed;
 - a write returns only after SQLite committed it with ``synchronous=FULL`` in WAL mode: a judgment that was
   acknowledged survives the process being killed (and the machine losing power, as far as fsync goes);
 - the queue gives an item to at most ``overlap`` different annotators (skips do not count), never twice to the same
   annotator, and prefers items that others already started, so that overlapped items get completed first. An item
   handed out is held for its annotator for ``CLAIM_SECONDS`` so that concurrent annotators get different items.
 Several processes and threads may use the same folder at once (one connection per thread, ``busy_timeout``).
+``Store.snapshot(folder)`` reads a consistent copy through a read-only connection (SQLite's backup API) and creates,
+moves or deletes no file beside a live database: what an export beside the running app uses.
 """
 
 from __future__ import annotations
@@ -57,11 +65,18 @@ CREATE INDEX IF NOT EXISTS items_unready ON items (position)
 CREATE INDEX IF NOT EXISTS judgments_annotator ON judgments (annotator, id);
 CREATE TABLE IF NOT EXISTS claims (
     item_id TEXT NOT NULL, annotator TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (item_id, annotator));
+CREATE TABLE IF NOT EXISTS screens (
+    annotator TEXT PRIMARY KEY, item_id TEXT NOT NULL, version TEXT NOT NULL, judged INTEGER NOT NULL DEFAULT 0,
+    time REAL NOT NULL);
 """
 
 
 class StoreError(RuntimeError):
     """A data folder or dataset that cannot be used; the message says which and why."""
+
+
+class StaleJudgment(ValueError):
+    """A judgment that does not match what the store last showed that annotator; nothing was stored."""
 
 
 @dataclass
@@ -78,10 +93,16 @@ class Item:
     model_id: str | None = None
     reference: str | None = None  # the dataset's own answer, when it has one
     origin: str | None = None  # the file (or upload) it came from
+    problem: str | None = None  # why no candidates could be made (the item is then never shown)
 
     @property
     def ready(self) -> bool:
         return bool(self.candidate_a) and bool(self.candidate_b)
+
+    @property
+    def version(self) -> str:
+        """A hash of the two answers: what a judgment names as the answers the annotator saw."""
+        return candidates_version(self.candidate_a, self.candidate_b)
 
 
 @dataclass
@@ -107,6 +128,12 @@ def item_id(image: str, question: str) -> str:
     return hashlib.sha1(f"{image}\n{question}".encode()).hexdigest()[:16]
 
 
+def candidates_version(a: str | None, b: str | None) -> str:
+    if not a or not b:
+        return ""
+    return hashlib.sha1(f"{a}\x00{b}".encode()).hexdigest()[:12]
+
+
 class Store:
     """All reads and writes of the annotation database; safe to share between threads."""
 
@@ -122,13 +149,51 @@ class Store:
         self.path = self.folder / DB_NAME
         self.images = self.folder / "images"
         self._local = threading.local()
+        self._memory: sqlite3.Connection | None = None
         try:
-            self._db().executescript(SCHEMA)
+            db = self._db()
+            db.executescript(SCHEMA)
+            if "problem" not in {r["name"] for r in db.execute("PRAGMA table_info(items)")}:  # older databases
+                db.execute("ALTER TABLE items ADD COLUMN problem TEXT")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable annotation database ({e})") from None
 
+    @classmethod
+    def snapshot(cls, where: str | os.PathLike) -> "Store":
+        """A read-only, consistent copy of the store in a data folder (or its .sqlite file), held in memory: read
+        through a read-only connection with SQLite's backup API, so that nothing beside a live database is created,
+        moved or deleted (its -wal and -shm files stay the live server's). Writing to the copy changes nothing on
+        disk. StoreError when there is no database there."""
+        path = Path(where)
+        path = path if path.is_file() else path / DB_NAME
+        if not path.is_file():
+            raise StoreError(f"no annotation database at {where} (expected {Path(where) / DB_NAME} or the .sqlite file)")
+        # with no -wal beside it nobody is writing: open it as immutable, so that SQLite does not create the -shm
+        live = Path(f"{path}-wal").exists()
+        uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
+        try:
+            source = sqlite3.connect(uri, uri=True, timeout=30)
+            try:
+                source.execute("PRAGMA busy_timeout=30000")
+                memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                source.backup(memory)
+            finally:
+                source.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: not a usable annotation database ({e})") from None
+        memory.row_factory = sqlite3.Row
+        memory.executescript(SCHEMA)
+        if "problem" not in {r["name"] for r in memory.execute("PRAGMA table_info(items)")}:
+            memory.execute("ALTER TABLE items ADD COLUMN problem TEXT")
+        store = cls.__new__(cls)
+        store.folder, store.path, store.images = path.parent, path, path.parent / "images"
+        store._local, store._memory = threading.local(), memory
+        return store
+
     # --- connections ---------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -145,7 +210,7 @@ class Store:
 
         def __enter__(self) -> sqlite3.Connection:
             if not self.durable:  # WAL + NORMAL: survives a killed process, fsync'ed by the next durable commit
-                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # (a no-op on a snapshot in memory)
             self.db.execute("BEGIN IMMEDIATE")
             return self.db
 
@@ -175,7 +240,8 @@ class Store:
             start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM items").fetchone()[0]
             before = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             db.executemany(
-                "INSERT OR IGNORE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO items (id, image, question, candidate_a, candidate_b, source_a, source_b, "
+                "model_id, reference, origin, added, position) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(it.id, it.image, it.question, it.candidate_a, it.candidate_b, it.source_a, it.source_b, it.model_id,
                   it.reference, it.origin, now, start + i) for i, it in enumerate(items)])
             after = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -199,11 +265,23 @@ class Store:
         return items
 
     def set_candidates(self, item: Item, a: str, b: str, source_a: str, source_b: str, model_id: str | None) -> Item:
+        """Give an item its two answers, once: an item that already has answers keeps them (the first writer wins,
+        in one transaction). Returns the item as stored."""
+        if not a or not b:
+            raise ValueError(f"item {item.id}: two non-empty answers are needed, got {a!r} and {b!r}")
         with self._write() as db:
-            db.execute("UPDATE items SET candidate_a=?, candidate_b=?, source_a=?, source_b=?, model_id=? WHERE id=?",
+            db.execute("UPDATE items SET candidate_a=?, candidate_b=?, source_a=?, source_b=?, model_id=?, problem=NULL "
+                       "WHERE id=? AND COALESCE(candidate_a, '') = '' AND COALESCE(candidate_b, '') = ''",
                        (a, b, source_a, source_b, model_id, item.id))
-        return Item(**{**asdict(item), "candidate_a": a, "candidate_b": b, "source_a": source_a, "source_b": source_b,
-                       "model_id": model_id})
+            row = db.execute("SELECT * FROM items WHERE id=?", (item.id,)).fetchone()
+        if row is None:
+            raise StoreError(f"item {item.id} is not in {self.path}")
+        return _item(row)
+
+    def set_problem(self, item: Item, problem: str) -> None:
+        """Mark an item without answers as one that could not be given any (it is then never handed out)."""
+        with self._write() as db:
+            db.execute("UPDATE items SET problem=? WHERE id=? AND COALESCE(candidate_a, '') = ''", (problem, item.id))
 
     def item(self, id: str) -> Item | None:
         row = self._db().execute("SELECT * FROM items WHERE id=?", (id,)).fetchone()
@@ -212,59 +290,103 @@ class Store:
     def items(self) -> list[Item]:
         return [_item(r) for r in self._db().execute("SELECT * FROM items ORDER BY position")]
 
+    def image_paths(self) -> list[str]:
+        return [r[0] for r in self._db().execute("SELECT DISTINCT image FROM items")]
+
     def count_items(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     def unready_items(self, limit: int = 1) -> list[Item]:
         """Up to `limit` items without their two candidates yet, in queue order (one indexed query, no full scan)."""
         return [_item(r) for r in self._db().execute(
-            "SELECT * FROM items WHERE COALESCE(candidate_a, '') = '' OR COALESCE(candidate_b, '') = '' "
-            "ORDER BY position LIMIT ?", (limit,))]
+            "SELECT * FROM items WHERE (COALESCE(candidate_a, '') = '' OR COALESCE(candidate_b, '') = '') "
+            "AND problem IS NULL ORDER BY position LIMIT ?", (limit,))]
+
+    def count_open_ready(self, overlap: int = 1) -> int:
+        """Ready items that still want judgments (fewer than `overlap` rated ones): the queue's buffer."""
+        return self._db().execute(
+            """SELECT COUNT(*) FROM items WHERE COALESCE(candidate_a, '') != '' AND COALESCE(candidate_b, '') != ''
+                 AND (SELECT COUNT(*) FROM judgments j WHERE j.item_id = items.id AND j.choice != 'skip') < ?""",
+            (overlap,)).fetchone()[0]
 
     # --- the queue -----------------------------------------------------------------------------------
-    def next_item(self, annotator: str, overlap: int = 1, claim: bool = True) -> Item | None:
+    def next_item(self, annotator: str, overlap: int = 1, claim: bool = True, ready: bool = False) -> Item | None:
         """The next item for `annotator`: one they never judged (or skipped), with fewer than `overlap` judgments
-        and claims by others; items others already started come first. The item is claimed for them."""
+        and claims by others; items others already started come first. With `ready`, only items that have their
+        two answers. With `claim` (the default) the item is claimed for them and becomes their screen: the item
+        their next judgment must name."""
         annotator = _name(annotator)
         now = time.time()
+        only_ready = "AND COALESCE(candidate_a, '') != '' AND COALESCE(candidate_b, '') != ''" if ready else ""
         with self._write(durable=False) as db:  # a claim is a soft hold, not an acknowledged write: no fsync
             if claim:
                 db.execute("DELETE FROM claims WHERE until < ? OR annotator = ?", (now, annotator))
             row = db.execute(
-                """SELECT items.*,
+                f"""SELECT items.*,
                           (SELECT COUNT(*) FROM judgments j WHERE j.item_id = items.id AND j.choice != 'skip') AS n,
                           (SELECT COUNT(*) FROM claims c WHERE c.item_id = items.id) AS held
                    FROM items
                    WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.item_id = items.id AND j.annotator = ?)
+                     AND problem IS NULL {only_ready}
                      AND (SELECT COUNT(*) FROM judgments j WHERE j.item_id = items.id AND j.choice != 'skip')
                          + (SELECT COUNT(*) FROM claims c WHERE c.item_id = items.id) < ?
                    ORDER BY n DESC, position LIMIT 1""", (annotator, overlap)).fetchone()
             if row is None:
                 return None
+            item = _item(row)
             if claim:
-                db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (row["id"], annotator, now + CLAIM_SECONDS))
-        return _item(row)
+                db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (item.id, annotator, now + CLAIM_SECONDS))
+                db.execute("INSERT OR REPLACE INTO screens VALUES (?,?,?,0,?)", (annotator, item.id, item.version, now))
+        return item
+
+    def screen(self, annotator: str) -> Item | None:
+        """The item last handed to `annotator` and not judged yet (what their screen shows), or None."""
+        row = self._db().execute("SELECT item_id FROM screens WHERE annotator = ? AND judged = 0",
+                                 (_name(annotator),)).fetchone()
+        return self.item(row["item_id"]) if row else None
 
     def release(self, annotator: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM claims WHERE annotator = ?", (_name(annotator),))
 
     # --- judgments -----------------------------------------------------------------------------------
-    def add_judgment(self, annotator: str, item: Item, choice: str, correction: str | None = None) -> int:
-        """Store one judgment durably and return its row id (the acknowledgement)."""
+    def add_judgment(self, annotator: str, item: Item | str, choice: str, correction: str | None = None,
+                     shown: str | None = None) -> int:
+        """Store one judgment durably and return its row id (the acknowledgement).
+
+        `item` is the item (or its id) the annotator judged and `shown` the version of its answers on their screen
+        (`Item.version`; by default the version of the `item` passed). The answers stored with the judgment are the
+        store's, checked in the same transaction to be the ones shown. Raises StaleJudgment (nothing stored) when
+        they differ, when the annotator already judged the item, or when the store has handed them another item
+        since this one; ValueError for a bad choice or an item without answers."""
         annotator = _name(annotator)
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {choice!r}")
-        if not item.ready and choice != "skip":
-            raise ValueError(f"item {item.id} has no candidates to judge")
+        id = item if isinstance(item, str) else item.id
+        if shown is None:
+            shown = "" if isinstance(item, str) else item.version
         correction = (correction or "").strip() or None
         with self._write() as db:
+            row = db.execute("SELECT * FROM items WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise StaleJudgment(f"item {id} is not in this store; nothing was stored")
+            stored = _item(row)
+            if not stored.ready and choice != "skip":
+                raise ValueError(f"item {id} has no candidates to judge")
+            if stored.version != shown:
+                raise StaleJudgment("the answers on your screen are not this item's answers; nothing was stored")
+            if db.execute("SELECT 1 FROM judgments WHERE item_id = ? AND annotator = ?", (id, annotator)).fetchone():
+                raise StaleJudgment("you already judged this item (a second key press?); nothing more was stored")
+            screen = db.execute("SELECT item_id FROM screens WHERE annotator = ?", (annotator,)).fetchone()
+            if screen is not None and screen["item_id"] != id:
+                raise StaleJudgment("that item is no longer on your screen; nothing was stored")
             cur = db.execute(
                 "INSERT INTO judgments (annotator, time, item_id, image, question, candidate_a, candidate_b, source_a,"
                 " source_b, choice, correction, model_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (annotator, time.time(), item.id, item.image, item.question, item.candidate_a or "",
-                 item.candidate_b or "", item.source_a, item.source_b, choice, correction, item.model_id))
-            db.execute("DELETE FROM claims WHERE item_id = ? AND annotator = ?", (item.id, annotator))
+                (annotator, time.time(), id, stored.image, stored.question, stored.candidate_a or "",
+                 stored.candidate_b or "", stored.source_a, stored.source_b, choice, correction, stored.model_id))
+            db.execute("DELETE FROM claims WHERE item_id = ? AND annotator = ?", (id, annotator))
+            db.execute("UPDATE screens SET judged = 1 WHERE annotator = ?", (annotator,))
             return cur.lastrowid
 
     def undo_last(self, annotator: str) -> Item | None:
@@ -278,7 +400,10 @@ class Store:
             db.execute("DELETE FROM judgments WHERE id = ?", (row["id"],))
             db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?)", (row["item_id"], annotator,
                                                                        time.time() + CLAIM_SECONDS))
-        return self.item(row["item_id"])
+            item = _item(db.execute("SELECT * FROM items WHERE id = ?", (row["item_id"],)).fetchone())
+            db.execute("INSERT OR REPLACE INTO screens VALUES (?,?,?,0,?)", (annotator, item.id, item.version,
+                                                                             time.time()))
+        return item
 
     def judgment_ids(self) -> set[int]:
         return {r[0] for r in self._db().execute("SELECT id FROM judgments")}
@@ -364,7 +489,7 @@ def _name(annotator: str) -> str:
 
 def _item(row: sqlite3.Row) -> Item:
     return Item(row["id"], row["image"], row["question"], row["candidate_a"], row["candidate_b"], row["source_a"],
-                row["source_b"], row["model_id"], row["reference"], row["origin"])
+                row["source_b"], row["model_id"], row["reference"], row["origin"], row["problem"])
 
 
 # --- agreement -------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 import json
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
 from gradio_client import Client, handle_file
 
 from data_tools.validate import validate
-from demo.studio import Studio, StudioConfig, StudioError, read_users
+from demo.studio import Preparing, Studio, StudioConfig, StudioError, read_users
+from occmllm import prompts
 from tests.demo.conftest import make_dataset
 
 EXPLORE = dict(model_name="default", expert_spec="box", force=True, desc=False, do_sample=False, temp=1.0, p=1.0,
@@ -65,7 +67,7 @@ def test_annotate_overlap_undo_review_export(served, tmp_path):
     ann, bob = Client(url, verbose=False), Client(url, verbose=False)
     first = ann.predict("ann", 2, api_name="/start")
     assert "Is it clear" in first[3] and first[6] in ("Yes.", "No.")
-    saved = ann.predict("ann", 2, first[6], api_name="/judge_A")
+    saved = ann.predict("ann", 2, first[6], first[7], api_name="/judge_A")
     assert "saved #" in saved[0]
     undone = ann.predict("ann", 2, api_name="/undo")
     assert "undone" in undone[0] and undone[3] == first[3]
@@ -75,7 +77,7 @@ def test_annotate_overlap_undo_review_export(served, tmp_path):
         while "Nothing left" not in out[3]:
             image = out[2]
             assert (name, image) not in seen
-            out = client.predict(name, 2, out[6], api_name="/judge_A")
+            out = client.predict(name, 2, out[6], out[7], api_name="/judge_A")
             seen.add((name, image))
     judged = studio.store.judgments()
     assert len(judged) == 12 and {j["annotator"] for j in judged} == {"ann", "bob"}
@@ -126,5 +128,17 @@ def test_uploaded_batch_gets_model_candidates(tmp_path):
     bad.write_text("nope")
     message = studio.add_photos([str(good), str(bad)])
     assert "added 1" in message and "b.jpg" in message
-    item = studio.next_item("ann", 1)
+    first = studio.next_item("ann", 1)  # answers are made in the background, never on the judgment path
+    item = wait_for_item(studio, "ann", 1)
+    assert isinstance(first, Preparing) or first == item
     assert item.ready and item.candidate_a != item.candidate_b and item.source_a.startswith("sample")
+    assert prompts.readable_answer(item.question, item.candidate_a)
+    assert prompts.readable_answer(item.question, item.candidate_b)
+
+
+def wait_for_item(studio, name, k, seconds=120):
+    deadline = time.time() + seconds
+    while isinstance(item := studio.next_item(name, k), Preparing):
+        assert time.time() < deadline, "no answers prepared in time"
+        time.sleep(0.1)
+    return item
