@@ -91,7 +91,9 @@ def test_export_validates_and_trl_matches(tmp_path):
     report = validate.validate([out / "meta.json", out / "preferences_trl.jsonl"])
     assert report.errors == [], report.errors
     meta = json.loads((out / "meta.json").read_text())
-    assert set(meta) == {"annotated_preferences", "annotated_sft", "annotated_self_correction"}
+    assert set(meta) == {"annotated_preferences", "annotated_sft", "annotated_self_correction", "annotated_labels"}
+    labels = formats.read_conversations(out / "labels.jsonl")  # the identify item's answer: the correction
+    assert [c.turns("gpt") for c in labels] == [[BOWL]] and report.errors == []
     trl = [json.loads(line) for line in (out / "preferences_trl.jsonl").read_text().splitlines()]
     seed = pairs_of(out)
     assert [formats.from_trl_preference(r, "images").to_dict() for r in trl] == [p.to_dict() for p in seed]
