@@ -5,6 +5,8 @@ A dataset folder is what `python -m data_tools.synth --out DIR` writes or what t
 (InternVL meta file) naming JSONL files such as `train_Q1.jsonl`, `train_Q1_Q6.jsonl`,
 `train_Q1_Q6_balanced_dpo.jsonl`, `train_Q1_Q6_Q0_balanced.jsonl`, `test_Q1.jsonl`, each with its image root.
 The seed's own names (`train_Q1_10140.jsonl`, `train_Q1_Q6_Q0_4_balanced_10140.jsonl`) are found too.
+An export of the app (`python -m data_tools.export`) names its files by meta entry instead (`annotated_sft`, ...):
+EXPORT_ENTRIES says which entry is read as which kind, SCORE_EXPORT_ENTRIES what stage 4a reads instead.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ KINDS = {
     "dpo": r"Q1_Q6_balanced_dpo",
     "cot": r"Q1_Q6_Q0(?:_\d+)?_balanced",
     "attributes": r"attributes",
+    "self_correction": r"self_correction",  # [Q1, a wrong answer, "check again", the right one]: the app's export
 }
-# the app's export (python -m data_tools.export): meta entry -> the kind it is read as, for the train split
-EXPORT_ENTRIES = {"dpo": "annotated_preferences", "Q1": "annotated_sft"}
+# the app's export (python -m data_tools.export), train split: kind -> the meta entries read as it, the first present.
+# SFT reads the annotators' corrections as Q1 answers; SCoRe (stage 4a) scores its attempts against every judged
+# item's accepted or corrected answer (`annotated_labels`), the corrections alone in an export without it.
+EXPORT_ENTRIES = {"dpo": ("annotated_preferences",), "Q1": ("annotated_sft",),
+                  "self_correction": ("annotated_self_correction",)}
+SCORE_EXPORT_ENTRIES = {**EXPORT_ENTRIES, "Q1": ("annotated_labels", "annotated_sft")}
+EXPORT_NAMES = {name for names in SCORE_EXPORT_ENTRIES.values() for name in names}
 
 
 @dataclass
@@ -42,10 +50,11 @@ class Source:
 
 
 class DataDir:
-    """A dataset folder with a meta.json; `source(kind, split)` finds a file, `check(...)` validates files."""
+    """A dataset folder with a meta.json; `source(kind, split)` finds a file, `check(...)` validates files.
+    `export_entries`: which meta entries of an export are read as which kind (EXPORT_ENTRIES, SCORE_EXPORT_ENTRIES)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, export_entries: dict[str, tuple[str, ...]] = EXPORT_ENTRIES):
+        self.root, self.export_entries = Path(root), export_entries
         meta_path = self.root / "meta.json"
         if not self.root.is_dir():
             raise TrainError(f"{self.root}: data folder not found (make one with python -m data_tools.synth --out DIR)")
@@ -57,6 +66,11 @@ class DataDir:
             raise TrainError(str(error)) from None
         self.meta_path = meta_path
 
+    @property
+    def is_export(self) -> bool:
+        """An export of the app's annotations (its files named by meta entry: annotated_sft, ...)."""
+        return bool(EXPORT_NAMES & set(self.meta))
+
     def _resolve(self, name: str) -> Path:
         path = Path(name)
         return path if path.is_absolute() else (self.root / path if (self.root / path).exists() or not path.exists() else path)
@@ -67,9 +81,10 @@ class DataDir:
             annotation = self._resolve(entry.annotation)
             if pattern.match(annotation.name):
                 return Source(kind, split, annotation, self._resolve(entry.root))
-        entry = self.meta.get(EXPORT_ENTRIES.get(kind, "")) if split == "train" else None
-        if entry is not None:  # an export: preference pairs for MPO, corrected answers for SFT
-            return Source(kind, split, self._resolve(entry.annotation), self._resolve(entry.root))
+        for name in self.export_entries.get(kind, ()) if split == "train" else ():  # an export: the first present
+            entry = self.meta.get(name)
+            if entry is not None:
+                return Source(kind, split, self._resolve(entry.annotation), self._resolve(entry.root))
         return None
 
     def require(self, kind: str, split: str) -> Source:
@@ -83,25 +98,30 @@ class DataDir:
     def check(self, needed: list[tuple[str, str]]) -> list[Source]:
         """Validate every (kind, split) file with data_tools.validate (format, classes, images). Raises TrainError
         listing up to 20 problems as `file:line: message`."""
-        from data_tools.validate import validate
+        return check_sources([self.require(kind, split) for kind, split in dict.fromkeys(needed)], self.meta_path)
 
-        sources = [self.require(kind, split) for kind, split in dict.fromkeys(needed)]
-        errors = []
-        for source in sources:
-            if not source.annotation.is_file():
-                errors.append(f"{self.meta_path}: annotation file {source.annotation} not found")
-                continue
-            if not source.image_root.is_dir():
-                errors.append(f"{self.meta_path}: image root {source.image_root} is not a folder")
-                continue
-            report = validate([source.annotation], images_root=source.image_root)
-            errors += report.errors
-            if not report.errors and report.records.get(str(source.annotation), 0) == 0:
-                errors.append(f"{source.annotation}: empty split: no records")
-        if errors:
-            more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-            raise TrainError("bad training data, nothing was trained:\n" + "\n".join(errors[:20]) + more)
-        return sources
+
+def check_sources(sources: list[Source], meta_path: Path) -> list[Source]:
+    """`DataDir.check` of sources already found (each file validated once, however many stages read it)."""
+    from data_tools.validate import validate
+
+    sources = list({(s.annotation, s.image_root): s for s in sources}.values())
+    errors = []
+    for source in sources:
+        if not source.annotation.is_file():
+            errors.append(f"{meta_path}: annotation file {source.annotation} not found")
+            continue
+        if not source.image_root.is_dir():
+            errors.append(f"{meta_path}: image root {source.image_root} is not a folder")
+            continue
+        report = validate([source.annotation], images_root=source.image_root)
+        errors += report.errors
+        if not report.errors and report.records.get(str(source.annotation), 0) == 0:
+            errors.append(f"{source.annotation}: empty split: no records")
+    if errors:
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise TrainError("bad training data, nothing was trained:\n" + "\n".join(errors[:20]) + more)
+    return sources
 
 
 # --- samples ---------------------------------------------------------------------------------------
@@ -168,9 +188,10 @@ def _text_length(processor, text: str) -> int:
     return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_sample(processor, image, turns: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+def encode_sample(processor, image, turns: list[tuple[str, str]], last_only: bool = False) -> dict[str, torch.Tensor]:
     """Model inputs for one conversation: input_ids, attention_mask, pixel values (and any other image keys),
-    labels = the answer tokens (each answer with its end-of-turn token), -100 elsewhere.
+    labels = the answer tokens (each answer with its end-of-turn token), -100 elsewhere; with `last_only`, the last
+    answer's tokens only (the earlier answers are context, e.g. an annotated wrong first attempt).
 
     One processor call (the image work) for the whole conversation; the answer spans come from the tokenizer alone:
     every prefix of the chat holds the one image of the first turn, so the processor adds the same number of image
@@ -186,7 +207,8 @@ def encode_sample(processor, image, turns: list[tuple[str, str]]) -> dict[str, t
             cuts.append(render(processor, turns[: i + 1]))
     lengths = [_text_length(processor, cut) + image_tokens for cut in cuts] + [len(ids)]
     labels = torch.full_like(ids, -100)
-    for start, end in zip(lengths[::2], lengths[1::2]):
+    spans = list(zip(lengths[::2], lengths[1::2]))
+    for start, end in spans[-1:] if last_only else spans:
         labels[start:end] = ids[start:end]
     if not (labels != -100).any():
         raise TrainError(f"the chat template leaves no answer tokens for {turns!r}")

@@ -7,6 +7,11 @@
     python train/run_all.py --preset smoke --stages 1 2 --out runs/x stages.1.epochs=3 sft.batch_size=4
     accelerate launch --num_processes 2 train/run_all.py --preset default --out runs/ddp    # DDP (or torchrun)
     torchrun --nproc_per_node 2 train/run_all.py --preset default --out runs/fsdp --fsdp    # FSDP2 instead of DDP
+On the app's annotations (python -m data_tools.export --db data/annotations --out export), from the shipped default
+model, each from a fresh --out:
+    python train/run_all.py --preset smoke --stages 1 --data export --out runs/sft      # SFT on the corrected answers
+    python train/run_all.py --preset smoke --stages 3a --data export --out runs/mpo    # MPO on the preference pairs
+    python train/run_all.py --preset smoke --stages 4a --data export --out runs/score  # SCoRe on the judged items
 
 Stages (the seed's table, ../shared/seed/NOTES.md; `starts` = the stage whose model it continues):
     0   3D expert (occmllm.recon.train_expert)                    on the photos + shapes
@@ -24,6 +29,16 @@ together (occmllm.evaluate --fuse); `evaluate.fuse=[1,4c]` only after those stag
 photo's render: ~85 s on an H100 for 2,400 photos).
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
+A stage whose `starts` stage is neither in this run nor done in OUT starts from the base model, and says so (e.g.
+`--stages 3a` alone: MPO on the base model). Data without a test split (an export) are not evaluated, with a note;
+`evaluate.enabled=true` then stops the run, `false` skips evaluation on any data.
+On an export of the app (data_tools.export) the base model is the shipped default model, whose answers the annotators
+judged (occmllm/default_model/weights; --model or the preset's model.path for another); stage 1 (and the other Q1
+SFT stages) learns the corrected answers (sft.jsonl), 3a the preference pairs (preferences.jsonl), 4a scores its
+attempts against every judged item's accepted or corrected answer (labels.jsonl; sft.jsonl in an export without it)
+and adds `correction_weight` times a supervised term on the annotated self-corrections (self_correction.jsonl: the
+correction after a wrong first answer; train/score.py); renders and clarity.relabel are off there (no renders, and the
+annotators' clarity answers are the labels).
 SFT stages encode every sample once and keep it in GPU (or host) memory when it fits (`sft.cache=auto|gpu|cpu|none`);
 `stages.ID.hflip=true` mirrors images at random, `augment=true` also zooms, moves, turns and recolours them,
 `compile=true` runs the forward pass through torch.compile on CUDA. `renders: true|oracle|expert|both` adds every Q1
@@ -364,40 +379,84 @@ def start_prefetch(stages: list[Stage], stage: Stage, config: dict, out: Path, d
     return Prefetch(tasks)
 
 
-def make_base_model(config: dict, model: str | None, out: Path) -> Path:
-    """--model, the preset's `model.path`, or the default model architecture built untrained into OUT/base."""
-    spec = config.get("model", {}) or {}
-    path = model or spec.get("path")
+def base_model_path(config: dict, model: str | None, out: Path, export: bool) -> Path:
+    """--model, the preset's `model.path`, for an export of the app the shipped default model (whose answers the
+    annotators judged: occmllm/default_model/weights), else OUT/base (the default architecture, built untrained)."""
+    from occmllm.default_model import WEIGHTS_DIR
+
+    path = model or (config.get("model", {}) or {}).get("path")
     if path:
         return Path(path)
-    folder = out / "base"
-    if not (folder / "config.json").is_file():
+    if export and (WEIGHTS_DIR / "config.json").is_file():
+        return WEIGHTS_DIR
+    return out / "base"
+
+
+def make_base_model(config: dict, model: str | None, out: Path, export: bool = False) -> Path:
+    """The base model folder (base_model_path), built untrained into OUT/base when it is that one."""
+    from occmllm.default_model import WEIGHTS_DIR
+
+    folder = base_model_path(config, model, out, export)
+    if folder == WEIGHTS_DIR:
+        print(f">> base model: the shipped default model ({folder}), the one whose answers the annotators judged "
+              "(--model PATH for another)", flush=True)
+    if folder == out / "base" and not (folder / "config.json").is_file():
         from occmllm.default_model import DefaultModelConfig, build_default_model
 
-        build_default_model(folder, DefaultModelConfig(**(spec.get("build") or {})))
+        build_default_model(folder, DefaultModelConfig(**((config.get("model", {}) or {}).get("build") or {})))
     return folder
+
+
+def is_export(data_dir: Path) -> bool:
+    """Whether a data folder is an export of the app's annotations (python -m data_tools.export)."""
+    from train.data import DataDir
+
+    return (Path(data_dir) / "meta.json").is_file() and DataDir(data_dir).is_export
+
+
+def data_for(stage: Stage, data_dir: Path):
+    """The DataDir a stage reads: on an export, SCoRe (4a) reads the judged items' labels as its Q1 data."""
+    from train.data import EXPORT_ENTRIES, SCORE_EXPORT_ENTRIES, DataDir
+
+    return DataDir(data_dir, SCORE_EXPORT_ENTRIES if stage.kind == "score" else EXPORT_ENTRIES)
+
+
+def starts_from(stage: Stage, run_ids: set[str], out: Path) -> str | None:
+    """The stage whose model `stage` continues: its `starts` when that stage is in this run or has a model in OUT,
+    else "base" (e.g. `--stages 3a` on a fresh OUT: MPO on the base model, with no stage 2 before it)."""
+    if stage.starts in (None, "base") or stage.starts in run_ids:
+        return stage.starts
+    return stage.starts if (out / f"stage_{stage.starts}" / "model" / "config.json").is_file() else "base"
 
 
 def check_inputs(stages: list[Stage], data_dir: Path, base: Path, evaluate: bool) -> None:
     """Everything that can be checked before training: the model folder and every data file a stage reads."""
     from train.common import check_model_folder
-    from train.data import DataDir
+    from train.data import DataDir, check_sources
 
     check_model_folder(base)
+    sources = []
+    for stage in stages:
+        data = data_for(stage, data_dir)
+        sources += [data.require(kind, "train") for kind in stage.data]
+        if stage.kind == "score" and data.source("self_correction", "train"):
+            sources.append(data.source("self_correction", "train"))
     data = DataDir(data_dir)
-    needed = [(kind, "train") for stage in stages for kind in stage.data]
     if evaluate:
-        needed.append(("Q1", "test"))
-    data.check(needed)
+        if data.source("Q1", "test") is None:
+            raise TrainError(f"evaluate.enabled is true, but {data_dir} has no test split to evaluate on (no "
+                             f"test_Q1.jsonl in {data.meta_path}): evaluate.enabled=false, or data with a test split")
+        sources.append(data.require("Q1", "test"))
+    check_sources(sources, data.meta_path)
 
 
 def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:
     """Train one stage into `folder`; returns its model folder (the expert's folder for stage 0)."""
-    from train.data import DataDir, read_pairs, read_samples
+    from train.data import read_pairs, read_samples
 
     settings = dict(settings)
     limit, renders = settings.pop("limit", None), settings.pop("renders", False)
-    data = DataDir(data_dir)
+    data = data_for(stage, data_dir)
     if stage.kind == "expert":
         from train.expert import train_stage_expert
 
@@ -411,6 +470,9 @@ def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, 
             pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
         except FormatError as error:  # e.g. relabelled clarity with every answer right: nothing to balance
             raise TrainError(f"stage {stage.id}: no preference pairs: {error}") from None
+        if data.is_export:
+            print(f">> stage {stage.id} on the export: {len(pairs)} preference pairs "
+                  f"({data.require('dpo', 'train').annotation.name})", flush=True)
         return train_mpo(start, folder, pairs, _config(MPOConfig, settings), stage.id)
     samples = [s for kind in stage.data for s in read_samples(data.require(kind, "train"), limit, renders)]
     for kind in settings.pop("extra_data", []) or []:  # e.g. [attributes]: the paper's "Supervise Description"
@@ -418,9 +480,20 @@ def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, 
     if stage.kind == "score":
         from train.score import SCoReConfig, train_score
 
-        return train_score(start, folder, samples, _config(SCoReConfig, settings), stage.id)
+        config = _config(SCoReConfig, settings)
+        fixes = data.source("self_correction", "train")  # an export's: [Q1, wrong answer, check again, correction]
+        corrections = read_samples(fixes, limit) if fixes and config.correction_weight else []
+        if data.is_export:
+            print(f">> stage {stage.id} on the export: {len(samples)} labelled items "
+                  f"({data.require('Q1', 'train').annotation.name}), {len(corrections)} annotated self-corrections"
+                  f"{f' ({fixes.annotation.name}, weight {config.correction_weight})' if corrections else ''}",
+                  flush=True)
+        return train_score(start, folder, samples, config, stage.id, corrections)
     from train.sft import SFTConfig, train_sft
 
+    if data.is_export:
+        print(f">> stage {stage.id} on the export: {len(samples)} conversations "
+              f"({', '.join(data.require(kind, 'train').annotation.name for kind in stage.data)})", flush=True)
     return train_sft(start, folder, samples, _config(SFTConfig, settings), stage.id)
 
 
@@ -585,7 +658,8 @@ def write_results(out: Path, results: dict) -> None:
 def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, model: str | None) -> None:
     print(f"preset -> {out}")
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
-    print(f"  model: {model or (config.get('model') or {}).get('path') or 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
+    base = base_model_path(config, model, out, bool(data) and is_export(Path(data)))
+    print(f"  model: {base if base != out / 'base' else 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
     print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   prefetch: {config.get('prefetch', 'auto')}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
     clarity = config.get("clarity", {}) or {}
     rule = {"route": "route to 3D where stage 1 is least sure", "answer": "stage 1's answers"}.get(
@@ -595,7 +669,8 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     for stage in stages:
         done = " (done, skipped)" if (out / f"stage_{stage.id}" / "DONE").is_file() else ""
         settings = stage_settings(config, stage)
-        print(f"  stage {stage.id:<3} {stage.kind:<6} {stage.what:<24} starts {stage.starts or '-':<5} "
+        starts = starts_from(stage, {s.id for s in stages}, out)
+        print(f"  stage {stage.id:<3} {stage.kind:<6} {stage.what:<24} starts {starts or '-':<5} "
               f"data {','.join(stage.data) or 'photos+shapes':<8} {json.dumps(settings)}{done}")
 
 
@@ -605,8 +680,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="smoke", help="train/configs/NAME.yaml (smoke, default, real) or a path")
     parser.add_argument("--stages", nargs="+", help="only these stages (0 1 2 3a 3b 4a 4b 4c)")
     parser.add_argument("--from", dest="start_from", help="this stage and the ones after it")
-    parser.add_argument("--model", help="base model folder (default: the preset's; smoke/default build one)")
-    parser.add_argument("--data", help="dataset folder with meta.json (default: generated with data_tools.synth)")
+    parser.add_argument("--model", help="base model folder (default: the preset's; smoke/default build one; on an "
+                        "export of the app, the shipped default model)")
+    parser.add_argument("--data", help="dataset folder with meta.json: data_tools.synth's or the app's export "
+                        "(default: generated with data_tools.synth)")
     parser.add_argument("--out", default=None, help="output folder (default runs/PRESET)")
     parser.add_argument("--lora", action="store_true", help="LoRA adapters (peft) instead of full fine-tuning")
     parser.add_argument("--fsdp", action="store_true", help="under torchrun / accelerate launch on several GPUs: "
@@ -653,19 +730,32 @@ def run(args) -> int:
     clock = RunClock(out)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     eval_settings = config.get("evaluate", {}) or {}
-    evaluate = eval_settings.get("enabled", True)
+    evaluate = eval_settings.get("enabled")  # not set: evaluate when the data have a test split
 
     # --- data and base model; every input checked before anything trains ---
     check_clarity_spec(config.get("clarity", {}) or {})  # the settings first: before any data is made
     check_prefetch(config)
     if rank0:
         with clock.piece("data"):
-            data_dir, base = make_data(config, args.data, out), make_base_model(config, args.model, out)
+            data_dir = make_data(config, args.data, out)
+            export = is_export(data_dir)
+            base = make_base_model(config, args.model, out, export)
     else:  # other DDP processes wait for rank 0 to generate the data and build the base model
         data_dir = Path(args.data or (config.get("data") or {}).get("dir") or out / "data")
-        base = Path(args.model or (config.get("model") or {}).get("path") or out / "base")
-        while not ((data_dir / "meta.json").is_file() and (base / "config.json").is_file()):
-            time.sleep(5)
+        wait_for(data_dir / "meta.json")
+        export = is_export(data_dir)
+        base = base_model_path(config, args.model, out, export)
+        wait_for(base / "config.json")
+    if evaluate is None:
+        from train.data import DataDir
+
+        evaluate = DataDir(data_dir).source("Q1", "test") is not None
+        if not evaluate and rank0:
+            print(f">> no evaluation: {data_dir} has no test split (test_Q1.jsonl; an export of the app has none)",
+                  flush=True)
+    if export and (config.get("clarity") or {}).get("relabel"):  # the annotators' answers are the export's labels
+        print(">> clarity.relabel is off on an export: its preference pairs are the annotators' own", flush=True)
+        config["clarity"] = {**config["clarity"], "relabel": False}
     check_inputs(stages, data_dir, base, evaluate)
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
 
@@ -684,12 +774,15 @@ def run(args) -> int:
             wait_for(done)
             expert = Path(json.loads(done.read_text()).get("model") or folder / "model")
             continue
-        start = None
-        if stage.starts:
-            start = base if stage.starts == "base" else out / f"stage_{stage.starts}" / "model"
+        start, starts = None, starts_from(stage, {s.id for s in stages}, out)
+        if starts != stage.starts:
+            print(f">> stage {stage.id} starts from the base model {base}: stage {stage.starts}, whose model it "
+                  f"continues in the full recipe, is neither in this run nor done in {out}", flush=True)
+        if starts:
+            start = base if starts == "base" else out / f"stage_{starts}" / "model"
             if not (start / "config.json").is_file():
-                raise TrainError(f"stage {stage.id} starts from stage {stage.starts}, which has no model in {start}: "
-                                 f"run it first (or use --from {stage.starts})")
+                raise TrainError(f"stage {stage.id} starts from stage {starts}, which has no model in {start}: "
+                                 f"run it first (or use --from {starts})")
         stage_data = data_dir
         if set(stage.data) & set(CLARITY_KINDS) and (config.get("clarity", {}) or {}).get("relabel"):
             labeller = out / "stage_1" / "model"
@@ -707,6 +800,10 @@ def run(args) -> int:
         print(f">> stage {stage.id}: {stage.what}", flush=True)
         t0 = time.time()
         settings = stage_settings(config, stage)
+        if export and settings.get("renders"):  # the app's photos come without the generator's or expert's renders
+            print(f">> stage {stage.id}: renders={settings['renders']} is off on an export (its photos have no "
+                  "renders)", flush=True)
+            settings["renders"] = False
         if settings.get("renders") in ("expert", "both") and stage.kind != "expert":
             with clock.piece(f"stage {stage.id} expert renders"):
                 make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)

@@ -19,6 +19,13 @@ in train/sft.py.
 answer token of the clarity question (Q6) asked after attempt 1: attempt 2 is a class sentence after a second user
 turn, and without this term the policy learns to answer the clarity question, also a second turn, with a class
 sentence (Reflection 0 after stage 4a in the default preset's runs).
+`correction_weight` > 0 with annotated self-corrections (not in the seed; the export of the app has them: its
+`self_correction.jsonl`, an image with [Q1, an answer the annotators judged wrong, SECOND_ATTEMPT, their correction])
+adds correction_weight * the cross-entropy of the correction's tokens given that conversation, `batch_size` of them a
+step: a supervised term on attempt 2 after a real wrong attempt 1, the case the bonus alpha (r2 - r1) rewards and a
+policy that is seldom wrong first rarely samples. It is off-policy on purpose and kept out of the REINFORCE terms,
+which still see only the policy's own samples, scored against the labels (for an export, every judged item's accepted
+or corrected answer: run_all reads `annotated_labels`), with the same baselines and KL to the reference.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from tqdm.auto import tqdm
 from occmllm import prompts
 from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, is_fsdp, load_policy,
                           make_accelerator, seed_everything, set_trainable, trainable_parameters)
-from train.data import Sample, render
+from train.data import Sample, collate, encode_sample, render
 from train.sft import epoch_order, save_checkpoint
 
 
@@ -51,6 +58,7 @@ class SCoReConfig(StageConfig):
     alpha: float = 1.0  # stage II self-correction bonus
     max_grad_norm: float = 1.0
     clarity_kl: float = 0.0  # keep the clarity answer (Q6 after attempt 1) at the reference's (0: the seed's SCoRe)
+    correction_weight: float = 0.0  # supervised term on annotated corrections of a wrong attempt 1 (0: the seed's)
     synced_gpus: bool = False  # set by train_score under FSDP (sampling keeps every rank in step)
 
 
@@ -121,6 +129,15 @@ def clarity_kl(policy, reference, processor, images, first_answers: list[str]) -
     return (ref.exp() * (ref - logp)).sum(-1)
 
 
+def correction_loss(policy, processor, corrections: list[Sample], images) -> torch.Tensor:
+    """Cross-entropy of the annotated corrections (the last answer of [Q1, wrong answer, SECOND_ATTEMPT, correction]),
+    the wrong first answer being context only."""
+    encoded = [encode_sample(processor, image, s.turns, last_only=True) for s, image in zip(corrections, images)]
+    device = next(policy.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(encoded, processor.tokenizer.pad_token_id).items()}
+    return policy(**batch, use_cache=False).loss
+
+
 def rewards_of(texts: list[str], labels: list[str], device) -> torch.Tensor:
     return torch.tensor([float(prompts.parse_object(t) == label) for t, label in zip(texts, labels)], device=device)
 
@@ -154,8 +171,10 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
     return loss, stats
 
 
-def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig, name: str = "4a") -> Path:
-    """SCoRe from the model in `start` on Q1 `samples`; save to `out/model`; resume from `out/checkpoint`."""
+def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig, name: str = "4a",
+                corrections: list[Sample] = ()) -> Path:
+    """SCoRe from the model in `start` on Q1 `samples` (and, with `cfg.correction_weight`, the supervised term on the
+    annotated self-`corrections`); save to `out/model`; resume from `out/checkpoint`."""
     from occmllm.images import load_image
 
     accelerator = make_accelerator(cfg.bf16)
@@ -180,7 +199,8 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     accelerator.register_for_checkpointing(scheduler)
 
     checkpoint = out / "checkpoint"
-    log = LossLog(out / "loss.csv", ["step", "stage", "loss", "reward1", "reward2", "kl1", "kl2", "kl_clarity", "lr"])
+    log = LossLog(out / "loss.csv", ["step", "stage", "loss", "reward1", "reward2", "kl1", "kl2", "kl_clarity",
+                                     "correction", "lr"])
     step = 0
     if (checkpoint / "progress.json").is_file():
         accelerator.load_state(str(checkpoint))
@@ -197,6 +217,16 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         images = [load_image(samples[i].image) for i in chunk]
         policy.train()
         loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg, stage)
+        if cfg.correction_weight and corrections:  # the annotated corrections, `batch_size` a step, in a seeded order
+            per_epoch = max(1, math.ceil(len(corrections) / world / cfg.batch_size))
+            fix_epoch, fix_within = divmod(step, per_epoch)
+            fix_order = epoch_order(len(corrections), cfg.seed + 7000 + fix_epoch, rank, world)
+            fix_chunk = (fix_order[fix_within * cfg.batch_size:(fix_within + 1) * cfg.batch_size]
+                         or fix_order[: cfg.batch_size])
+            fixes = [corrections[i] for i in fix_chunk]
+            correction = correction_loss(policy, processor, fixes, [load_image(s.image) for s in fixes])
+            loss = loss + cfg.correction_weight * correction
+            stats["correction"] = correction.item()
         accelerator.backward(loss)
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
