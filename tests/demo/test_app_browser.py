@@ -88,3 +88,21 @@ def test_annotate_with_keyboard_and_export(page, served, tmp_path):
     download.value.save_as(archive)
     zipfile.ZipFile(archive).extractall(tmp_path / "export")
     assert validate([tmp_path / "export" / "meta.json"]).errors == []
+
+
+def test_a_double_key_press_stores_one_judgment(page, served):
+    """Two presses of "1" before the screen updates: one judgment, on the item shown, with the answers shown."""
+    studio, _ = served
+    page.get_by_role("tab", name="Annotate").click()
+    page.fill("#name input, #name textarea", "quick")
+    page.click("#btn-start")
+    page.wait_for_selector("#cand-a .cand-text", timeout=40000)
+    seen = (page.inner_text("#cand-a .cand-text"), page.inner_text("#cand-b .cand-text"))
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.evaluate("""() => { for (let i = 0; i < 2; i++)
+                               document.dispatchEvent(new KeyboardEvent('keydown', {key: '1', bubbles: true})); }""")
+    page.wait_for_function("() => document.querySelector('#note').innerText.includes('saved #')", timeout=40000)
+    page.wait_for_timeout(1500)  # let the second request finish too
+    mine = [j for j in studio.store.judgments() if j["annotator"] == "quick"]
+    assert len(mine) == 1 and mine[0]["choice"] == "A", mine
+    assert (mine[0]["candidate_a"], mine[0]["candidate_b"]) == seen and mine[0]["correction"] is None

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from occmllm import formats, prompts
-from occmllm.store import Item, Store, StoreError, agreement, cohen_kappa, fleiss_kappa, items_from_dataset
+from occmllm.store import (Item, StaleJudgment, Store, StoreError, agreement, cohen_kappa, fleiss_kappa,
+                           items_from_dataset)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,3 +185,99 @@ def test_items_from_dataset(tmp_path):
     (tmp_path / "ds" / "test" / "images" / "00000001.jpg").unlink()
     with pytest.raises(StoreError, match="not found"):
         items_from_dataset(tmp_path / "ds")
+
+
+# --- what the annotator saw is what is stored (issue 19) ----------------------------------------------------------
+def test_candidates_are_written_once(tmp_path):
+    """A second writer (the background preparer, another annotator's request) never replaces an item's answers."""
+    store = Store(tmp_path / "data")
+    bare = Item("x", make_items(tmp_path / "img", 1)[0].image, prompts.Q1)
+    store.add_items([bare])
+    first = store.set_candidates(bare, "The object is jar.", "The object is can.", "sample:0", "sample:1", "m")
+    again = store.set_candidates(bare, "The object is bowl.", "The object is knife.", "sample:0", "sample:1", "m")
+    assert (again.candidate_a, again.candidate_b) == ("The object is jar.", "The object is can.")
+    assert again.version == first.version == store.item("x").version != ""
+
+
+def test_judgment_must_name_the_answers_that_were_shown(tmp_path):
+    store = Store(tmp_path / "data")
+    store.add_items(make_items(tmp_path / "img", 2))
+    item = store.next_item("ann")
+    with pytest.raises(StaleJudgment, match="not this item's answers"):
+        store.add_judgment("ann", item.id, "A", shown="0123456789ab")
+    assert store.judgments() == []
+    row = store.add_judgment("ann", item.id, "B", shown=item.version)
+    stored = store.judgments()[0]
+    assert stored["id"] == row and (stored["candidate_a"], stored["candidate_b"]) == (item.candidate_a, item.candidate_b)
+
+
+def test_a_second_key_press_is_refused_not_applied_to_the_next_item(tmp_path):
+    store = Store(tmp_path / "data")
+    store.add_items(make_items(tmp_path / "img", 3))
+    first = store.next_item("ann")
+    store.add_judgment("ann", first.id, "A", shown=first.version)
+    with pytest.raises(StaleJudgment, match="already judged"):  # the same press again, before the screen changed
+        store.add_judgment("ann", first.id, "A", shown=first.version)
+    second = store.next_item("ann")  # now on screen
+    with pytest.raises(StaleJudgment, match="already judged"):  # a late press still naming the first item
+        store.add_judgment("ann", first.id, "both_bad", "The object is jar.", shown=first.version)
+    third = next(i for i in store.items() if i.id not in (first.id, second.id))
+    with pytest.raises(StaleJudgment, match="no longer on your screen"):  # an item this annotator was never shown
+        store.add_judgment("ann", third.id, "A", shown=third.version)
+    assert [(j["item_id"], j["choice"]) for j in store.judgments()] == [(first.id, "A")]
+    store.add_judgment("ann", second.id, "B", shown=second.version)
+    assert store.undo_last("ann").id == second.id and store.screen("ann").id == second.id  # undo: on screen again
+    store.add_judgment("ann", second.id, "tie", shown=second.version)
+    assert [j["choice"] for j in store.judgments()] == ["A", "tie"]
+
+
+def test_export_snapshot_creates_and_deletes_nothing_beside_the_database(tmp_path):
+    """A closed database: the export reads it without creating -wal / -shm files beside it."""
+    from data_tools.export import export
+
+    store = Store(tmp_path / "data")
+    store.add_items(make_items(tmp_path / "img", 2))
+    item = store.next_item("ann")
+    store.add_judgment("ann", item, "A")
+    store.close()
+    before = sorted(os.listdir(tmp_path / "data"))
+    assert not any(name.endswith(("-wal", "-shm")) for name in before)
+    summary = export(tmp_path / "data", tmp_path / "out")
+    assert summary.pairs == 1 and sorted(os.listdir(tmp_path / "data")) == before
+
+
+def test_export_beside_a_live_server_loses_nothing(tmp_path):
+    """A live writer (another process, its WAL not checkpointed): the export sees every acknowledged judgment and
+    leaves the -wal and -shm files alone; judgments acknowledged after the export survive a kill -9."""
+    store = Store(tmp_path / "data")
+    store.add_items(make_items(tmp_path / "img", 6))
+    store.close()
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from occmllm.store import Store
+        s = Store({str(tmp_path / 'data')!r})
+        s._db().execute("PRAGMA wal_autocheckpoint=0")
+        for line in sys.stdin:
+            item = s.next_item(line.strip())
+            print(s.add_judgment(line.strip(), item.id, "A", shown=item.version), flush=True)
+    """)
+    live = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    acked = []
+    for name in ("ann", "bob", "cat"):
+        live.stdin.write(name + "\n")
+        live.stdin.flush()
+        acked.append(int(live.stdout.readline()))
+    before = sorted(os.listdir(tmp_path / "data"))
+    assert {"annotations.sqlite-wal", "annotations.sqlite-shm"} <= set(before)
+    run = subprocess.run([sys.executable, "-m", "data_tools.export", "--db", str(tmp_path / "data"), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "3 preference pairs" in run.stdout and sorted(os.listdir(tmp_path / "data")) == before
+    for name in ("dan", "eve"):  # the server goes on acknowledging into its WAL
+        live.stdin.write(name + "\n")
+        live.stdin.flush()
+        acked.append(int(live.stdout.readline()))
+    os.kill(live.pid, signal.SIGKILL)
+    live.wait()
+    assert set(acked) <= Store(tmp_path / "data").judgment_ids()
