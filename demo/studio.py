@@ -17,7 +17,8 @@ from occmllm import prompts
 from occmllm.images import ImageError, load_image
 from occmllm.store import Item, Store, StoreError
 
-LOOKAHEAD = 24  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
+LOOKAHEAD = 32  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
+BATCH = 8  # items given answers at once (one batched sampling call)
 
 DEFAULT_MODEL = "default"
 EXPERT_CHOICES = ("learned", "learned:v5", "none")  # learned = the v4 expert (occmllm.recon.experts.SHIPPED)
@@ -184,39 +185,55 @@ class Studio:
         return Preparing(len(self.store.unready_items(10_000)))
 
     def prepare(self, item: Item) -> Item:
-        """Give an item its two answers (per config.candidates), readable ones only, and store them once (an item
-        that got answers meanwhile keeps those). An item that cannot get two readable answers is marked with the
-        problem and never shown. Returns the item as stored."""
+        """Give an item its two answers (see prepare_batch); returns the item as stored."""
+        return self.prepare_batch([item])[0]
+
+    def prepare_batch(self, items: list[Item]) -> list[Item]:
+        """Give items their two answers (per config.candidates), readable ones only, and store each item's once (an
+        item that got answers meanwhile keeps those). An item that cannot get two readable answers is marked with
+        the problem and never shown. Samples are drawn for all items with one question in one batch. Returns the
+        items as stored."""
         mode = self.config.candidates
         vlm = self.model(self.config.model)
-        image = load_image(item.image)
+        images = [load_image(item.image) for item in items]
+        answers: list[list[tuple[str, str]]] = []
         with self._lock:
-            if mode == "3d":
-                from occmllm.pipeline import run_cot
+            for item, image in zip(items, images):
+                if mode == "3d":
+                    from occmllm.pipeline import run_cot
 
-                expert, note = self.expert(self.config.expert)
-                if expert is None:
-                    raise StudioError(f"candidates 'before/after 3D' need a 3D expert: {note}")
-                trace = list(run_cot(vlm, image, expert=expert, force_3d=True))[-1]
-                before, after = trace.step("identify"), trace.step("identify_3d")
-                answers = [(before.raw, "cot:identify"), (after.raw if after else "", "cot:identify_3d")]
-            elif mode == "checkpoints":
-                other = self.config.second_model
-                if not other:
-                    raise StudioError("candidates 'two checkpoints' need --second-model")
-                vlm.forget()
-                first = vlm.chat(image, item.question)
-                with _unlocked(self._lock):
-                    second = self.model(other)
-                answers = [(first, f"model:{vlm.name}"), (second.chat(image, item.question), f"model:{other}")]
-            else:
-                answers = _two_samples(vlm, image, item.question)
-        unreadable = [text for text, _ in answers if not prompts.readable_answer(item.question, text)]
-        if unreadable or len(answers) < 2:
-            self.store.set_problem(item, f"no two readable answers (got {unreadable or answers!r})")
-            return self.store.item(item.id)
-        (a, source_a), (b, source_b) = answers[:2]
-        return self.store.set_candidates(item, a, b, source_a, source_b, vlm.name)
+                    expert, note = self.expert(self.config.expert)
+                    if expert is None:
+                        raise StudioError(f"candidates 'before/after 3D' need a 3D expert: {note}")
+                    trace = list(run_cot(vlm, image, expert=expert, force_3d=True))[-1]
+                    before, after = trace.step("identify"), trace.step("identify_3d")
+                    answers.append([(before.raw, "cot:identify"), (after.raw if after else "", "cot:identify_3d")])
+                elif mode == "checkpoints":
+                    other = self.config.second_model
+                    if not other:
+                        raise StudioError("candidates 'two checkpoints' need --second-model")
+                    vlm.forget()
+                    first = vlm.chat(image, item.question)
+                    with _unlocked(self._lock):
+                        second = self.model(other)
+                    answers.append([(first, f"model:{vlm.name}"), (second.chat(image, item.question), f"model:{other}")])
+            if mode not in ("3d", "checkpoints"):
+                by_item: dict[str, list[tuple[str, str]]] = {}
+                for question in dict.fromkeys(item.question for item in items):
+                    group = [(item, image) for item, image in zip(items, images) if item.question == question]
+                    found = _two_samples(vlm, [image for _, image in group], question)
+                    by_item.update((item.id, pair) for (item, _), pair in zip(group, found))
+                answers = [by_item[item.id] for item in items]
+        stored = []
+        for item, pair in zip(items, answers):
+            unreadable = [text for text, _ in pair if not prompts.readable_answer(item.question, text)]
+            if unreadable or len(pair) < 2:
+                self.store.set_problem(item, f"no two readable answers (got {unreadable or pair!r})")
+                stored.append(self.store.item(item.id))
+                continue
+            (a, source_a), (b, source_b) = pair[:2]
+            stored.append(self.store.set_candidates(item, a, b, source_a, source_b, vlm.name))
+        return stored
 
     def prefill(self) -> None:
         """Wake the background preparer (started on first use): it gives the next items in the queue their answers
@@ -228,53 +245,65 @@ class Studio:
         self._wake.set()
 
     def _prepare_ahead(self) -> None:
+        try:  # below the request threads: a judgment never waits behind generation for the CPU (Linux: per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while not _EXITING.is_set():
             self._wake.clear()
-            todo = [] if self.store.count_open_ready(self.config.overlap) >= LOOKAHEAD else self.store.unready_items(4)
+            todo = [] if self.store.count_open_ready(self.config.overlap) >= LOOKAHEAD else \
+                self.store.unready_items(BATCH)
             if not todo:
                 self._wake.wait(timeout=2.0)
                 continue
-            for item in todo:
-                if _EXITING.is_set():
-                    return
-                try:
-                    self.prepare(item)
-                    self.preparer_error = None
-                except (StudioError, ImageError) as e:  # a model that cannot load: say so in the page, retry later
-                    self.preparer_error = str(e)
-                    if isinstance(e, ImageError):
-                        self.store.set_problem(item, str(e))
-                    else:
-                        self._wake.wait(timeout=5.0)
-                except Exception as e:  # noqa: BLE001 - one bad item must not stop the others
-                    self.store.set_problem(item, f"{type(e).__name__}: {e}")
+            try:
+                self.prepare_batch(todo)
+                self.preparer_error = None
+            except StudioError as e:  # a model that cannot load: say so in the page, try again later
+                self.preparer_error = str(e)
+                self._wake.wait(timeout=5.0)
+            except Exception:  # noqa: BLE001 - one bad item (an unreadable photo) must not stop the others
+                for item in todo:
+                    if _EXITING.is_set():
+                        return
+                    try:
+                        self.prepare(item)
+                    except StudioError as e:
+                        self.preparer_error = str(e)
+                    except Exception as e:  # noqa: BLE001 - marked, never shown, listed with its reason
+                        self.store.set_problem(item, f"{type(e).__name__}: {e}")
 
 
-def _two_samples(vlm, image, question: str) -> list[tuple[str, str]]:
-    """Two readable answers of the model to `question` that mean different things, with their sources: its likeliest
-    readable sample and the likeliest one that differs; a model too sure of one answer to sample another gets the
-    other yes/no answer, or its second most probable class, as answer B."""
+def _two_samples(vlm, images: list, question: str) -> list[list[tuple[str, str]]]:
+    """For each image, two readable answers of the model to `question` that mean different things, with their
+    sources: its likeliest readable sample and the likeliest one that differs; a model too sure of one answer to
+    sample another gets the other yes/no answer, or its second most probable class, as answer B."""
     meaning = prompts.parse_object if _is_class_question(question) else prompts.parse_yes_no
-    found: list[tuple[str, str]] = []
+    found: list[list[tuple[str, str]]] = [[] for _ in images]
     for temperature in (1.0, 1.5):
-        for c in vlm.sample(image, question, n=4, temperature=temperature, top_p=0.95 if temperature > 1 else 1.0):
-            if prompts.readable_answer(question, c.text) and meaning(c.text) not in {meaning(t) for t, _ in found}:
-                found.append((c.text, f"sample:{len(found)}" + (f" (temperature {temperature:g})" if temperature != 1
-                                                                 else "")))
-        if len(found) >= 2:
-            return found[:2]
-    if _is_class_question(question):
-        probs = vlm.class_posterior([image])[0]
-        for rank in probs.argsort()[::-1]:
-            cls = prompts.CLASSES[rank]
-            if len(found) < 2 and cls not in {meaning(t) for t, _ in found}:
-                found.append((prompts.identify_answer(cls), f"class posterior ({probs[rank]:.2f})"))
-    else:
-        taken = {meaning(t) for t, _ in found}
+        todo = [i for i, pair in enumerate(found) if len(pair) < 2]
+        if not todo:
+            break
+        samples = vlm.sample_batch([images[i] for i in todo], question, n=4, temperature=temperature,
+                                   top_p=0.95 if temperature > 1 else 1.0, max_rounds=2)
+        for i, candidates in zip(todo, samples):
+            for c in candidates:
+                if prompts.readable_answer(question, c.text) and meaning(c.text) not in {meaning(t) for t, _ in found[i]}:
+                    found[i].append((c.text, f"sample:{len(found[i])}" + (f" (temperature {temperature:g})"
+                                                                          if temperature != 1 else "")))
+    todo = [i for i, pair in enumerate(found) if len(pair) < 2]
+    if todo and _is_class_question(question):
+        for i, probs in zip(todo, vlm.class_posterior([images[i] for i in todo])):
+            for rank in probs.argsort()[::-1]:
+                cls = prompts.CLASSES[rank]
+                if len(found[i]) < 2 and cls not in {meaning(t) for t, _ in found[i]}:
+                    found[i].append((prompts.identify_answer(cls), f"class posterior ({probs[rank]:.2f})"))
+    for i in todo if not _is_class_question(question) else []:
+        taken = {meaning(t) for t, _ in found[i]}
         for value, text in ((prompts.YES, "Yes."), (prompts.NO, "No.")):
-            if len(found) < 2 and value not in taken:
-                found.append((text, "the other answer"))
-    return found[:2]
+            if len(found[i]) < 2 and value not in taken:
+                found[i].append((text, "the other answer"))
+    return [pair[:2] for pair in found]
 
 
 def _is_class_question(question: str) -> bool:

@@ -437,33 +437,40 @@ class VLM:
         return probs / probs.sum(1, keepdims=True)
 
     # --- sampling ----------------------------------------------------------------------------------
-    @torch.inference_mode()
     def sample(self, image, question: str, n: int = 4, temperature: float = 1.0, top_p: float = 1.0,
                history: list[tuple[str, str]] | None = None, max_new_tokens: int | None = None,
                max_rounds: int = 4) -> list[Candidate]:
         """Up to `n` distinct answers sampled at `temperature` / `top_p`, each with its log-probability under the model
         (temperature 1), best first. Samples more rounds (up to `max_rounds`) while fewer than `n` are distinct; a
         model that is sure of one answer returns fewer than `n`."""
-        image = load_image(image)
-        inputs = self._inputs([image], [self._prompt(question, history)])
+        return self.sample_batch([image], question, n, temperature, top_p, history, max_new_tokens, max_rounds)[0]
+
+    @torch.inference_mode()
+    def sample_batch(self, images: list, question: str, n: int = 4, temperature: float = 1.0, top_p: float = 1.0,
+                     history: list[tuple[str, str]] | None = None, max_new_tokens: int | None = None,
+                     max_rounds: int = 4) -> list[list[Candidate]]:
+        """`sample` for several images and one question in one `generate` call per round (n sequences per image):
+        for each image, up to `n` distinct answers, best first. Rounds go on while any image has fewer than `n`."""
+        images = [load_image(image) for image in images]
+        inputs = self._inputs(images, [self._prompt(question, history)] * len(images))  # one prompt: no padding
         prompt_length = inputs["input_ids"].shape[1]
         eos = self.tokenizer.eos_token_id
-        found: dict[str, Candidate] = {}
+        found: list[dict[str, Candidate]] = [{} for _ in images]
         for _ in range(max_rounds):
             output = self.model.generate(
                 **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n,
                 max_new_tokens=max_new_tokens or self.max_new_tokens, return_dict_in_generate=True,
                 output_logits=True, pad_token_id=self.tokenizer.pad_token_id,
             )
-            new_tokens = output.sequences[:, prompt_length:]
-            logits = torch.stack(output.logits, dim=1).float()  # (n, steps, vocab), raw: temperature 1
+            new_tokens = output.sequences[:, prompt_length:]  # rows: image 0's n samples, then image 1's, ...
+            logits = torch.stack(output.logits, dim=1).float()  # (rows, steps, vocab), raw: temperature 1
             token_logprobs = logits.log_softmax(-1).gather(-1, new_tokens[..., None])[..., 0]
             ended = (new_tokens == eos).int().cumsum(1)
             keep = (ended == 0) | ((ended == 1) & (new_tokens == eos))  # tokens up to and including the first eos
             keep &= new_tokens != self.tokenizer.pad_token_id if self.tokenizer.pad_token_id != eos else keep
-            for text, row_logprobs, row_keep in zip(self._decode(new_tokens), token_logprobs, keep):
-                if text not in found:
-                    found[text] = Candidate(text, float(row_logprobs[row_keep].sum()), int(row_keep.sum()))
-            if len(found) >= n:
+            for row, (text, row_logprobs, row_keep) in enumerate(zip(self._decode(new_tokens), token_logprobs, keep)):
+                if text not in found[row // n]:
+                    found[row // n][text] = Candidate(text, float(row_logprobs[row_keep].sum()), int(row_keep.sum()))
+            if all(len(f) >= n for f in found):
                 break
-        return sorted(found.values(), key=lambda c: c.logprob, reverse=True)[:n]
+        return [sorted(f.values(), key=lambda c: c.logprob, reverse=True)[:n] for f in found]

@@ -28,10 +28,10 @@ class ScriptedVLM:
         self.gate = threading.Event()
         self.gate.set()
 
-    def sample(self, image, question, n=4, temperature=1.0, top_p=1.0, **_):
+    def sample_batch(self, images, question, n=4, temperature=1.0, top_p=1.0, **_):
         self.gate.wait(60)
         self.calls += 1
-        return [Candidate(text, -float(i), 4) for i, text in enumerate(self.samples[:n])]
+        return [[Candidate(text, -float(i), 4) for i, text in enumerate(self.samples[:n])] for _ in images]
 
     def class_posterior(self, images, classes=None, batch_size=64):
         return np.array([self.posterior] * len(images))

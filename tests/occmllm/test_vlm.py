@@ -82,6 +82,15 @@ def test_sample_distinct_candidates_with_logprobs(tiny_vlms, family):
     assert [c.logprob for c in candidates] == sorted((c.logprob for c in candidates), reverse=True)
 
 
+@pytest.mark.parametrize("family", ["internvl", "llava"])
+def test_sample_batch_keeps_each_images_samples_apart(tiny_vlms, family):
+    """Near temperature 0 sampling is greedy decoding: each image's samples are its own greedy answer."""
+    vlm = tiny_vlms[family]
+    greedy = vlm.generate_batch([RED, GREEN, GREEN], [prompts.Q1] * 3, max_new_tokens=6)
+    sampled = vlm.sample_batch([RED, GREEN, GREEN], prompts.Q1, n=2, temperature=1e-4, max_new_tokens=6, max_rounds=1)
+    assert [[c.text for c in found] for found in sampled] == [[answer] for answer in greedy]
+
+
 def test_to_messages_places_image_like_the_seed():
     messages = to_messages(prompts.Q6, [(prompts.Q1, "The object is jar.")])
     assert messages[0]["content"] == [{"type": "text", "text": "What's the object in the hand?\n"}, {"type": "image"}]
