@@ -2,7 +2,6 @@
 a judgment names what was on screen and a second key press is refused; the server never serves the database."""
 
 import threading
-import time
 import urllib.error
 import urllib.request
 

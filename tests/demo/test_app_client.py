@@ -12,7 +12,6 @@ from gradio_client import Client, handle_file
 from data_tools.validate import validate
 from demo.studio import Preparing, Studio, StudioConfig, StudioError, read_users
 from occmllm import prompts
-from tests.demo.conftest import make_dataset
 
 EXPLORE = dict(model_name="default", expert_spec="box", force=True, desc=False, do_sample=False, temp=1.0, p=1.0,
                fused=False)
