@@ -47,6 +47,23 @@ def make_dataset(folder: Path, n: int = 6) -> Path:
     return folder
 
 
+def make_q1_dataset(folder: Path, n: int = 6) -> Path:
+    """A folder of Q1 conversations (question and the dataset's answer, no candidates: the app samples them)."""
+    images = folder / "test" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    records = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i:08d}.jpg")
+        cls = prompts.CLASSES[i % len(prompts.CLASSES)]
+        records.append(formats.Conversation(f"{i:08d}", f"{i:08d}.jpg", [
+            {"from": "human", "value": prompts.with_image(prompts.IDENTIFY_TEXT)},
+            {"from": "gpt", "value": prompts.identify_answer(cls)}]))
+    formats.write_jsonl(folder / "test_Q1.jsonl", records)
+    formats.write_meta(folder / "meta.json", {"test_Q1": formats.MetaEntry("test/images", "test_Q1.jsonl", False, 1, n)})
+    return folder
+
+
 def start_app(root: Path):
     from demo.app import serve
     from demo.studio import Studio, StudioConfig

@@ -1,0 +1,79 @@
+"""The loop the studio exists for, in a real browser: annotate the default model's sampled answers by keyboard in
+Chromium, download the export zip from the Export tab, and train every stage that reads such data on it (stages 1,
+3a and 4a of train/run_all.py, each from a fresh --out; tests/train/export_training.py checks that the parameters of
+exactly the stage's parts changed)."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from occmllm import prompts
+from tests.demo.conftest import free_port, make_q1_dataset
+from tests.demo.test_app_browser import CHROMIUM, FLAGS
+
+
+@pytest.fixture(scope="module")
+def q1_app(tmp_path_factory):
+    from demo.app import serve
+    from demo.studio import Studio, StudioConfig
+
+    root = tmp_path_factory.mktemp("q1-studio")
+    studio = Studio(StudioConfig(root / "data", expert="none", dataset=make_q1_dataset(root / "dataset", n=8)))
+    studio.model("default")
+    app, url = serve(studio, port=free_port(), block=False, quiet=True)
+    yield studio, url.rstrip("/")
+    app.close()
+
+
+def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
+    from tests.train.export_training import train_each_stage_on_export
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    studio, url = q1_app
+    # per item, by keyboard: accept A, accept B, correct both, prefer A but correct it, and again
+    plan = ["1", "2", "fix", "1+fix", "1", "fix", "2", "4+fix"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(url)
+        page.get_by_role("tab", name="Annotate").click()
+        page.fill("#name input, #name textarea", "kim")
+        page.click("#btn-start")
+        for step in plan:
+            page.wait_for_selector("#item-photo img", timeout=60000)  # after 'preparing', the item comes by itself
+            shown = (page.inner_text("#cand-a .cand-text"), page.inner_text("#cand-b .cand-text"))
+            fix = next(prompts.identify_answer(c) for c in prompts.CLASSES if prompts.identify_answer(c) not in shown)
+            before = page.inner_text("#note")
+            page.locator("#guidelines").click()  # away from the text box: the keys are shortcuts
+            if "fix" in step:
+                page.keyboard.press("e")
+                page.keyboard.press("Control+A")
+                page.keyboard.type(fix)
+                page.keyboard.press("Enter" if step == "fix" else "Escape")  # Enter: it is neither A nor B -> both bad
+            if step[0] in "124":
+                page.keyboard.press(step[0])
+            page.wait_for_function("(before) => { const n = document.querySelector('#note').innerText; "
+                                   "return n !== before && n.includes('saved #'); }", arg=before, timeout=40000)
+        page.get_by_role("tab", name="Export").click()
+        page.click("#btn-export")
+        page.wait_for_function("() => document.querySelector('#export-note').innerText.includes('validated')",
+                               timeout=60000)
+        with page.expect_download() as download:
+            page.locator("#export-file a").first.click()
+        archive = tmp_path / "export.zip"
+        download.value.save_as(archive)
+        browser.close()
+
+    judged = [j for j in studio.store.judgments() if j["annotator"] == "kim"]
+    expected = {"1": "A", "2": "B", "fix": "both_bad", "1+fix": "A", "4+fix": "both_bad"}
+    assert [(j["choice"], j["correction"] is not None) for j in judged] == [(expected[s], "fix" in s) for s in plan]
+    export = tmp_path / "export"
+    zipfile.ZipFile(archive).extractall(export)
+    assert {"preferences.jsonl", "sft.jsonl", "labels.jsonl", "self_correction.jsonl"} <= {p.name for p in export.iterdir()}
+    printed = train_each_stage_on_export(export, tmp_path / "runs")
+    assert "labels.jsonl" in printed["4a"] and "self_correction.jsonl" in printed["4a"]
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
