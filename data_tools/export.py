@@ -4,10 +4,17 @@
     python -m data_tools.export --db data/annotations/annotations.sqlite --out export/ --zip export.zip
     python -m data_tools.validate export/meta.json export/preferences_trl.jsonl
 
-    python train/run_all.py --stages 3a --data export/ --out runs/x evaluate.enabled=false   # MPO on the pairs
+Each stage that reads such data trains on the folder as it is, from a fresh --out, starting from the shipped default
+model (the one whose answers the annotators judged) or --model PATH; there is no test split, so no evaluation:
+    python train/run_all.py --preset smoke --stages 1  --data export/ --out runs/sft    # SFT on the corrected answers
+    python train/run_all.py --preset smoke --stages 3a --data export/ --out runs/mpo    # MPO on the preference pairs
+    python train/run_all.py --preset smoke --stages 4a --data export/ --out runs/score  # SCoRe: labels.jsonl are the
+                                                                                        # reward's labels, plus the
+                                                                                        # self-corrections
+The database is read through a read-only snapshot (occmllm.store.Store.snapshot): running this beside the live app
+creates, moves and deletes no file beside its database.
 
-The output folder (accepted as ``--data`` by the MPO and SFT stages of ``train/run_all.py``: train/data.py reads
-the pairs as the MPO data and the corrected answers as SFT data; it has no test split, hence evaluate.enabled=false):
+The output folder:
     OUT/meta.json                InternVL meta file: one entry per seed-format JSONL below, ``root`` = "images"
                                  (relative to the meta file)
     OUT/preferences.jsonl        seed format {image, question, chosen, rejected}
