@@ -7,7 +7,8 @@
 Prints:
 - explore: time from Run to the first step on screen, and the whole CoT with 3D (forced), through gradio_client,
   with the 3D expert named by --expert (default: the shipped learned one; "box" is the tests' in-code box);
-- a judgment stored + the next item shown, median and p95, measured three ways:
+- a judgment stored + the next item shown on a dataset of READY-MADE pairs (no answer generated), median and p95,
+  measured three ways (the figures a team meets, with the model's answers, come from bench_annotation):
     browser   Chromium (Playwright): from the key press "1" to the next item on screen (its photo decoded), timed
               inside the page; what an annotator waits for;
     API       gradio_client predict("/judge_A") until the next item is returned and its photo downloaded, with
@@ -63,11 +64,11 @@ def stats(ms: list[float]) -> str:
 
 def judge_latency_api(url: str, name: str, n: int, **client_kwargs) -> list[float]:
     client = Client(url, verbose=False, **client_kwargs)
-    client.predict(name, 2, api_name="/start")
+    out = client.predict(name, 2, api_name="/start")
     latencies = []
     for _ in range(n):
         t0 = time.perf_counter()
-        out = client.predict(name, 2, "", api_name="/judge_A")
+        out = client.predict(name, 2, "", out[7], api_name="/judge_A")  # out[7]: the item on screen
         latencies.append(1000 * (time.perf_counter() - t0))
         assert "saved #" in out[0] and out[2], out[:3]  # acknowledged, and the next item's photo came back
     return latencies
@@ -170,12 +171,13 @@ def concurrent(url: str, studio, annotators: int, seconds: float) -> None:
     def annotate(name: str) -> None:
         try:
             c = Client(url, verbose=False)
-            c.predict(name, 2, api_name="/start")
+            out = c.predict(name, 2, api_name="/start")
             choices = ["A", "B", "tie", "both_bad", "skip"]
             k = 0
             while time.perf_counter() < stop:
                 choice = choices[k % len(choices)]
-                out = c.predict(name, 2, "The object is jar." if choice == "both_bad" else "", api_name=f"/judge_{choice}")
+                out = c.predict(name, 2, "The object is jar." if choice == "both_bad" else "", out[7],
+                                api_name=f"/judge_{choice}")
                 found = re.search(r"saved #(\d+)", out[0])
                 with lock:
                     (acked.append(int(found.group(1))) if found else errors.append(f"{name}: {out[0][:200]}"))

@@ -96,6 +96,7 @@ def test_a_double_key_press_stores_one_judgment(page, served):
     page.get_by_role("tab", name="Annotate").click()
     page.fill("#name input, #name textarea", "quick")
     page.click("#btn-start")
+    page.wait_for_function("() => document.querySelector('#progress').innerText.includes('(quick)')", timeout=40000)
     page.wait_for_selector("#cand-a .cand-text", timeout=40000)
     seen = (page.inner_text("#cand-a .cand-text"), page.inner_text("#cand-b .cand-text"))
     page.locator("body").click(position={"x": 5, "y": 5})
