@@ -122,7 +122,7 @@ class Studio:
         with self._lock:
             for event in run_cot(vlm, image if isinstance(image, (str, os.PathLike)) else photo, expert=chosen,
                                  describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir,
-                                 fuse=fuse):
+                                 fuse=fuse, probabilities=True):
                 if hasattr(event, "steps"):
                     event.expert_note = note
                     path = out_dir / "trace.json"

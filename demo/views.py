@@ -38,6 +38,8 @@ def step_card(step, index: int) -> str:
         parsed = step.parsed or prompts.UNPARSED
         cls = "pill-bad" if parsed == prompts.UNPARSED else "pill-ok"
         parts.append(f'<div class="row"><span class="k">Parsed</span><span class="v"><span class="pill {cls}">{esc(parsed)}</span></span></div>')
+    if isinstance(step.info.get("classes"), dict):
+        parts.append(probabilities_html(step.info["classes"], step.parsed))
     if step.info.get("note"):
         parts.append(f'<div class="row"><span class="k">Note</span><span class="v">{esc(step.info["note"])}</span></div>')
     for view in ("photo", "render"):  # a fused decision: the class probabilities of both readings, top three
@@ -47,6 +49,20 @@ def step_card(step, index: int) -> str:
             parts.append(f'<div class="row"><span class="k">On the {view}</span><span class="v">{esc(text)}</span></div>')
     parts.append("</div>")
     return "".join(parts)
+
+
+def probabilities_html(classes: dict[str, float], answer: str | None) -> str:
+    """The model's probabilities of the eight classes as bars, most probable first; the answered class marked."""
+    rows = []
+    for name, p in sorted(classes.items(), key=lambda kv: -kv[1]):
+        mark = " probs-answer" if name == answer else ""
+        rows.append(f'<div class="probs-row{mark}"><span class="probs-name">{esc(name)}</span>'
+                    f'<span class="probs-bar"><span style="width:{max(0.0, min(1.0, p)) * 100:.1f}%"></span></span>'
+                    f'<span class="probs-p">{p:.2f}</span></div>')
+    top = max(classes.values()) if classes else 0.0
+    hint = " · the model is guessing" if top < 0.5 else ""
+    return (f'<div class="row"><span class="k">Class probabilities{hint}</span><span class="v probs">'
+            + "".join(rows) + "</span></div>")
 
 
 def steps_html(steps) -> str:
@@ -66,9 +82,13 @@ def final_html(trace) -> str:
     changed = trace.used_3d and before != trace.final
     tag = ('<span class="pill pill-changed">changed by 3D</span>' if changed else
            '<span class="pill pill-kept">kept</span>')
-    route = prompts.THREE_D_REQUIRED if trace.used_3d else prompts.NO_3D_REQUIRED
+    required = trace.used_3d or trace.required_3d
+    route = prompts.THREE_D_REQUIRED if required else prompts.NO_3D_REQUIRED
     detail = f"first answer: <b>{esc(before)}</b> → final: <b>{esc(trace.final)}</b>" if changed else \
         f"the first answer stands ({esc(route)})"
+    if required and trace.render_missing:
+        detail = (f"the first answer was kept: {esc(route)}, but "
+                  + ("no 3D expert is configured" if not trace.used_3d else "the expert made no render"))
     return (f'<div class="final"><div class="final-label">Final decision</div>'
             f'<div class="final-answer">{esc(trace.final)} {tag}</div><div class="final-detail">{detail} · '
             f'{trace.seconds:.2f} s in total</div></div>')
@@ -136,6 +156,12 @@ CSS = """
 .step .row {display: flex; gap: 10px; margin: 3px 0 3px 30px; font-size: .92rem;}
 .step .k {width: 95px; flex: none; color: var(--body-text-color-subdued);}
 .step .raw {background: var(--background-fill-secondary); padding: 1px 6px; border-radius: 4px; word-break: break-all;}
+.probs {display: flex; flex-direction: column; gap: 1px; flex: 1; max-width: 340px;}
+.probs-row {display: flex; align-items: center; gap: 6px; font-size: .82rem;}
+.probs-name {width: 70px;} .probs-p {width: 34px; text-align: right; color: var(--body-text-color-subdued);}
+.probs-bar {flex: 1; height: 8px; background: var(--background-fill-secondary); border-radius: 4px; overflow: hidden;}
+.probs-bar span {display: block; height: 100%; background: #a5b4fc;}
+.probs-answer .probs-name {font-weight: 700;} .probs-answer .probs-bar span {background: #4f46e5;}
 .step-pending {color: var(--body-text-color-subdued); font-style: italic; border-style: dashed;}
 .pill {display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: .82rem; font-weight: 600;}
 .pill-ok {background: #e0e7ff; color: #3730a3;} .pill-bad {background: #fee2e2; color: #991b1b;}

@@ -2,8 +2,11 @@
 
     python -m occmllm.infer photo.jpg [more.jpg ...] [--model PATH] [--expert learned] [--describe] [--json]
 
-Without --model the embedded default model is used (it says so when it is untrained). --expert: none, learned,
-learned:WEIGHTS, oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming).
+Without --model the embedded default model is used (it says so when it is untrained). The 3D expert is the app's,
+`learned` (the shipped v4 expert), unless --expert says otherwise: none, learned:WEIGHTS, learned:v5,
+oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming). With --expert none a "No" to the
+clarity question is reported as "3D required" with no expert, and the first answer is kept. Each identify step also
+prints the model's three most probable classes (--no-probabilities to skip that extra pass).
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Example: python -m occmllm.infer photo.jpg --expert learned --json")
     parser.add_argument("images", nargs="+", help="photo files (jpg, png, ...)")
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] (a folder, or a "
-                        "shipped expert: v4, the default, or v5) | oracle:DATA_DIR | folder:DIR")
+    parser.add_argument("--expert", default="learned", help="3D expert, as in the app (default: learned, the shipped "
+                        "v4 expert): learned[:WEIGHTS] (a folder, or a shipped expert: v4 or v5) | oracle:DATA_DIR | "
+                        "folder:DIR | none")
+    parser.add_argument("--no-probabilities", dest="probabilities", action="store_false",
+                        help="skip the class probabilities (one extra forward pass per read image)")
     parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")
     parser.add_argument("--force-3d", action="store_true", help="reconstruct even when the model says it is clear")
     parser.add_argument("--fuse", action="store_true", help="when a render is read, decide by the photo and the render "
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.json:
-        print(f"model: {vlm.describe()}")
+        print(f"model: {vlm.describe()}\n3D expert: {args.expert}")
         if not vlm.trained:
             print("WARNING: the default model is untrained (random weights); its answers mean nothing yet.")
     failures = 0
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = f"{args.out}/{index:04d}" if args.out else None
         try:
             for event in run_cot(vlm, path, expert=expert, describe=args.describe, force_3d=args.force_3d,
-                                 out_dir=out_dir, fuse=args.fuse):
+                                 out_dir=out_dir, fuse=args.fuse, probabilities=args.probabilities):
                 if isinstance(event, Trace):
                     if args.json:
                         print(event.to_json(indent=None))
@@ -64,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
                     shown = event.raw if event.raw is not None else event.info.get("message", "")
                     print(f"  {event.name:12s} {event.heading[:60]!s:60s} -> {shown!r} [{event.parsed}] "
                           f"{event.seconds * 1000:.0f} ms")
+                    if event.info.get("classes"):
+                        top = sorted(event.info["classes"].items(), key=lambda kv: -kv[1])[:3]
+                        print(f"  {'':12s} class probabilities: " + ", ".join(f"{c} {p:.2f}" for c, p in top))
+                    if event.info.get("note"):
+                        print(f"  {'':12s} note: {event.info['note']}")
         except ImageError as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)

@@ -13,7 +13,10 @@ Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
   identify_3d Q1 on the render, in a new conversation
   decide      the render's answer when routed to 3D and a render exists, else the Q1 answer (the seed's rule); with
               `fuse=True` and a render: the class the photo and the render support together (the model's Q1
-              class probabilities on both, multiplied: `VLM.class_posterior`)
+              class probabilities on both, multiplied: `VLM.class_posterior`). Routed to 3D with no expert (or no
+              render): "3D required", and the note says that the first answer was kept and why.
+With `probabilities=True` the identify steps also carry the model's probabilities of the eight classes
+(`info["classes"]`), so that a reader sees when the model is guessing.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     final: str | None = None  # parsed class or UNPARSED
     final_text: str | None = None  # the raw answer the final class comes from
-    used_3d: bool = False
+    used_3d: bool = False  # an expert was called
+    required_3d: bool = False  # routed to 3D: the clarity answer was "No" (or 3D was forced), expert or not
     render_missing: bool = False
     seconds: float = 0.0
 
@@ -94,13 +98,19 @@ def fuse_posteriors(photo: np.ndarray, render: np.ndarray) -> int:
     return int(np.argmax(np.log(np.asarray(photo) + 1e-12) + np.log(np.asarray(render) + 1e-12)))
 
 
+def _class_probabilities(vlm, image) -> dict[str, float]:
+    """The model's probabilities of "The object is {class}." for the eight classes (VLM.class_posterior)."""
+    return dict(zip(prompts.CLASSES, np.round(vlm.class_posterior([image])[0], 4).tolist()))
+
+
 def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = False, sampling: Sampling | None = None,
-            out_dir: str | Path | None = None, fuse: bool = False):
+            out_dir: str | Path | None = None, fuse: bool = False, probabilities: bool = False):
     """Yield a `Step` as each step finishes, then the `Trace`. `image`: path, bytes, PIL image or array. `expert`:
     anything with `reconstruct(image) -> Reconstruction` (occmllm.recon); without one, a "No" cannot be routed to 3D
     and the Q1 answer stands (the trace says so). `out_dir`: where render.png and mesh.glb are written. `fuse`: when
     a render was read, decide by the photo and the render together instead of the render alone (with `force_3d`:
-    every photo is also read through its 3D render)."""
+    every photo is also read through its 3D render). `probabilities`: add the eight classes' probabilities to the
+    identify steps' info ("classes")."""
     start = time.perf_counter()
     source = str(image) if isinstance(image, (str, Path)) else None
     photo = load_image(image)
@@ -118,6 +128,8 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     t0 = time.perf_counter()
     raw_q1, history, info = _ask(vlm, photo, prompts.Q1, None, sampling)
     q1 = prompts.parse_object(raw_q1)
+    if probabilities:
+        info = {**info, "classes": _class_probabilities(vlm, photo)}
     step = Step("identify", prompts.STEP_IDENTIFY, prompts.Q1, raw_q1, q1, time.perf_counter() - t0, info=info)
     trace.steps.append(step)
     yield step
@@ -131,6 +143,7 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
 
     render_answer, render_raw = None, None
     routed = clarity == prompts.NO or force_3d
+    trace.required_3d = routed
     if routed and expert is None:
         trace.render_missing = True
         step = Step("reconstruct", prompts.STEP_3D, info={"ok": False, "message": "no 3D expert configured"})
@@ -161,6 +174,8 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
             vlm.forget()  # a new conversation on a new image
             render_raw, _, info = _ask(vlm, render, prompts.Q1, None, sampling)
             render_answer = prompts.parse_object(render_raw)
+            if probabilities:
+                info = {**info, "classes": _class_probabilities(vlm, render)}
             step = Step("identify_3d", prompts.STEP_IDENTIFY, prompts.Q1, render_raw, render_answer,
                         time.perf_counter() - t0, files=dict(files), info=info)
             trace.steps.append(step)
@@ -185,8 +200,12 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
             trace.final, trace.final_text = q1, raw_q1
     else:
         trace.final, trace.final_text = q1, raw_q1
-    heading = prompts.THREE_D_REQUIRED if trace.used_3d else prompts.NO_3D_REQUIRED
-    note = "no render: kept the first answer" if clarity == prompts.NO and trace.render_missing else ""
+    heading = prompts.THREE_D_REQUIRED if routed else prompts.NO_3D_REQUIRED
+    note = ""
+    if routed and expert is None:
+        note = "3D was required but no 3D expert is configured: the first answer was kept"
+    elif routed and trace.render_missing:
+        note = "3D was required but the expert made no render: the first answer was kept"
     info = {"note": note} if note else {}
     if fused is not None:
         info = {"note": "photo and render read together", **fuse_info}

@@ -77,6 +77,29 @@ def test_unclear_answer_routes_to_render(tiny_vlms, monkeypatch):
     assert trace.final == "jar" and trace.used_3d and trace.step("decide").heading == prompts.THREE_D_REQUIRED
 
 
+def test_unclear_answer_without_expert_says_3d_was_required_and_the_first_answer_kept(tiny_vlms, monkeypatch):
+    vlm = tiny_vlms["llava"]
+    answers = iter(["The object is bottle.", "No."])
+    monkeypatch.setattr(vlm, "chat", lambda *a, **k: (lambda ans: (ans, [(a[1], ans)]))(next(answers)))
+    trace = cot(vlm, PHOTO, expert=None)
+    decide_step = trace.step("decide")
+    assert trace.final == "bottle" and trace.required_3d and not trace.used_3d and trace.render_missing
+    assert decide_step.heading == prompts.THREE_D_REQUIRED
+    assert "no 3D expert" in decide_step.info["note"] and "first answer was kept" in decide_step.info["note"]
+    assert Trace.from_json(trace.to_json()).required_3d  # survives the JSON trace
+
+
+def test_class_probabilities_on_the_identify_steps(tiny_vlms):
+    vlm = tiny_vlms["internvl"]
+    trace = cot(vlm, PHOTO, expert=BoxExpert(), force_3d=True, probabilities=True)
+    for name in ("identify", "identify_3d"):
+        probs = trace.step(name).info["classes"]
+        assert list(probs) == list(prompts.CLASSES) and sum(probs.values()) == pytest.approx(1, abs=1e-3)
+    expected = vlm.class_posterior([PHOTO])[0]
+    assert list(trace.step("identify").info["classes"].values()) == pytest.approx(expected.tolist(), abs=1e-4)
+    assert "classes" not in cot(vlm, PHOTO, expert=None).step("identify").info  # off unless asked for
+
+
 def test_infer_cli(tiny_model_dirs, tmp_path, capsys):
     photo = tmp_path / "photo.jpg"
     PHOTO.save(photo)
