@@ -37,6 +37,9 @@ def test_explore_streams_steps_3d_and_trace(served, photo):
     assert len(renders) == 2  # the render the model re-read + the strip of extra views
     data = json.load(open(trace))
     assert [s["name"] for s in data["steps"]][:2] == ["identify", "reflect"] and data["used_3d"]
+    probs = data["steps"][0]["info"]["classes"]  # the eight classes' probabilities, shown beside the answer
+    assert sorted(probs) == sorted(prompts.CLASSES) and abs(sum(probs.values()) - 1) < 1e-3
+    assert steps.count('class="probs-row') == 2 * len(prompts.CLASSES)  # photo and render, one bar per class
     _, (status, steps, final, *_rest) = explore(client, photo, fused=True)  # decided by photo and render together
     assert "photo and render read together" in steps and "On the render" in steps
 
