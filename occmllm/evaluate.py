@@ -188,6 +188,8 @@ def evaluate(vlm, items: list[TestItem], expert=None, batch_size: int = 32, desc
             render_answer=prompts.parse_object(record["answer_render"]) if "answer_render" in record else None,
             render_missing=needed and "answer_render" not in record, attributes=attributes,
             visible_fraction=None if fraction is None else float(fraction),
+            q1_text=record.get("answer_q1", ""), clarity_text=record.get("answer_q6", ""),
+            render_text=record.get("answer_render"),
         ))
     return results, [raw[item.id] for item in items]
 
@@ -214,10 +216,11 @@ def fused_summary(results: list[metrics.ImageResult], records: list[dict]) -> di
 
 
 def final_text(result: metrics.ImageResult, record: dict) -> str:
-    """The seed's prediction text: the render's answer when routed to 3D ("" without a render), else Q1's."""
+    """The seed's prediction text: the render's answer when routed to 3D ("" without a render), Q1's when the clarity
+    answer is yes, "" when it is neither (the seed leaves such images out of its final predictions)."""
     if result.clarity == prompts.NO:
         return record.get("answer_render", "")
-    return record.get("answer_q1", "")
+    return record.get("answer_q1", "") if result.clarity == prompts.YES else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"ACC1 {fmt(report['acc1'])}  ACC6 {fmt(report['acc6'])}  3D plus {fmt(report['3d_plus'])}  "
           f"Decision {fmt(report['decision'])}  ({len(items)} images, {seconds:.1f} s)")
+    if report.get("strict"):
+        exact = report["strict"]
+        print(f"exact strings, as the seed's code compares them: ACC1 {fmt(exact['acc1'])}  ACC6 {fmt(exact['acc6'])}  "
+              f"3D plus {fmt(exact['3d_plus'])}  Decision {fmt(exact['decision'])}  (clarity answers neither yes nor no: "
+              f"{exact['clarity_neither_yes_nor_no']})")
     if args.fuse:
         fused = report["fused"]
         buckets = "  ".join(f"{name} {fmt(row['decision'])} ({row['n']})" for name, row in fused["per_visible_fraction"].items())

@@ -7,7 +7,14 @@ Definitions (seed code, ../shared/seed/NOTES.md "Inference as the original code 
 - 3D plus: over the images whose Q1 answer is wrong, the share answered right on the 3D render; an image without a
   render (missing file, failed reconstruction) counts as wrong.
 - Decision (final accuracy): over all images, the share whose final answer is right. The final answer is the
-  render's answer when the clarity answer is "No" (a missing render makes it wrong), else the Q1 answer.
+  render's answer when the clarity answer is "No" (a missing render makes it wrong), the Q1 answer when it is "Yes",
+  and nothing when it is neither: the seed's `process_unclear_images` keeps only images whose clarity answer is yes or
+  no, so an unreadable clarity answer makes the image wrong (a model that does not answer the clarity question cannot
+  reach its Description as Decision).
+These use the parsed answers (`prompts.parse_object`, `prompts.parse_yes_no`: "It is a jar" counts as jar). Beside
+them, `strict` gives the same four scores the way the seed's code compares strings: a class answer is right only
+when it equals "The object is {class}." exactly, and a clarity answer counts only when, lower-cased, stripped and
+without dots, it is "yes" or "no" (`seed_clarity`).
 The paper's scores, with the closest reading of the code written down:
 - Description = ACC1 (the first step's answer accuracy). When the attribute questions were asked, `attributes`
   reports their accuracy separately.
@@ -37,6 +44,9 @@ class ImageResult:
     render_missing: bool = False  # a render was needed (or asked for) but none exists
     attributes: dict[str, tuple[str, bool]] = field(default_factory=dict)  # name -> (parsed YES/NO, truth)
     visible_fraction: float | None = None
+    q1_text: str | None = None  # the raw answers, for the strict (exact-string) scores; None when not recorded
+    clarity_text: str | None = None
+    render_text: str | None = None
 
     @property
     def q1_correct(self) -> bool:
@@ -56,7 +66,32 @@ def decide(q1: str, clarity: str, render_answer: str | None, render_missing: boo
     render is missing), else the Q1 answer."""
     if clarity == prompts.NO:
         return prompts.UNPARSED if render_missing or render_answer is None else render_answer
-    return q1
+    return q1 if clarity == prompts.YES else prompts.UNPARSED
+
+
+def seed_clarity(text: str | None) -> str:
+    """The seed's reading of a clarity answer: lower-cased, stripped, dots removed; "yes" / "no", else "" (neither)."""
+    word = (text or "").lower().strip().replace(".", "")
+    return word if word in ("yes", "no") else ""
+
+
+def strict(results: list[ImageResult]) -> dict | None:
+    """ACC1, ACC6, 3D plus and Decision by exact strings, as the seed's code computes them (see the module's
+    docstring); None when the raw answers were not recorded."""
+    if not results or any(r.q1_text is None or r.clarity_text is None for r in results):
+        return None
+    right_q1, agrees, plus, final = [], [], [], []
+    for r in results:
+        truth = prompts.identify_answer(r.label)
+        q1_right, clarity = r.q1_text == truth, seed_clarity(r.clarity_text)
+        render_right = not r.render_missing and r.render_text is not None and r.render_text == truth
+        right_q1.append(q1_right)
+        agrees.append((clarity == "yes" and q1_right) or (clarity == "no" and not q1_right))
+        if not q1_right:
+            plus.append(render_right)
+        final.append(q1_right if clarity == "yes" else render_right if clarity == "no" else False)
+    return {"acc1": _share(right_q1), "acc6": _share(agrees), "3d_plus": _share(plus), "decision": _share(final),
+            "clarity_neither_yes_nor_no": sum(seed_clarity(r.clarity_text) == "" for r in results)}
 
 
 def clarity_agrees(result: ImageResult) -> bool:
@@ -124,6 +159,7 @@ def summary(results: list[ImageResult]) -> dict:
         "per_visible_fraction": {},
         "confusion_q1": confusion_matrix(results, final=False),
         "confusion_final": confusion_matrix(results, final=True),
+        "strict": strict(results),
     }
     with_fraction = [r for r in results if r.visible_fraction is not None]
     for low, high in BUCKETS if with_fraction else ():

@@ -590,6 +590,9 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
     row = {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],
            "decision": summary["decision"], "decision_visible_under_40": metrics.decision(hidden) if hidden else None,
            "n_visible_under_40": len(hidden), "3d_plus": summary["3d_plus"], "routed_to_3d": summary["routed_to_3d"]}
+    if summary.get("strict"):  # the seed's exact-string comparison, beside the parsed scores
+        row.update(description_exact=summary["strict"]["acc1"], reflection_exact=summary["strict"]["acc6"],
+                   decision_exact=summary["strict"]["decision"])
     if fuse:  # every test photo also read through its render, photo and render decided together
         from occmllm.evaluate import fused_summary
 
@@ -643,15 +646,17 @@ def write_results(out: Path, results: dict) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     fused = any("decision_fused" in row for row in results.values())
     extra = " Decision, photo + render fused | fused (visible < 40%) |" if fused else ""
-    lines = [f"| stage | what | Description | Reflection | Decision | Decision (visible < 40%) |{extra} n | minutes |",
-             "|---|---|---|---|---|---|" + ("---|---|" if fused else "") + "---|---|"]
+    lines = [f"| stage | what | Description | Reflection | Decision | Decision (visible < 40%) |{extra} "
+             "exact strings: Description / Reflection / Decision | n | minutes |",
+             "|---|---|---|---|---|---|" + ("---|---|" if fused else "") + "---|---|---|"]
     for stage_id, row in results.items():
         cells = (f" {fmt(row.get('decision_fused'))} | {fmt(row.get('decision_fused_visible_under_40'))} |"
                  if fused else "")
         lines.append(f"| {stage_id} | {row.get('what', '')} | {fmt(row.get('description'))} | "
                      f"{fmt(row.get('reflection'))} | {fmt(row.get('decision'))} | "
                      f"{fmt(row.get('decision_visible_under_40'))} ({row.get('n_visible_under_40', 0)}) |{cells} "
-                     f"{row.get('n', '-')} | {row.get('minutes', '-')} |")
+                     f"{fmt(row.get('description_exact'))} / {fmt(row.get('reflection_exact'))} / "
+                     f"{fmt(row.get('decision_exact'))} | {row.get('n', '-')} | {row.get('minutes', '-')} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

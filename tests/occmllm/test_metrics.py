@@ -2,7 +2,7 @@
 
 import pytest
 
-from occmllm import metrics
+from occmllm import metrics, prompts
 from occmllm.metrics import ImageResult
 from occmllm.prompts import NO, UNPARSED, YES
 
@@ -26,6 +26,36 @@ def test_acc1_acc6_seed_rule():
     results = cases()
     assert metrics.acc1(results) == pytest.approx(2 / 5)
     assert metrics.acc6(results) == pytest.approx(2 / 5)  # a (yes+right) and b (no+wrong) only
+
+
+def test_an_unreadable_clarity_answer_makes_the_image_wrong_as_in_the_seed():
+    """The seed keeps only images whose clarity answer is yes or no: a right Q1 with no clarity answer is wrong."""
+    silent = [ImageResult(str(i), "jar", "jar", UNPARSED) for i in range(3)] + [ImageResult("y", "jar", "jar", YES)]
+    assert metrics.acc1(silent) == 1.0 and metrics.decision(silent) == pytest.approx(1 / 4)
+
+
+def test_strict_scores_compare_exact_strings_like_the_seed():
+    def r(label, q1, q6, render=None, missing=False):
+        return ImageResult("x", label, prompts.parse_object(q1), prompts.parse_yes_no(q6),
+                           prompts.parse_object(render) if render else None, missing,
+                           q1_text=q1, clarity_text=q6, render_text=render)
+
+    results = [
+        r("jar", "The object is jar.", "Yes."),  # exact: right, clear -> right
+        r("jar", "It is a jar", "yes"),  # parsed right; exact Q1 wrong; "yes" + wrong -> ACC6 disagrees, final wrong
+        r("can", "The object is bowl.", " No. ", "The object is can."),  # wrong, " No. " counts as no, render right
+        r("can", "The object is can.", "No, it is not clear"),  # parsed no; exact: neither yes nor no -> wrong
+        r("bowl", "The object is jar.", "No.", None, True),  # no render: wrong, 3D plus wrong
+    ]
+    exact = metrics.strict(results)
+    assert exact["acc1"] == pytest.approx(2 / 5)  # rows 1 and 4
+    assert exact["acc6"] == pytest.approx(3 / 5)  # row 1 (yes, right), rows 3 and 5 (no, wrong)
+    assert exact["3d_plus"] == pytest.approx(1 / 3)  # Q1-wrong rows 2, 3, 5: only row 3's render is right
+    assert exact["decision"] == pytest.approx(2 / 5)  # rows 1 and 3
+    assert exact["clarity_neither_yes_nor_no"] == 1
+    parsed = metrics.summary(results)
+    assert parsed["acc1"] == pytest.approx(3 / 5) and parsed["strict"] == exact
+    assert metrics.strict(cases()) is None  # no raw answers recorded
 
 
 def test_three_d_plus_counts_only_q1_wrong_and_missing_is_wrong():

@@ -134,6 +134,7 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
         assert (out / f"stage_{stage}" / "DONE").is_file()
         if stage != "0":
             assert {"description", "reflection", "decision", "decision_visible_under_40"} <= row.keys()
+            assert 0 <= row["decision_exact"] <= 1 and 0 <= row["description_exact"] <= row["description"] + 1e-9
             assert (out / f"stage_{stage}" / "loss.csv").is_file()
     expert_config = json.loads((out / "stage_0" / "model" / "config.json").read_text())  # the 3D expert was trained
     assert expert_config["width"] == 16  # at the preset's width
