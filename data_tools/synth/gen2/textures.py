@@ -112,7 +112,7 @@ def product_label(rng, width: int, height: int, body, border=None) -> np.ndarray
         while x < bx + bw - 2:
             w = int(rng.integers(1, 3))
             if rng.random() < 0.55:
-                d.rectangle([x, by + 2, x + w - 1, by + bh * 0.8], fill=(10, 10, 10))
+                d.rectangle([x, by + 2, max(x, x + w - 1), by + max(3.0, bh * 0.8)], fill=(10, 10, 10))
             x += w
     out = np.asarray(img).copy()
     if border is not None:
