@@ -7,29 +7,33 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
+
+
+_R2: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _radius2(h: int, w: int) -> np.ndarray:
+    """Squared distance from the centre, 1 at the corners (cached per size)."""
+    if (h, w) not in _R2:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        _R2[(h, w)] = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / np.float32(h * h / 2)
+    return _R2[(h, w)]
 
 
 def camera(rng, photo: np.ndarray) -> tuple[np.ndarray, dict]:
     """uint8 (H,W,3) in and out; the second value names what was applied (for the manifest)."""
     h, w = photo.shape[:2]
-    x = photo.astype(np.float32) / 255.0
-    wb = rng.uniform(0.85, 1.15, 3).astype(np.float32)  # white balance
+    wb = rng.uniform(0.85, 1.15, 3)  # white balance
     wb /= wb.mean()
-    exposure = np.float32(2 ** rng.normal(0.1, 0.25))
-    gamma = np.float32(rng.uniform(0.8, 1.25))
-    x = np.clip(x * wb * exposure, 0, 1) ** gamma
-    sat = np.float32(rng.uniform(0.7, 1.2))
-    grey = x.mean(2, keepdims=True)
-    x = np.clip(grey + (x - grey) * sat, 0, 1)
-    if rng.random() < 0.6:  # vignetting
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (h * h / 2)
-        x = x * (1 - np.float32(rng.uniform(0.1, 0.45)) * r2)[..., None]
-    img = Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8))
+    exposure = 2 ** rng.normal(0.1, 0.25)
+    gamma = rng.uniform(0.8, 1.25)
+    ramp = np.arange(256) / 255.0
+    lut = np.concatenate([np.clip(np.clip(ramp * g * exposure, 0, 1) ** gamma * 255 + 0.5, 0, 255) for g in wb])
+    img = Image.fromarray(photo).point(lut.astype(np.uint8).tolist())
+    img = ImageEnhance.Color(img).enhance(float(rng.uniform(0.7, 1.2)))  # saturation
     info = {"exposure": round(float(exposure), 3)}
-    r = rng.random()
-    if r < 0.35:  # a lower-resolution sensor, scaled up (soft)
+    if rng.random() < 0.35:  # a lower-resolution sensor, scaled up (soft)
         s = rng.uniform(0.45, 0.8)
         img = img.resize((int(w * s), int(h * s)), Image.BILINEAR).resize((w, h), Image.BILINEAR)
     blur = rng.uniform(0, 1.3) if rng.random() < 0.6 else 0.0
@@ -44,11 +48,14 @@ def camera(rng, photo: np.ndarray) -> tuple[np.ndarray, dict]:
             kernel[:k, 2] = 1
         img = img.filter(ImageFilter.Kernel((5, 5), kernel.ravel().tolist(), scale=float(k)))
     x = np.asarray(img, np.float32)
-    sigma = rng.uniform(1.0, 7.0)
-    noise = rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(sigma)
-    noise = noise + rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(sigma * rng.uniform(0.2, 0.6))
-    x = np.clip(x + noise * np.sqrt(np.maximum(x, 16.0) / 128.0), 0, 255)
-    out = (x + 0.5).astype(np.uint8)
+    gain = np.float32(1.0)
+    if rng.random() < 0.6:  # vignetting
+        gain = 1 - np.float32(rng.uniform(0.1, 0.45)) * _radius2(h, w)[..., None]
+    sigma = np.float32(rng.uniform(1.0, 6.0))
+    noise = rng.standard_normal((h, w, 1), dtype=np.float32) * sigma  # luminance noise, and coarser colour noise
+    chroma = rng.standard_normal((h // 2, w // 2, 3), dtype=np.float32) * (sigma * np.float32(rng.uniform(0.2, 0.6)))
+    noise = noise + np.repeat(np.repeat(chroma, 2, 0), 2, 1)[:h, :w]
+    out = np.clip(x * gain + noise + 0.5, 0, 255).astype(np.uint8)
     quality = int(rng.integers(30, 90)) if rng.random() < 0.7 else None
     if quality is not None:
         buf = io.BytesIO()
