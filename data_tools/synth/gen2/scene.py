@@ -138,9 +138,9 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     grasp_origin, grasp_axis = model.grasp.origin, g[:, 2]
 
     for attempt in range(1 + RETRIES):
-        fill = rng.uniform(0.35, 0.6) if close else rng.uniform(0.15, 0.32)
+        fill = rng.uniform(0.3, 0.44) if close else rng.uniform(0.15, 0.3)
         dist = fx * radius / (fill * SIZE)
-        target = rng.uniform(-0.2, 0.2, 3) * radius + (0 if close else (hand.wrist - grasp_origin) * rng.uniform(0, 0.5))
+        target = rng.uniform(-0.15, 0.15, 3) * radius + (0 if close else (hand.wrist - grasp_origin) * rng.uniform(0, 0.5))
         forward = -view
         up = np.cross(forward, rng.normal(size=3))
         up /= np.linalg.norm(up)
