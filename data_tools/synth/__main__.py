@@ -124,13 +124,23 @@ def _prepare(out: Path, args) -> None:
         raise SynthError(f"{out}: cannot write here ({e.strerror or e})") from e
     settings = {"seed": args.seed, "split_test": args.split_test, "clear_threshold": args.clear_threshold,
                 "classes": args.classes, "generation": args.generation}
+    if args.generation == 2:  # the photo bank decides the bytes: a resumed folder must see the same photos
+        from .gen2 import photos
+
+        settings["background_photos"] = len(photos.debian_files())
     saved = out / STATE / "settings.json"
     if saved.exists():
         old = json.loads(saved.read_text())
         old.setdefault("generation", 1)  # folders made before generation 2 existed
+        if args.generation != 2:
+            old.pop("background_photos", None)
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if "generation" in diff:
+            diff.pop("background_photos", None)
         if diff:
-            desc = ", ".join(f"--{k.replace('_', '-')} {a} (now {b})" for k, (a, b) in diff.items())
+            desc = ", ".join(f"{a} background photos (now {b}: install mate-backgrounds or set "
+                             "OCCMLLM_BACKGROUND_DIRS as before)" if k == "background_photos" else
+                             f"--{k.replace('_', '-')} {a} (now {b})" for k, (a, b) in diff.items())
             raise SynthError(f"{out} was generated with {desc}; use the same settings to resume, or a new folder")
     else:
         saved.write_text(json.dumps(settings, indent=2) + "\n")

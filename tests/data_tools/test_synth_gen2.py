@@ -155,3 +155,16 @@ def test_textured_render_shows_the_texture_and_its_highlight():
     shiny, _ = render_scene([Part(v, f, (1, 1, 1), uv=uv, texture_rect=(0, 0, 1, 1), specular=0.6)], K, 128,
                             lights=light, ambient=0.0, texture=atlas)
     assert shiny[64, 30, 1] > 100 > rgba[64, 30, 1]  # the highlight is added on top of the red print
+
+
+def test_resuming_with_other_background_photos_is_refused(tmp_path, monkeypatch, capsys):
+    """The photo bank decides a generation-2 sample's bytes: a folder is only resumed with the same photos."""
+    out = tmp_path / "bank"
+    monkeypatch.setenv(photos.ENV, str(tmp_path / "none" / "*.jpg"))
+    assert synth.main(["--out", str(out), "--n", "2", "--seed", "1", "--workers", "1"]) == 0
+    monkeypatch.setenv(photos.ENV, photos.DEBIAN_PHOTOS["mate-backgrounds"])
+    if not photos.available():
+        pytest.skip("mate-backgrounds is not installed")
+    capsys.readouterr()
+    assert synth.main(["--out", str(out), "--n", "4", "--seed", "1", "--workers", "1"]) == 2
+    assert "0 background photos (now 12" in capsys.readouterr().err

@@ -17,7 +17,10 @@ from PIL import Image
 # Debian package -> glob of its real photographs (looked at: all photos of real scenes)
 DEBIAN_PHOTOS = {"mate-backgrounds": "/usr/share/backgrounds/mate/nature/*.jpg"}
 SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "rocket")
-ENV = "OCCMLLM_BACKGROUND_DIRS"  # tests: an os.pathsep-separated list of globs that replaces DEBIAN_PHOTOS
+# An os.pathsep-separated list of globs that replaces DEBIAN_PHOTOS: a copy of the photos on a machine that cannot
+# install the package (e.g. OCCMLLM_BACKGROUND_DIRS='data/backgrounds/*.jpg' after copying the nature folder there),
+# or none at all (tests).
+ENV = "OCCMLLM_BACKGROUND_DIRS"
 _bank: list[tuple[str, Image.Image]] | None = None
 
 
@@ -33,7 +36,8 @@ def available() -> bool:
 def missing_message() -> str:
     return ("warning: no real background photos found (Debian package mate-backgrounds: "
             f"{DEBIAN_PHOTOS['mate-backgrounds']}); generation 2 uses procedural rooms only. Install it with "
-            "`sudo apt-get install mate-backgrounds` (`make setup` does) for photo backgrounds.")
+            "`sudo apt-get install mate-backgrounds` (`make setup` does) for photo backgrounds, or point "
+            f"{ENV} at a copy of its photos (a glob, e.g. 'data/backgrounds/*.jpg').")
 
 
 def bank() -> list[tuple[str, Image.Image]]:
