@@ -105,6 +105,39 @@ def _contact_shade(obj_parts, hand_parts, strength: float):
             p.vertex_colors = np.clip(base * occl[:, None], 0, 1)
 
 
+def _cast_shadows(parts, direction, strength: float, size: int = 128) -> float:
+    """Shadows of the key light (shining along ``direction``): the parts are drawn from the light into a depth map,
+    and vertices farther from the light than what it sees there are darkened (per vertex, so a finger's shadow on
+    the object is soft). Returns the share of vertices in shadow."""
+    allv = np.concatenate([p.vertices for p in parts])
+    centre = (allv.min(0) + allv.max(0)) / 2
+    extent = float(np.linalg.norm(allv.max(0) - allv.min(0))) / 2 + 1e-3
+    d = np.asarray(direction, dtype=np.float64)
+    d /= np.linalg.norm(d)
+    helper = np.array([0, 1.0, 0]) if abs(d[1]) < 0.9 else np.array([1.0, 0, 0])
+    x = np.cross(helper, d)
+    x /= np.linalg.norm(x)
+    rot = np.stack([x, np.cross(d, x), d])  # rows: light camera axes (x, y, forward)
+    eye = centre - d * (extent * 4)
+    f = size / 2 * 4 / 1.05  # the bounding sphere fills the light's view
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
+    lparts = [Part((p.vertices - eye) @ rot.T, p.faces) for p in parts]
+    _, depth = render_scene(lparts, K, size, lights=[], ambient=1.0, znear=extent, zfar=extent * 8)
+    shadowed = 0
+    for p, lp in zip(parts, lparts):
+        z = lp.vertices[:, 2]
+        px = np.clip((lp.vertices[:, :2] / z[:, None] * f + size / 2).astype(int), 0, size - 1)
+        seen = depth[px[:, 1], px[:, 0]]
+        normals = p.normals if p.normals is not None else vertex_normals(p.vertices, p.faces)
+        facing = normals @ d < 0  # turned towards the light: the side facing away is dark already
+        lit = (seen <= 0) | (z <= seen + 0.008) | ~facing
+        shadowed += int((~lit).sum())
+        base = p.vertex_colors if p.vertex_colors is not None else np.broadcast_to(np.asarray(p.color),
+                                                                                  (len(p.vertices), 3))
+        p.vertex_colors = np.clip(base * np.where(lit, 1.0, 1.0 - strength)[:, None], 0, 1)
+    return shadowed / len(allv)
+
+
 def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | None = None,
                 class_weights: np.ndarray | None = None) -> Sample:
     rng = sample_rng(seed, index)
@@ -155,6 +188,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         obj_parts = object_parts(model, to_cam, R, atlas, env)
         hand_parts, dressing = dress(rng, hand, to_cam, grasp_origin, grasp_axis)
         _contact_shade(obj_parts, hand_parts, float(rng.uniform(0.3, 0.6)))
+        _cast_shadows(obj_parts + hand_parts, key.direction, float(rng.uniform(0.25, 0.5)) * key.intensity)
         cam_v = to_cam(obj_v)
         rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=ambient,
                                    texture=atlas.image)
