@@ -2,7 +2,7 @@
 
     python tests/benchmarks/bench_synth.py                       # 2,000 samples, 2 workers, in a temp folder
     python tests/benchmarks/bench_synth.py --n 4000 --out /tmp/synth_bench --keep
-    python tests/benchmarks/bench_synth.py --n 3000 --generation 1 --classifier none     # the first generation, speed only
+    python tests/benchmarks/bench_synth.py --n 3000 --generation 1 --classifier none   # generation 1, speed only
 
 Prints samples/s (wall clock, and CPU seconds per sample of the workers), bytes per sample, the projection to the
 paper's 110,000 samples, the per-class histogram of visible fraction, the share under 50% visible, and the test
@@ -168,7 +168,8 @@ def main() -> int:
 def report_speed(out: Path, args, wall: float, cpu: float) -> None:
     total = folder_bytes(out)
     load = os.getloadavg()
-    print(f"\n== speed and disk (generation {args.generation}, {args.n} samples, {args.workers} workers, {os.cpu_count()} CPUs, "
+    print(f"\n== speed and disk (generation {args.generation}, {args.n} samples, {args.workers} workers, "
+          f"{os.cpu_count()} CPUs, "
           f"load average now {load[0]:.1f}: other agents share this CPU)")
     print(f"wall {wall:.1f} s -> {args.n / wall:.1f} samples/s (start-up, manifest and JSONL writing included)")
     print(f"CPU {cpu / args.n * 1000:.1f} ms per sample -> {2 / (cpu / args.n):.1f} samples/s "

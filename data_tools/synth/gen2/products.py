@@ -218,7 +218,8 @@ def can(rng) -> ObjectModel:
         dome = R * _u(rng, 0.5, 0.8)
         t = np.linspace(0, 1, 6)[1:]
         strokes = [np.array([[0, 0.006], [R * 0.8, 0], [R, 0.006]]), np.array([[R, 0.006], [R, H]]),
-                   np.column_stack([R * np.cos(t * np.pi / 2) * 0.85 + R * 0.15 * (1 - t), H + dome * np.sin(t * np.pi / 2)]),
+                   np.column_stack([R * np.cos(t * np.pi / 2) * 0.85 + R * 0.15 * (1 - t),
+                                    H + dome * np.sin(t * np.pi / 2)]),
                    np.array([[R * 0.15, H + dome], [0, H + dome]])]
         band, paper = (0.01, H - 0.005), tx.hsv(rng.uniform(0, 1), rng.uniform(0.2, 1), rng.uniform(0.2, 1))
         body = Material(tuple(paper), 0.25, specular=0.7, shininess=40)
@@ -279,7 +280,7 @@ def jar(rng) -> ObjectModel:
 def bowl(rng) -> ObjectModel:
     model = FAMILIES["bowl"](rng)
     verts = np.concatenate([s.vertices for s in model.solids])
-    R, h = float(np.abs(verts[:, :2]).max()), float(verts[:, 2].max())
+    h = float(verts[:, 2].max())
     wooden = rng.random() < 0.25
     if wooden:
         body = Material((1, 1, 1), 0.6, specular=0.2, shininess=20, texture=tx.surface(rng, "wood", 128),
@@ -320,7 +321,8 @@ def cellphone(rng) -> ObjectModel:
     model = FAMILIES["cellphone"](rng)
     W, L = model.params["width"], model.params["length"]
     body = _plastic(rng, _choice(rng, [(0.08, 0.08, 0.09), (0.9, 0.9, 0.92), (0.75, 0.75, 0.78), (0.2, 0.3, 0.6),
-                                       (0.7, 0.55, 0.45), tx.hsv(rng.uniform(0, 1), 0.6, 0.7)]), gloss=_u(rng, 0.3, 0.8))
+                                       (0.7, 0.55, 0.45), tx.hsv(rng.uniform(0, 1), 0.6, 0.7)]),
+                    gloss=_u(rng, 0.3, 0.8))
     if rng.random() < 0.3:
         body.metallic = True
     scr = Material((1, 1, 1), 0.05, specular=0.9, shininess=80, texture=tx.screen(rng, 96, 192), mapping="planar",
@@ -415,7 +417,8 @@ def _reflex(rng) -> ObjectModel:
     grip = _u(rng, 0.03, 0.04)
     solids.append(transform(slab(grip, H * 0.95, _u(rng, 0.02, 0.03), 0.01), None, (W / 2 - grip / 2, 0, D / 2 + 0.01)))
     hw = _u(rng, 0.045, 0.06)  # pentaprism hump
-    solids.append(transform(slab(hw, D * 0.7, _u(rng, 0.02, 0.03), 0.006), rotation_x(np.pi / 2), (lx, H / 2 + 0.01, 0)))
+    solids.append(transform(slab(hw, D * 0.7, _u(rng, 0.02, 0.03), 0.006), rotation_x(np.pi / 2),
+                            (lx, H / 2 + 0.01, 0)))
     solids.append(transform(cylinder(0.006, 0, 0.005, 14, shade=1), rotation_x(-np.pi / 2), (W / 2 - 0.02, H / 2, 0)))
     rot = np.stack([[0, 0, -1.0], np.cross([0, 1.0, 0], [0, 0, -1.0]), [0, 1.0, 0]], axis=1)
     grasp = Grasp(np.array([W / 2 - 0.03, 0, 0]), rot, D / 2 + 0.01, 0.03, 6.0, slide=H * 0.1, max_wrap=0.07)

@@ -17,10 +17,13 @@ from . import photos, textures as tx
 
 RES = 128
 
-_BOX_FACES = [  # (normal axis, sign) -> the face's 4 corners in unit-cube coordinates, counter-clockwise from outside
-    np.array([[1, -1, -1], [1, 1, -1], [1, 1, 1], [1, -1, 1]]), np.array([[-1, -1, -1], [-1, -1, 1], [-1, 1, 1], [-1, 1, -1]]),
-    np.array([[-1, 1, -1], [-1, 1, 1], [1, 1, 1], [1, 1, -1]]), np.array([[-1, -1, -1], [1, -1, -1], [1, -1, 1], [-1, -1, 1]]),
-    np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]]), np.array([[-1, -1, -1], [-1, 1, -1], [1, 1, -1], [1, -1, -1]]),
+_BOX_FACES = [  # +x, -x, +y, -y, +z, -z: the face's 4 corners in unit-cube coordinates
+    np.array([[1, -1, -1], [1, 1, -1], [1, 1, 1], [1, -1, 1]]),
+    np.array([[-1, -1, -1], [-1, -1, 1], [-1, 1, 1], [-1, 1, -1]]),
+    np.array([[-1, 1, -1], [-1, 1, 1], [1, 1, 1], [1, 1, -1]]),
+    np.array([[-1, -1, -1], [1, -1, -1], [1, -1, 1], [-1, -1, 1]]),
+    np.array([[-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]]),
+    np.array([[-1, -1, -1], [-1, 1, -1], [1, 1, -1], [1, -1, -1]]),
 ]
 
 
@@ -70,32 +73,34 @@ def room(rng, size: int, fx: float) -> tuple[np.ndarray, str]:
 
     wall = atlas.add(tx.surface(rng, "plaster", 64, neutral()))
     wall2 = atlas.add(tx.surface(rng, ["plaster", "paper", "tiles"][int(rng.integers(3))], 64, neutral()))
-    I = np.eye(3)
-    parts.append(box((0, eye + 0.05, depth / 2), (width, 0.05, depth + 2), I, white, floor, 0.6))
-    parts.append(box((0, eye - height / 2, depth + 0.05), (width, height / 2, 0.05), I, white, wall, 1.0))
+    eye3 = np.eye(3)
+    parts.append(box((0, eye + 0.05, depth / 2), (width, 0.05, depth + 2), eye3, white, floor, 0.6))
+    parts.append(box((0, eye - height / 2, depth + 0.05), (width, height / 2, 0.05), eye3, white, wall, 1.0))
     side = rng.choice([-1, 1])
-    parts.append(box((side * width / 2, eye - height / 2, depth / 2), (0.05, height / 2, depth + 2), I, white, wall2, 1.0))
-    parts.append(box((0, eye - height - 0.05, depth / 2), (width, 0.05, depth + 2), I, white, wall, 1.0))
+    parts.append(box((side * width / 2, eye - height / 2, depth / 2), (0.05, height / 2, depth + 2), eye3, white, wall2,
+                     1.0))
+    parts.append(box((0, eye - height - 0.05, depth / 2), (width, 0.05, depth + 2), eye3, white, wall, 1.0))
     # posters or windows with real photographs
     for _ in range(int(rng.integers(0, 3)) if use_photos else 0):
         img, _ = photos.photo(rng, 96)
         w_, h_ = rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.0)
         parts.append(box((rng.uniform(-width / 3, width / 3), eye - rng.uniform(1.0, 2.0), depth - 0.01),
-                         (w_ / 2, h_ / 2, 0.01), I, white, atlas.add(img), max(w_, h_) * 2.1))
+                         (w_ / 2, h_ / 2, 0.01), eye3, white, atlas.add(img), max(w_, h_) * 2.1))
     # furniture along the back wall
     for _ in range(int(rng.integers(2, 7))):
         w_, h_, d_ = rng.uniform(0.3, 1.5), rng.uniform(0.3, 2.0), rng.uniform(0.2, 0.6)
         x = rng.uniform(-width / 2, width / 2)
         z = depth - d_ / 2 - rng.uniform(0, 0.8)
         col = tx.hsv(rng.uniform(0, 1), rng.uniform(0, 0.5), rng.uniform(0.2, 1))
-        parts.append(box((x, eye - h_ / 2, z), (w_ / 2, h_ / 2, d_ / 2), rotation_y(rng.normal(0, 0.2)), col, tile(), 0.5))
+        parts.append(box((x, eye - h_ / 2, z), (w_ / 2, h_ / 2, d_ / 2), rotation_y(rng.normal(0, 0.2)), col, tile(),
+                         0.5))
     # a table or desk between the camera and the wall
     if rng.random() < 0.75:
         top_y = eye - rng.uniform(0.7, 0.8)
         z = rng.uniform(0.6, max(0.7, depth - 0.4))
         tw, td = rng.uniform(0.8, 2.0), rng.uniform(0.5, 1.0)
         col = tx.hsv(rng.uniform(0, 1), rng.uniform(0, 0.3), rng.uniform(0.4, 1))
-        parts.append(box((rng.uniform(-0.5, 0.5), top_y + 0.02, z), (tw / 2, 0.02, td / 2), I, col,
+        parts.append(box((rng.uniform(-0.5, 0.5), top_y + 0.02, z), (tw / 2, 0.02, td / 2), eye3, col,
                          tile(["wood", "plaster", "metal"][int(rng.integers(3))]), 0.6))
         for _ in range(int(rng.integers(1, 6))):  # distractors on it
             s = rng.uniform(0.05, 0.25)
@@ -112,7 +117,8 @@ def room(rng, size: int, fx: float) -> tuple[np.ndarray, str]:
         skin = tx.hsv(rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.6), rng.uniform(0.35, 0.95))
         parts.append(ball((px, eye - 1.25, pz), (0.22, 0.35, 0.13), c))
         parts.append(ball((px, eye - 1.72, pz), (0.09, 0.12, 0.1), skin))
-        parts.append(ball((px, eye - 0.5, pz), (0.2, 0.45, 0.12), tx.hsv(rng.uniform(0, 1), 0.3, rng.uniform(0.1, 0.5))))
+        legs = tx.hsv(rng.uniform(0, 1), 0.3, rng.uniform(0.1, 0.5))
+        parts.append(ball((px, eye - 0.5, pz), (0.2, 0.45, 0.12), legs))
         for s in (-1, 1):
             parts.append(ball((px + s * 0.27, eye - 1.15, pz), (0.06, 0.32, 0.06), c, rotation_x(0.0)))
     # camera orientation: look ahead, a little down or up, a little to the side

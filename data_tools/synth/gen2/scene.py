@@ -16,7 +16,7 @@ from occmllm.render import Light, Part, render_object, render_scene, vertex_norm
 
 from ..geometry import merge
 from ..hand import make_hand
-from ..scene import GRID, MIN_VISIBLE, RETRIES, SIZE, Sample, _occupancy, _soften_edges, attributes
+from ..scene import MIN_VISIBLE, RETRIES, SIZE, Sample, _occupancy, _soften_edges, attributes
 from . import photometric, photos, rooms
 from .products import make_product
 from .skin import dress
@@ -173,7 +173,9 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     for attempt in range(1 + RETRIES):
         fill = rng.uniform(0.3, 0.44) if close else rng.uniform(0.15, 0.3)
         dist = fx * radius / (fill * SIZE)
-        target = rng.uniform(-0.15, 0.15, 3) * radius + (0 if close else (hand.wrist - grasp_origin) * rng.uniform(0, 0.5))
+        target = rng.uniform(-0.15, 0.15, 3) * radius
+        if not close:  # wider shots: towards the wrist, more of the arm in frame
+            target = target + (hand.wrist - grasp_origin) * rng.uniform(0, 0.5)
         forward = -view
         up = np.cross(forward, rng.normal(size=3))
         up /= np.linalg.norm(up)

@@ -68,7 +68,8 @@ def product_label(rng, width: int, height: int, body, border=None) -> np.ndarray
         for _ in range(int(rng.integers(1, 4))):
             y = rng.uniform(0, 1) * height
             h = rng.uniform(0.04, 0.25) * height
-            d.rectangle([0, y, width, y + h], fill=rgb255(hsv(rng.uniform(0, 1), rng.uniform(0.3, 1), rng.uniform(0.3, 1))))
+            band = hsv(rng.uniform(0, 1), rng.uniform(0.3, 1), rng.uniform(0.3, 1))
+            d.rectangle([0, y, width, y + h], fill=rgb255(band))
     elif style == 1:  # diagonal or vertical stripes
         step = rng.uniform(0.04, 0.2) * width
         slant = rng.uniform(-0.6, 0.6) * height
