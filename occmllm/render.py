@@ -13,6 +13,13 @@ worker process pays the context set-up once (about 10-20 ms a frame afterwards o
 
 ``render_scene`` is the general form (several coloured parts, an RGBA result and the depth map); the dataset
 generator (``data_tools.synth``) draws its photos with it, so there is one renderer in the project.
+
+Textured drawing (``render_scene(..., texture=atlas)``, used by the second-generation generator): one RGB atlas per
+frame; a part with ``uv`` and a ``texture_rect`` (x, y, w, h of its tile, in atlas fractions) multiplies its lit
+colour by the tile's texels (``texture_repeat``: the tile repeats, u and v counted in tiles), per-vertex base colours
+(``vertex_colors``), given ``normals`` (a mesh unrolled per face corner keeps its smooth normals) and its own
+highlight (``specular`` strength, ``shininess`` exponent) are honoured, and the highlight is added after the texture
+(a glossy label shines white). Without ``texture`` a frame is drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -39,6 +46,14 @@ class Part:
     color: tuple[float, float, float] = GREY
     roughness: float = 0.8
     smooth: bool = True
+    # the fields below are read only by a textured draw (render_scene(..., texture=...))
+    uv: np.ndarray | None = None  # (N,2) texture coordinates inside texture_rect (0..1, or tiles when repeating)
+    texture_rect: tuple[float, float, float, float] | None = None  # x, y, w, h of the tile, in atlas fractions
+    texture_repeat: bool = False
+    vertex_colors: np.ndarray | None = None  # (N,3) base colour per vertex, 0..1 (replaces ``color``)
+    normals: np.ndarray | None = None  # (N,3) unit normals (default: area-weighted from the faces)
+    specular: float | None = None  # highlight strength (default 0.35 * (1 - roughness))
+    shininess: float = 24.0
 
 
 @dataclass
@@ -155,6 +170,70 @@ def shade_vertices(positions: np.ndarray, normals: np.ndarray, color, roughness:
     return np.clip(out, 0.0, 1.0)
 
 
+def shade_split(positions: np.ndarray, normals: np.ndarray, base: np.ndarray, specular: float, shininess: float,
+                lights: list[Light], ambient: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex (diffuse, highlight) (N,3) each: the lit base colour, to be multiplied by a texture, and the
+    highlight added after it. The same light model as ``shade_vertices`` (normals turned towards the camera)."""
+    n = normals.copy()
+    n[np.einsum("ij,ij->i", n, positions) > 0] *= -1
+    view = -positions / (np.linalg.norm(positions, axis=1, keepdims=True) + 1e-12)
+    base = np.broadcast_to(np.asarray(base, dtype=np.float64), (len(n), 3))
+    diffuse = np.full((len(n), 3), ambient) * base
+    spec_out = np.zeros((len(n), 3))
+    for light in lights:
+        d = np.asarray(light.direction, dtype=np.float64)
+        to_light = -d / (np.linalg.norm(d) + 1e-12)
+        lam = np.clip(n @ to_light, 0.0, None)[:, None]
+        half = view + to_light
+        half /= np.linalg.norm(half, axis=1, keepdims=True) + 1e-12
+        spec = np.clip(np.einsum("ij,ij->i", n, half), 0.0, None)[:, None] ** shininess * specular
+        lc = light.intensity * np.asarray(light.color)
+        diffuse += lc * lam * base
+        spec_out += lc * spec * (lam > 0)
+    return diffuse, spec_out
+
+
+def _textured_arrays(parts: list[Part], lights: list[Light], ambient: float):
+    """Vertex rows (position 3, diffuse 3, highlight 3, uv 2, tile rect 4) and indices for the textured shader."""
+    rows, indices, offset = [], [], 0
+    for part in parts:
+        v = np.asarray(part.vertices, dtype=np.float64)
+        f = np.asarray(part.faces, dtype=np.int64)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"vertices must be (N,3) and faces (M,3), got {v.shape} and {f.shape}")
+        if len(f) == 0:
+            continue
+        base = part.vertex_colors if part.vertex_colors is not None else np.asarray(part.color, dtype=np.float64)
+        uv = part.uv
+        if part.normals is not None:
+            pos, normals, idx = v, np.asarray(part.normals, dtype=np.float64), f
+        elif part.smooth:
+            pos, normals, idx = v, vertex_normals(v, f), f
+        else:
+            pos = v[f].reshape(-1, 3)
+            fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+            fn /= np.linalg.norm(fn, axis=1, keepdims=True) + 1e-20
+            normals, idx = np.repeat(fn, 3, axis=0), np.arange(len(pos)).reshape(-1, 3)
+            if part.vertex_colors is not None:
+                base = np.asarray(base)[f].reshape(-1, 3)
+            if uv is not None:
+                uv = np.asarray(uv)[f].reshape(-1, 2)
+        specular = 0.35 * (1.0 - part.roughness) if part.specular is None else part.specular
+        diffuse, spec = shade_split(pos, normals, base, specular, part.shininess, lights, ambient)
+        row = np.zeros((len(pos), 15), dtype=np.float32)
+        row[:, 0:3], row[:, 3:6], row[:, 6:9] = pos, diffuse, spec
+        if uv is not None and part.texture_rect is not None:
+            x, y, w, h = part.texture_rect
+            row[:, 9:11] = uv
+            row[:, 11:15] = (x, y, w, h if part.texture_repeat else -h)
+        rows.append(row)
+        indices.append(idx + offset)
+        offset += len(pos)
+    if not rows:
+        return None, None
+    return np.concatenate(rows), np.concatenate(indices).astype(np.uint32)
+
+
 def render_scene(
     parts: list[Part],
     K,
@@ -165,6 +244,7 @@ def render_scene(
     k_size: int | None = None,
     znear: float = 0.01,
     zfar: float = 20.0,
+    texture: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``parts`` from the OpenCV camera ``K`` at the origin.
 
@@ -173,9 +253,21 @@ def render_scene(
     (``shade_vertices``) and drawn unlit by OpenGL, about 4x cheaper than pyrender's PBR shader on a software GL.
     A light's ``intensity`` scales its Lambert term (1.0 = full base colour when facing the light).
     Under OSMesa the draw is one raw OpenGL call on one vertex buffer (``_RawGL``); otherwise pyrender draws it.
+    ``texture``: a uint8 (H, W, 3) atlas; the frame is then drawn by the textured shader (module docstring), always
+    through raw OpenGL on the current platform's context (OSMesa or EGL).
     """
     K = _scaled_k(K, size, k_size)
     lights = lights if lights is not None else [Light()]
+    if texture is not None:
+        rows, indices = _textured_arrays(parts, lights, ambient)
+        if rows is None:
+            return np.zeros((size, size, 4), np.uint8), np.zeros((size, size), np.float32)
+        color, depth = _raw_gl(size).draw_textured(rows, indices, np.ascontiguousarray(texture, dtype=np.uint8),
+                                                   _projection(K, size, znear, zfar), znear, zfar)
+        rgba = np.empty((size, size, 4), dtype=np.uint8)
+        rgba[..., :3] = color[..., :3]
+        rgba[..., 3] = np.where(depth > 0, 255, 0)
+        return rgba, depth
     positions, colors, indices, offset = [], [], [], 0
     for part in parts:
         v = np.asarray(part.vertices, dtype=np.float64)
@@ -248,6 +340,41 @@ in vec3 v_color;
 out vec4 frag_color;
 void main() { frag_color = vec4(v_color, 1.0); }
 """
+_TEX_VERTEX_SHADER = """#version 330 core
+layout(location = 0) in vec3 position;
+layout(location = 1) in vec3 diffuse;
+layout(location = 2) in vec3 highlight;
+layout(location = 3) in vec2 uv;
+layout(location = 4) in vec4 rect;
+uniform mat4 projection;
+out vec3 v_diffuse;
+out vec3 v_highlight;
+out vec2 v_uv;
+flat out vec4 v_rect;
+void main() {
+    v_diffuse = diffuse;
+    v_highlight = highlight;
+    v_uv = uv;
+    v_rect = rect;
+    gl_Position = projection * vec4(position.x, -position.y, -position.z, 1.0);
+}
+"""
+_TEX_FRAGMENT_SHADER = """#version 330 core
+in vec3 v_diffuse;
+in vec3 v_highlight;
+in vec2 v_uv;
+flat in vec4 v_rect;
+uniform sampler2D atlas;
+out vec4 frag_color;
+void main() {
+    vec3 t = vec3(1.0);
+    if (v_rect.z > 0.0) {
+        vec2 local = v_rect.w > 0.0 ? fract(v_uv) : clamp(v_uv, 0.0, 1.0);
+        t = texture(atlas, v_rect.xy + local * abs(v_rect.zw)).rgb;
+    }
+    frag_color = vec4(min(v_diffuse * t + v_highlight, vec3(1.0)), 1.0);
+}
+"""
 _raw: dict[int, "_RawGL"] = {}
 
 
@@ -267,6 +394,81 @@ class _RawGL:
         self.projection = gl.glGetUniformLocation(self.program, "projection")
         self.vao = gl.glGenVertexArrays(1)
         self.vbo, self.ebo = gl.glGenBuffers(2)
+        self.tex_program = None
+
+    def _setup_textured(self):
+        from OpenGL import GL as gl
+        from OpenGL.GL import shaders
+
+        self.tex_program = shaders.compileProgram(
+            shaders.compileShader(_TEX_VERTEX_SHADER, gl.GL_VERTEX_SHADER),
+            shaders.compileShader(_TEX_FRAGMENT_SHADER, gl.GL_FRAGMENT_SHADER))
+        self.tex_projection = gl.glGetUniformLocation(self.tex_program, "projection")
+        self.tex_sampler = gl.glGetUniformLocation(self.tex_program, "atlas")
+        self.tex_vao = gl.glGenVertexArrays(1)
+        self.tex_vbo, self.tex_ebo = gl.glGenBuffers(2)
+        self.texture = gl.glGenTextures(1)
+
+    def draw_textured(self, rows, indices, atlas, projection, znear, zfar):
+        """One frame with the textured shader: rows (N,15) float32 from ``_textured_arrays``, atlas (H,W,3)."""
+        import ctypes
+
+        from OpenGL import GL as gl
+
+        self.platform.make_current()
+        if self.tex_program is None:
+            self._setup_textured()
+        n = self.size
+        if os.environ.get("PYOPENGL_PLATFORM") != "osmesa":  # EGL has no default framebuffer: pyrender's own
+            renderer = _renderer(n, n)._renderer
+            renderer._configure_main_framebuffer()
+            gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, renderer._main_fb)
+        gl.glViewport(0, 0, n, n)
+        gl.glEnable(gl.GL_DEPTH_TEST)
+        gl.glDepthFunc(gl.GL_LESS)
+        gl.glDisable(gl.GL_CULL_FACE)
+        gl.glClearColor(0.0, 0.0, 0.0, 0.0)
+        gl.glClear(gl.GL_COLOR_BUFFER_BIT | gl.GL_DEPTH_BUFFER_BIT)
+        gl.glUseProgram(self.tex_program)
+        gl.glUniformMatrix4fv(self.tex_projection, 1, gl.GL_TRUE, projection.astype(np.float32))
+        gl.glActiveTexture(gl.GL_TEXTURE0)
+        gl.glBindTexture(gl.GL_TEXTURE_2D, self.texture)
+        gl.glPixelStorei(gl.GL_UNPACK_ALIGNMENT, 1)
+        h, w = atlas.shape[:2]
+        gl.glTexImage2D(gl.GL_TEXTURE_2D, 0, gl.GL_RGB8, w, h, 0, gl.GL_RGB, gl.GL_UNSIGNED_BYTE, atlas)
+        gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_MIN_FILTER, gl.GL_LINEAR)
+        gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_MAG_FILTER, gl.GL_LINEAR)
+        gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_WRAP_S, gl.GL_CLAMP_TO_EDGE)
+        gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_WRAP_T, gl.GL_CLAMP_TO_EDGE)
+        gl.glUniform1i(self.tex_sampler, 0)
+        gl.glBindVertexArray(self.tex_vao)
+        data = np.ascontiguousarray(rows, dtype=np.float32)
+        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, self.tex_vbo)
+        gl.glBufferData(gl.GL_ARRAY_BUFFER, data.nbytes, data, gl.GL_STREAM_DRAW)
+        stride = data.shape[1] * 4
+        for loc, (start, count) in enumerate(((0, 3), (3, 3), (6, 3), (9, 2), (11, 4))):
+            gl.glVertexAttribPointer(loc, count, gl.GL_FLOAT, gl.GL_FALSE, stride, ctypes.c_void_p(start * 4))
+            gl.glEnableVertexAttribArray(loc)
+        idx = np.ascontiguousarray(indices, dtype=np.uint32)
+        gl.glBindBuffer(gl.GL_ELEMENT_ARRAY_BUFFER, self.tex_ebo)
+        gl.glBufferData(gl.GL_ELEMENT_ARRAY_BUFFER, idx.nbytes, idx, gl.GL_STREAM_DRAW)
+        gl.glDrawElements(gl.GL_TRIANGLES, idx.size, gl.GL_UNSIGNED_INT, None)
+        return self._read(znear, zfar)
+
+    def _read(self, znear, zfar):
+        from OpenGL import GL as gl
+
+        n = self.size
+        gl.glPixelStorei(gl.GL_PACK_ALIGNMENT, 1)
+        color = np.frombuffer(gl.glReadPixels(0, 0, n, n, gl.GL_RGB, gl.GL_UNSIGNED_BYTE), np.uint8)
+        d = np.frombuffer(gl.glReadPixels(0, 0, n, n, gl.GL_DEPTH_COMPONENT, gl.GL_FLOAT), np.float32)
+        gl.glBindVertexArray(0)
+        color = color.reshape(n, n, 3)[::-1]
+        d = d.reshape(n, n)[::-1]
+        drawn = d < 1.0
+        z_ndc = 2.0 * d - 1.0
+        depth = np.where(drawn, 2.0 * znear * zfar / (zfar + znear - z_ndc * (zfar - znear)), 0.0).astype(np.float32)
+        return np.ascontiguousarray(color), np.ascontiguousarray(depth)
 
     def draw(self, positions, colors, indices, projection, znear, zfar):
         import ctypes

@@ -1,6 +1,13 @@
-"""Generate an ObMan-style dataset: a hand with forearm and sleeve holding a grey object over a photo, 256x256.
+"""Generate an ObMan-style dataset: a hand with forearm and sleeve holding an object over a background, 256x256.
 
     python -m data_tools.synth --out data/synth --n 110000 --seed 0 --workers 2 --split-test 0.1
+    python -m data_tools.synth --out data/synth_g1 --n 1000 --generation 1     # the first generation, unchanged
+
+--generation 2 (the default; data_tools/synth/gen2/): products with printed labels, glossy and metallic materials
+and several shape variants per class, a dressed hand (skin tones, knuckles, nails, sleeves), ObMan's hand-centred
+framing mixed with wider shots, real background photos (Debian's mate-backgrounds, installed by the Makefile; a
+warning where missing) and rendered rooms (structured domain randomisation), and a randomised camera (white
+balance, exposure, blur, noise, JPEG). --generation 1: grey objects over scikit-image photos, as first shipped.
 
 Writes (layout in .notes/COMMON.md): {split}/images/{id}.jpg, renders/{id}.png (object alone, grey on black),
 masks/{id}.png (R = amodal, G = visible object mask), shapes/{id}.npz (camera-frame mesh, K, bit-packed 32^3
@@ -12,8 +19,8 @@ data_tools/synth/scene.py. `python -m data_tools.relabel` applies the seed's rul
 Deterministic: sample i is made from (seed, i) alone (same machine and Mesa build -> same bytes, any --workers).
 Resumable: re-running the same command into the same folder skips complete samples (those whose shape file exists,
 written last) and only rewrites the split files. Ctrl-C stops cleanly; so does a full disk.
-Speed (tests/benchmarks/bench_synth.py, 2 workers, other agents sharing the 2 cores): about 37 ms of CPU and 36 KB of
-disk per sample; 18 samples/s wall while the machine was loaded.
+Speed (tests/benchmarks/bench_synth.py, 2 workers on this project's 2 cores, nearly idle): generation 2 about 44 ms of
+CPU and 31 KB of disk per sample, 45 samples/s wall; generation 1 about 27 ms, 36 KB, 76 samples/s.
 """
 
 from __future__ import annotations
@@ -65,7 +72,12 @@ def _make_one(index: int) -> dict:
 
     c = _config
     split = "test" if is_test(c["seed"], index, c["split_test"]) else "train"
-    sample = make_sample(c["seed"], index, c["clear_threshold"], class_weights=c["weights"])
+    if c.get("generation", 2) == 2:
+        from .gen2.scene import make_sample as make_sample_gen2
+
+        sample = make_sample_gen2(c["seed"], index, c["clear_threshold"], class_weights=c["weights"])
+    else:
+        sample = make_sample(c["seed"], index, c["clear_threshold"], class_weights=c["weights"])
     return writer.write_sample(Path(c["out"]), split, sample)
 
 
@@ -81,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="clarity label: 'No.' when the visible fraction of the object is below this (0..1)")
     p.add_argument("--classes", choices=("uniform", "seed"), default="uniform",
                    help="class frequencies: uniform, or the seed's ObMan training-set proportions")
+    p.add_argument("--generation", type=int, choices=(1, 2), default=2,
+                   help="2 (default): product-like objects, dressed hands, real photos and rendered rooms behind, "
+                        "a randomised camera; 1: the first generation's grey objects, byte for byte as before")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"--n must be at least 1, got {args.n}")
@@ -108,13 +123,24 @@ def _prepare(out: Path, args) -> None:
     except OSError as e:
         raise SynthError(f"{out}: cannot write here ({e.strerror or e})") from e
     settings = {"seed": args.seed, "split_test": args.split_test, "clear_threshold": args.clear_threshold,
-                "classes": args.classes}
+                "classes": args.classes, "generation": args.generation}
+    if args.generation == 2:  # the photo bank decides the bytes: a resumed folder must see the same photos
+        from .gen2 import photos
+
+        settings["background_photos"] = len(photos.debian_files())
     saved = out / STATE / "settings.json"
     if saved.exists():
         old = json.loads(saved.read_text())
+        old.setdefault("generation", 1)  # folders made before generation 2 existed
+        if args.generation != 2:
+            old.pop("background_photos", None)
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if "generation" in diff:
+            diff.pop("background_photos", None)
         if diff:
-            desc = ", ".join(f"--{k.replace('_', '-')} {a} (now {b})" for k, (a, b) in diff.items())
+            desc = ", ".join(f"{a} background photos (now {b}: install mate-backgrounds or set "
+                             "OCCMLLM_BACKGROUND_DIRS as before)" if k == "background_photos" else
+                             f"--{k.replace('_', '-')} {a} (now {b})" for k, (a, b) in diff.items())
             raise SynthError(f"{out} was generated with {desc}; use the same settings to resume, or a new folder")
     else:
         saved.write_text(json.dumps(settings, indent=2) + "\n")
@@ -134,7 +160,7 @@ def _cached_rows(out: Path) -> dict[str, dict]:
     return rows
 
 
-def finish(out: Path, n: int, seed: int) -> dict[str, int]:
+def finish(out: Path, n: int, seed: int, generation: int = 2) -> dict[str, int]:
     """Manifests, JSONL files and meta.json from the complete samples with index < n. Returns rows per split.
 
     Rows come from the run's log (.synth/rows.jsonl) and, for a complete sample the log lacks, from the labels stored
@@ -150,7 +176,7 @@ def finish(out: Path, n: int, seed: int) -> dict[str, int]:
         manifest = writer.write_manifest(out, split, rows)
         counts[split] = writer.write_label_files(out, split, manifest, seed)
         sizes[split] = len(rows)
-    writer.write_meta(out, counts)
+    writer.write_meta(out, counts, generation)
     return sizes
 
 
@@ -167,7 +193,13 @@ def main(argv=None) -> int:
         if done:
             print(f"resuming: {args.n - len(todo)} of {args.n} samples already complete")
         config = {"out": str(out), "seed": args.seed, "split_test": args.split_test,
-                  "clear_threshold": args.clear_threshold, "weights": class_weights(args.classes)}
+                  "clear_threshold": args.clear_threshold, "weights": class_weights(args.classes),
+                  "generation": args.generation}
+        if args.generation == 2 and todo:
+            from .gen2 import photos
+
+            if not photos.available():
+                print(photos.missing_message(), file=sys.stderr)
         start = time.time()
         bar = tqdm(total=len(todo), desc="synth", unit="sample", smoothing=0.05)
         with open(out / STATE / "rows.jsonl", "a", encoding="utf-8") as log:
@@ -191,7 +223,7 @@ def main(argv=None) -> int:
                         raise
         bar.close()
         elapsed = time.time() - start
-        sizes = finish(out, args.n, args.seed)
+        sizes = finish(out, args.n, args.seed, args.generation)
         rate = len(todo) / elapsed if elapsed > 0 and todo else float("nan")
         print(f"{out}: {sizes['train']} train + {sizes['test']} test samples "
               f"({len(todo)} made in {elapsed:.1f} s, {rate:.1f} samples/s)")

@@ -121,6 +121,7 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
     parts = []
     knuckles = []
     finger_params = []
+    chains = []  # joint positions of each finger and the thumb (grasp frame), for dressing the hand (nails)
     for i, (lengths, radius) in enumerate(FINGERS):
         r = radius * scale
         z0 = z_centre + (1.5 - i) * spacing
@@ -131,6 +132,7 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
         tilt = rng.normal(0, 0.12) + (1.5 - i) * 0.06
         joints = _follow(pts, arc, [length * scale for length in lengths], wrap, z0, tilt)
         knuckles.append(joints[0])
+        chains.append((joints, r))
         parts += _chain(joints, r)
         finger_params.append(dict(curl=float(curl), tilt=float(tilt)))
     knuckles = np.array(knuckles)
@@ -162,6 +164,7 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
     cmc = thenar_c + u * 0.01
     parts.append(_tube(cmc, t_joints[0], 0.014 * scale, t_radius * scale))
     parts += _chain(t_joints, t_radius * scale)
+    chains.append((t_joints, t_radius * scale))
     # forearm and sleeve
     wrist = np.array([*wrist2d, z_centre]) + n_out * (palm_th / 2 - 0.009 * scale)
     flex, dev = rng.uniform(-0.5, 0.45), rng.uniform(-0.45, 0.45)
@@ -184,6 +187,8 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
     if mirror:  # a left hand: mirror across the cross-section plane
         skin_v, sleeve_v = skin_v * [1, 1, -1], sleeve_v * [1, 1, -1]
         skin_f, sleeve_f = skin_f[:, ::-1], sleeve_f[:, ::-1]
+    flip = np.array([1, 1, -1]) if mirror else np.ones(3)
+    chains = [((j * flip) @ R.T + o, r) for j, r in chains]
     tone = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.9, 1.05, 3)
     hsv_sleeve = rng.uniform(0, 1, 3)
     sleeve_color = _hsv_to_rgb(hsv_sleeve[0], hsv_sleeve[1] * 0.7, 0.15 + 0.75 * hsv_sleeve[2])
@@ -195,7 +200,7 @@ def make_hand(grasp: Grasp, rng) -> HandMesh:
         wrist=wrist @ R.T + o,
         arm_direction=(d * ([1, 1, -1] if mirror else 1)) @ R.T,
         params=dict(scale=float(scale), left=bool(mirror), flex=float(flex), deviation=float(dev),
-                    fingers=finger_params),
+                    fingers=finger_params, chains=chains),
     )
 
 

@@ -171,12 +171,15 @@ def write_label_files(root: Path, split: str, manifest: pd.DataFrame, seed: int)
     return counts
 
 
-def write_meta(root: Path, counts: dict[str, dict[str, int]]) -> None:
-    """meta.json: one InternVL entry per JSONL, paths relative to the meta file's folder."""
+def write_meta(root: Path, counts: dict[str, dict[str, int]], generation: int | None = None) -> None:
+    """meta.json: one InternVL entry per JSONL, paths relative to the meta file's folder; each entry also records
+    the generator ``generation`` (an extra key InternVL ignores)."""
     meta = {}
+    extra = {} if generation is None else {"generation": int(generation)}
     for split, files in counts.items():
         for name, length in files.items():
-            meta[name[: -len(".jsonl")]] = formats.MetaEntry(root=f"{split}/images", annotation=name, length=length)
+            meta[name[: -len(".jsonl")]] = formats.MetaEntry(root=f"{split}/images", annotation=name, length=length,
+                                                             extra=dict(extra))
     formats.write_meta(Path(root) / "meta.json", meta)
 
 

@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_synth.py                       # 2,000 samples, 2 workers, in a temp folder
     python tests/benchmarks/bench_synth.py --n 4000 --out /tmp/synth_bench --keep
+    python tests/benchmarks/bench_synth.py --n 3000 --generation 1 --classifier none   # generation 1, speed only
 
 Prints samples/s (wall clock, and CPU seconds per sample of the workers), bytes per sample, the projection to the
 paper's 110,000 samples, the per-class histogram of visible fraction, the share under 50% visible, and the test
@@ -138,17 +139,19 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="dataset folder (default: a temp folder, removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the generated folder")
     p.add_argument("--reuse", action="store_true", help="skip generation when --out already holds the dataset")
-    p.add_argument("--classifier", choices=("hog", "cnn", "both"), default="cnn",
-                   help="HOG + logistic regression (fast), a small CNN (slow on 2 cores), or both")
+    p.add_argument("--generation", type=int, choices=(1, 2), default=2, help="data_tools.synth --generation")
+    p.add_argument("--classifier", choices=("hog", "cnn", "both", "none"), default="cnn",
+                   help="HOG + logistic regression (fast), a small CNN (slow on 2 cores), both, or none (speed only)")
     p.add_argument("--view", choices=("full", "crop", "both"), default="crop",
                    help="classify the whole photo, the crop around the object, or report both")
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_synth_")) / "data"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "data_tools.synth", "--out", str(out), "--n", str(args.n), "--seed", str(args.seed),
-           "--workers", str(args.workers), "--split-test", str(args.split_test)]
+           "--workers", str(args.workers), "--split-test", str(args.split_test), "--generation", str(args.generation)]
     if not (args.reuse and (out / "meta.json").is_file()):
         print("$", " ".join(cmd), flush=True)
+        print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
         subprocess.run(cmd, check=True, env=env)
@@ -165,7 +168,8 @@ def main() -> int:
 def report_speed(out: Path, args, wall: float, cpu: float) -> None:
     total = folder_bytes(out)
     load = os.getloadavg()
-    print(f"\n== speed and disk ({args.n} samples, {args.workers} workers, {os.cpu_count()} CPUs, "
+    print(f"\n== speed and disk (generation {args.generation}, {args.n} samples, {args.workers} workers, "
+          f"{os.cpu_count()} CPUs, "
           f"load average now {load[0]:.1f}: other agents share this CPU)")
     print(f"wall {wall:.1f} s -> {args.n / wall:.1f} samples/s (start-up, manifest and JSONL writing included)")
     print(f"CPU {cpu / args.n * 1000:.1f} ms per sample -> {2 / (cpu / args.n):.1f} samples/s "
@@ -199,7 +203,7 @@ def report_quality(out: Path, args) -> None:
     yte = np.array([CLASSES.index(c) for c in test.manifest["class"]])
     tvf = test.manifest["visible_fraction"].to_numpy()
     runs = []
-    for view in ("full", "crop") if args.view == "both" else (args.view,):
+    for view in () if args.classifier == "none" else ("full", "crop") if args.view == "both" else (args.view,):
         if args.classifier in ("hog", "both"):
             runs.append((f"HOG (128 px grey, 16 px cells) + logistic regression on the {view} photo", "hog", view))
         if args.classifier in ("cnn", "both"):
