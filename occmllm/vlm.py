@@ -269,10 +269,14 @@ class VLM:
         self.trained = trained
         self.max_new_tokens = max_new_tokens
         self.model_type = model.config.model_type
-        # Dynamic-NTK RoPE (InternLM2's) changes the frequencies with the sequence length: a cached prefix was rotated
-        # with other frequencies than a full recompute would use, so such models recompute
-        rope = getattr(model.config.get_text_config(), "rope_parameters", None) or {}
-        self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE and "dynamic" not in str(rope.get("rope_type", ""))
+        # Dynamic-NTK RoPE (InternLM2's) changes the frequencies once a sequence passes max_position_embeddings: a
+        # cached prefix was rotated with other frequencies than a full recompute would use, so past that length such
+        # models recompute (below it the frequencies are the plain ones and reuse is exact)
+        text_config = model.config.get_text_config()
+        rope = getattr(text_config, "rope_parameters", None) or {}
+        self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE
+        self._reuse_below = (getattr(text_config, "max_position_embeddings", None) or 0) \
+            if "dynamic" in str(rope.get("rope_type", "")) else None
         self._byte_fallback = _has_byte_fallback(processor.tokenizer)
         self.last_reused_tokens = 0
         self._cache = None  # (image key, token ids 1-D tensor, DynamicCache) of the last `chat` conversation
@@ -396,7 +400,9 @@ class VLM:
         key = _image_key(image)
         ids = inputs["input_ids"][0]
         kwargs, self.last_reused_tokens = dict(inputs), 0
-        if self.prefix_reuse and self._cache is not None and self._cache[0] == key:
+        new_tokens = max_new_tokens or self.max_new_tokens
+        within = self._reuse_below is None or len(ids) + new_tokens <= self._reuse_below
+        if self.prefix_reuse and within and self._cache is not None and self._cache[0] == key:
             cached_ids, cache = self._cache[1], self._cache[2]
             n = min(len(cached_ids), len(ids) - 1)
             common = int((cached_ids[:n] == ids[:n]).cumprod(0).sum()) if n > 0 else 0
@@ -410,7 +416,7 @@ class VLM:
                 kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
                           self._cache_kwarg: cache}
                 self.last_reused_tokens = common
-        output = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
+        output = self.model.generate(**kwargs, max_new_tokens=new_tokens, do_sample=False,
                                      return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
         sequence = output.sequences[0]
         answer = self._decode(sequence[None, len(ids):])[0]

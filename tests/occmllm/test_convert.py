@@ -66,6 +66,9 @@ def test_logits_and_greedy_answers_match_model_chat(converted, family):
         vlm = fresh(converted[family])
         answer, history = vlm.chat(image, prompts.Q1, return_history=True)
         assert [answer, vlm.chat(image, prompts.Q6, history=history)] == entry["answers"], entry["photo"]
+        # the second turn reuses the first's KV cache, except past a dynamic-NTK RoPE's 48 positions (InternLM2.5's
+        # fixture), where a recompute uses other frequencies than the cached prefix had
+        assert (vlm.last_reused_tokens > 0) == (family != "internlm2_5")
 
         vlm = fresh(converted[family])
         inputs = vlm._inputs([image], [vlm._prompt(prompts.Q6, [(prompts.Q1, entry["answers"][0])])])
@@ -264,3 +267,22 @@ def test_sft_trains_a_chat_layout_checkpoint(tmp_path):
                            {"projector", "lm"})
     trained = VLM.load(out, device="cpu")
     assert isinstance(trained.chat(load_image(FIXTURES / "photos" / "tall.png"), prompts.Q1), str)
+
+
+def test_evaluate_and_the_training_recipe_take_a_chat_layout_folder(tmp_path, capsys):
+    """`--model FOLDER` of occmllm.evaluate and train/run_all.py, with FOLDER in the paper's layout."""
+    from occmllm.evaluate import main as evaluate_main
+    from tests.train.toy_data import make_toy_dataset
+    from train import run_all
+
+    source = Path(shutil.copytree(FIXTURES / "internlm2" / "checkpoint", tmp_path / "outputdir-2b"))
+    data = make_toy_dataset(tmp_path / "data", n_train=8, n_test=4)
+    assert evaluate_main(["--data", str(data / "test_Q1.jsonl"), "--images", str(data / "test" / "images"),
+                          "--model", str(source), "--out", str(tmp_path / "eval"), "--batch-size", "2"]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["images"] == 4 and (source / "occmllm_native" / "config.json").is_file()
+    code = run_all.main(["--preset", "smoke", "--data", str(data), "--model", str(source), "--out", str(tmp_path / "run"),
+                         "--stages", "1", "evaluate.enabled=false"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    trained = json.loads((tmp_path / "run" / "stage_1" / "model" / "config.json").read_text())
+    assert trained["model_type"] == "internvl" and trained["text_config"]["model_type"] == "llama"
