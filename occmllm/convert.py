@@ -340,7 +340,7 @@ def chat_template(template: ChatTemplate, system_message: str) -> str:
     prompt, then each turn as role prefix + text + separator, and the assistant prefix to generate. An image item
     becomes `<IMG_CONTEXT>`, which the processor expands to `<img><IMG_CONTEXT>*N</img>` as `model.chat` does. A
     leading system message replaces the default one."""
-    lit = lambda text: json.dumps(text)  # noqa: E731 - a Jinja string literal (JSON escapes are valid Jinja escapes)
+    lit = lambda text: json.dumps(text)  # a Jinja string literal (JSON escapes are valid Jinja escapes)
     content = ("{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
                "{%- for item in message['content'] -%}{%- if item['type'] == 'image' -%}{{ '<IMG_CONTEXT>' }}"
                "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}{%- endfor -%}{%- endif -%}")

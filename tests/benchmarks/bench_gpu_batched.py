@@ -73,7 +73,7 @@ def import_reference(folder: str):
         raise SystemExit(f"--reference {folder}: no internvl_chat/internvl/model/internvl_chat in it")
     sys.path[:0] = [str(code_root), str(root)]
     try:
-        import timm.models.layers  # noqa: F401
+        import timm.models.layers
     except Exception:  # noqa: BLE001 - no timm (it needs torchvision): an identity DropPath (inference only)
         timm, models, layers = (types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.layers"))
         layers.DropPath = type("DropPath", (torch.nn.Identity,), {"__init__": lambda self, *a, **k: torch.nn.Identity.__init__(self)})
@@ -201,7 +201,7 @@ def main(argv=None) -> None:
     print(f"model: {vlm.describe()}, {sum(p.numel() for p in vlm.model.parameters()) / 1e6:.0f} M parameters")
     images = photos(max(args.images, args.loop_images), size=448 if not args.smoke else 64)
 
-    def sync():  # noqa: F811 - this mode's own (it knows --smoke)
+    def sync():
         if torch.cuda.is_available() and not args.smoke:
             torch.cuda.synchronize()
 

@@ -214,7 +214,7 @@ def test_missing_weights_are_reported(tmp_path):
 
 def test_command_line_converts_and_refuses_clearly(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "occmllm.convert", *map(str, args)], cwd=REPO,  # noqa: E731
+    run = lambda *args: subprocess.run([sys.executable, "-m", "occmllm.convert", *map(str, args)], cwd=REPO,
                                        capture_output=True, text=True, env=env, timeout=300)
     help_ = run("--help")
     assert help_.returncode == 0 and "chat-layout" in help_.stdout and "SRC" in help_.stdout.upper()
