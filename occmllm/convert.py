@@ -389,6 +389,9 @@ def load_source_tokenizer(folder: Path, config: dict):
         if not _spm_adds_dummy_prefix(folder / "tokenizer.model"):
             backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=False)
             backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        elif cls.startswith("InternLM2"):  # its slow tokenizer runs SentencePiece on every piece between special
+            # tokens, so each gets the dummy prefix (checked on a scratch InternLM2 tokenizer with the prefix on)
+            backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
     return tokenizer
 
 
