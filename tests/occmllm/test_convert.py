@@ -286,3 +286,24 @@ def test_evaluate_and_the_training_recipe_take_a_chat_layout_folder(tmp_path, ca
     assert code == 0, capsys.readouterr().err[-2000:]
     trained = json.loads((tmp_path / "run" / "stage_1" / "model" / "config.json").read_text())
     assert trained["model_type"] == "internvl" and trained["text_config"]["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("layout", ["sharded safetensors", "pytorch_model.bin"])
+def test_sharded_and_bin_checkpoints_convert_to_the_same_weights(converted, tmp_path, layout):
+    from safetensors.torch import load_file, save_file
+
+    source = Path(shutil.copytree(FIXTURES / "phi3" / "checkpoint", tmp_path / "src"))
+    tensors = load_file(str(source / "model.safetensors"))
+    (source / "model.safetensors").unlink()
+    names = sorted(tensors)
+    if layout == "pytorch_model.bin":
+        torch.save(tensors, source / "pytorch_model.bin")
+    else:
+        halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+        for file, part in halves.items():
+            save_file({n: tensors[n] for n in part}, str(source / file))
+        (source / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {n: f for f, part in halves.items() for n in part}}))
+    out = load_file(str(convert(source, tmp_path / "native", progress=False) / "model.safetensors"))
+    want = load_file(str(converted["phi3"] / "model.safetensors"))
+    assert out.keys() == want.keys() and all(torch.equal(out[k], want[k]) for k in want)
