@@ -1,6 +1,7 @@
 """One backend for any transformers image-text-to-text checkpoint (InternVL, Qwen2-VL / Qwen2.5-VL, LLaVA, SmolVLM /
 Idefics3, the embedded default model), loaded by local path through the Auto classes and the checkpoint's own chat
-template.
+template. InternVL2 checkpoints in InternVL's chat layout (the paper's released models) are converted once into
+transformers' InternVL by `occmllm.convert` and the converted folder is loaded.
 
     >>> from occmllm.vlm import VLM
     >>> vlm = VLM.load("path/to/checkpoint")          # or VLM.load_default()
@@ -172,6 +173,13 @@ def check_model_folder(folder: Path) -> dict:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{config_path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    from occmllm import convert
+
+    if convert.is_chat_layout(folder):  # InternVL2 chat layout (the paper's models): converted on load
+        try:
+            return convert.check_chat_layout(folder)
+        except convert.ConversionError as error:
+            raise ModelLoadError(str(error)) from None
     model_type = config.get("model_type")
     if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         kind = f"model_type {model_type!r}" if model_type else "no model_type"
@@ -186,6 +194,38 @@ def check_model_folder(folder: Path) -> dict:
     if not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
         raise ModelLoadError(f"{folder}: no image processor (missing preprocessor_config.json / processor_config.json)")
     return config
+
+
+def _has_byte_fallback(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and "ByteFallback" in str(backend.decoder)
+
+
+def decode_byte_fallback(tokenizer, ids: list[int]) -> str:
+    """Decode like SentencePiece (the slow tokenizers of InternLM2, Llama, Phi-3): byte pieces `<0xNN>` become bytes,
+    `▁` a space, and the bytes are read as UTF-8 with one U+FFFD per invalid byte. The fast tokenizers' ByteFallback
+    decoder turns a whole run of bytes into U+FFFDs when any of it is invalid, which changes a conversation's next
+    prompt; special tokens are skipped."""
+    special = set(tokenizer.all_special_ids)
+    data = bytearray()
+    for token in tokenizer.convert_ids_to_tokens([i for i in ids if i not in special]):
+        if token is None:
+            continue
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            data.append(int(token[3:5], 16))
+        else:
+            data += token.replace("\u2581", " ").encode("utf-8")
+    text, index = [], 0
+    while index < len(data):  # SentencePiece's rule: a byte that does not start a valid character is one U+FFFD
+        lead = data[index]
+        size = 1 if lead < 0x80 else 2 if 0xC2 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if 0xF0 <= lead < 0xF5 else 0
+        try:
+            text.append(bytes(data[index:index + size]).decode("utf-8") if size else "\ufffd")
+        except UnicodeDecodeError:
+            text.append("\ufffd")
+            size = 1
+        index += max(size, 1)
+    return "".join(text)
 
 
 def _image_key(image: Image.Image) -> str:
@@ -229,7 +269,15 @@ class VLM:
         self.trained = trained
         self.max_new_tokens = max_new_tokens
         self.model_type = model.config.model_type
+        # Dynamic-NTK RoPE (InternLM2's) changes the frequencies once a sequence passes max_position_embeddings: a
+        # cached prefix was rotated with other frequencies than a full recompute would use, so past that length such
+        # models recompute (below it the frequencies are the plain ones and reuse is exact)
+        text_config = model.config.get_text_config()
+        rope = getattr(text_config, "rope_parameters", None) or {}
         self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE
+        self._reuse_below = (getattr(text_config, "max_position_embeddings", None) or 0) \
+            if "dynamic" in str(rope.get("rope_type", "")) else None
+        self._byte_fallback = _has_byte_fallback(processor.tokenizer)
         self.last_reused_tokens = 0
         self._cache = None  # (image key, token ids 1-D tensor, DynamicCache) of the last `chat` conversation
         import inspect  # transformers >= 5.2x names the generate/forward cache argument `cache`, before `past_key_values`
@@ -250,6 +298,14 @@ class VLM:
         is_local = folder.exists() or text.startswith((".", "/", "~")) or os.environ.get("HF_HUB_OFFLINE") == "1"
         if is_local:
             config = check_model_folder(folder)
+            from occmllm import convert
+
+            if convert.is_chat_layout(folder):  # converted once into transformers' InternVL, then the cache is read
+                try:
+                    folder = convert.converted_folder(folder)
+                except convert.ConversionError as error:
+                    raise ModelLoadError(str(error)) from None
+                config = check_model_folder(folder)
             source = str(folder)
         else:  # a hub id: let transformers download it
             try:
@@ -328,6 +384,8 @@ class VLM:
         return inputs
 
     def _decode(self, token_ids: torch.Tensor) -> list[str]:
+        if self._byte_fallback:
+            return [decode_byte_fallback(self.tokenizer, row).strip() for row in token_ids.tolist()]
         return [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 
     # --- chat --------------------------------------------------------------------------------------
@@ -342,7 +400,9 @@ class VLM:
         key = _image_key(image)
         ids = inputs["input_ids"][0]
         kwargs, self.last_reused_tokens = dict(inputs), 0
-        if self.prefix_reuse and self._cache is not None and self._cache[0] == key:
+        new_tokens = max_new_tokens or self.max_new_tokens
+        within = self._reuse_below is None or len(ids) + new_tokens <= self._reuse_below
+        if self.prefix_reuse and within and self._cache is not None and self._cache[0] == key:
             cached_ids, cache = self._cache[1], self._cache[2]
             n = min(len(cached_ids), len(ids) - 1)
             common = int((cached_ids[:n] == ids[:n]).cumprod(0).sum()) if n > 0 else 0
@@ -356,7 +416,7 @@ class VLM:
                 kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
                           self._cache_kwarg: cache}
                 self.last_reused_tokens = common
-        output = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
+        output = self.model.generate(**kwargs, max_new_tokens=new_tokens, do_sample=False,
                                      return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
         sequence = output.sequences[0]
         answer = self._decode(sequence[None, len(ids):])[0]
