@@ -143,7 +143,7 @@ def about_html(pair: list[run_folders.Run]) -> str:
 
 
 def _cell(value) -> str:
-    return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
+    return "-" if not isinstance(value, (int, float)) or value != value else f"{value:.4f}"  # (NaN: missing)
 
 
 def results_html(a: run_folders.Run, b: run_folders.Run | None) -> str:

@@ -153,7 +153,7 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
 def choose(page, dropdown: str, option: str) -> None:
     """Pick `option` in the Gradio dropdown `dropdown` (a CSS selector of its elem_id) as a user does."""
     page.locator(f"{dropdown} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(f"{dropdown} [role=option][aria-label='{option}']").click()
     page.wait_for_timeout(300)
 
 
