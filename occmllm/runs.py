@@ -54,6 +54,7 @@ class Run:
     timing: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # run.json as written
     notes: list[str] = field(default_factory=list)
+    _curves: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -110,8 +111,10 @@ class Run:
 
     def curves(self) -> dict[str, pd.DataFrame]:
         """{stage id: its loss.csv as numbers} for every stage that logged one (stage 0: the 3D expert's, with its
-        eval.csv's grid IoU joined on the step)."""
-        out = {}
+        eval.csv's grid IoU joined on the step). Read once."""
+        if self._curves is not None:
+            return self._curves
+        out = self._curves = {}
         for folder in sorted(self.path.glob("stage_*"), key=lambda p: stage_key(p.name[6:])):
             stage = folder.name[6:]
             path = folder / "loss.csv"

@@ -10,8 +10,8 @@ One tracker run per stage (named stage_ID, its settings as the run's config). Ev
 `log`: the SFT, SCoRe and MPO rows that go to loss.csv (train/loss, train/lr, train/reward1, train/kl1, trl's
 train/rewards/accuracies...), the 3D expert's losses and grid IoU, and run_all the evaluation after the stage
 (eval/decision, eval/description, eval/reflection, eval/decision_visible_under_40, eval/routed_to_3d) at the stage's
-last step. `python -m occmllm.runs`-style readers (occmllm/runs.py, the app's Runs tab) read the run folder's own
-files, so they work whichever tracker was chosen.
+last step. occmllm/runs.py (results.md's pictures, the app's Runs tab) reads the run folder's own files (loss.csv,
+results.json, timing.json), so those work whichever tracker was chosen.
 
 Nothing is written outside OUT and nothing goes to the network: trackio runs in a child process
 (`python -m train.tracking --trackio DIR`, fed JSON lines on its stdin) whose environment sets TRACKIO_DIR=OUT/trackio
@@ -64,7 +64,7 @@ def missing(kind: str) -> str | None:
 
 
 def numeric(metrics: dict) -> dict[str, float]:
-    """The finite-or-not numbers of a row (ints, floats, bools, 0-d tensors and arrays); text and None left out."""
+    """The numbers of a row (ints, floats, bools, 0-d tensors and arrays) as floats; text and None left out."""
     out = {}
     for key, value in metrics.items():
         if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
