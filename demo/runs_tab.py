@@ -55,6 +55,23 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None) -> gr.Tab:
                               elem_id="run-timing")
 
         def listing(current=None, current_other=None):
+            try:
+                return _listing(current, current_other)
+            except Exception as error:  # noqa: BLE001 - a folder nobody foresaw: said on the page, not an error page
+                return (pd.DataFrame([{"run": "", "note": f"cannot list {root}: {error}"}]), gr.update(), gr.update(),
+                        *shown_error(error))
+
+        def show(name, name_other, stage_id=None, curve_name="loss"):
+            try:
+                return _show(name, name_other, stage_id, curve_name)
+            except Exception as error:  # noqa: BLE001 - as above
+                return shown_error(error)
+
+        def shown_error(error):
+            return ("", views.banner(f"cannot show this run: {views.esc(error)}", "error"), gr.update(), gr.update(),
+                    gr.update(), gr.update(), gr.update())
+
+        def _listing(current=None, current_other=None):
             found = run_folders.find_runs(root)
             rows = pd.DataFrame([r.summary() for r in found],
                                 columns=["run", "preset", "date", "stages done", "final Decision", "note"])
@@ -67,7 +84,7 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None) -> gr.Tab:
             return (rows, gr.update(choices=names, value=pick), gr.update(choices=[NONE, *names], value=pick_other),
                     *show(pick, pick_other))
 
-        def show(name, name_other, stage_id=None, curve_name="loss"):
+        def _show(name, name_other, stage_id=None, curve_name="loss"):
             a = run_folders.read_run(root / name) if name else None
             b = run_folders.read_run(root / name_other) if name_other and name_other != NONE else None
             if a is None:
@@ -208,7 +225,7 @@ def timing_frame(a: run_folders.Run, b: run_folders.Run | None) -> pd.DataFrame:
     if b is None:
         return first if not first.empty else pd.DataFrame({"piece": ["(no timing.json: the run has not finished)"]})
     second = b.timing_frame().rename(columns={"seconds": f"B: {b.name}"})
-    both = first.merge(second, on="piece", how="outer", sort=False)
-    if len(both.columns) == 3:
-        both["B - A"] = both.iloc[:, 2] - both.iloc[:, 1]
+    order = list(dict.fromkeys([*first["piece"], *second["piece"]]))  # A's pieces in run order, then B's others
+    both = pd.DataFrame({"piece": order}).merge(first, on="piece", how="left").merge(second, on="piece", how="left")
+    both["B - A"] = both.iloc[:, 2] - both.iloc[:, 1]
     return both.round(1)

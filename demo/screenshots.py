@@ -46,7 +46,7 @@ def make_runs(folder: Path) -> tuple[str, str]:
 
 def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse: bool = False,
           expert: str = "learned", only_runs: bool = False, runs: Path | None = None,
-          compare: tuple[str, str] | None = None) -> list[Path]:
+          compare: tuple[str, str] | None = None, stage: str | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from demo.app import serve
@@ -90,6 +90,8 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
                     choose(page, "#run-choice", compare[0])
                     choose(page, "#compare-choice", compare[1])
                     page.wait_for_selector("#run-results table.compare", timeout=30000)
+                if stage:
+                    choose(page, "#curve-stage", stage)
                 page.wait_for_selector("#run-curve canvas, #run-curve svg", timeout=30000)
                 page.wait_for_timeout(2000)  # the plots draw
                 page.mouse.move(5, 5)
@@ -181,9 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, help="folder of training runs for the Runs tab (default: two smoke runs "
                         "made into a temporary folder)")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="the two runs of --runs shown side by side")
+    parser.add_argument("--stage", help="the stage whose curves the Runs tab shows (default: its first)")
     args = parser.parse_args(argv)
     shoot(args.out, args.dataset, args.example, fuse=args.fuse, expert=args.expert, only_runs=args.only_runs, runs=args.runs,
-          compare=tuple(args.compare) if args.compare else None)
+          compare=tuple(args.compare) if args.compare else None, stage=args.stage)
 
 
 if __name__ == "__main__":

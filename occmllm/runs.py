@@ -63,7 +63,7 @@ class Run:
     @property
     def final_stage(self) -> str | None:
         """The last stage with a Decision (the final model's when 4c is done)."""
-        scored = [s for s, row in self.results.items() if isinstance(row, dict) and row.get("decision") is not None]
+        scored = [s for s in self.results if isinstance(self.row(s).get("decision"), (int, float))]
         return max(scored, key=stage_key) if scored else None
 
     @property
@@ -91,23 +91,28 @@ class Run:
                 "final Decision": "-" if decision is None else f"{decision:.4f}",
                 "note": "; ".join(self.notes)}
 
+    def row(self, stage: str) -> dict:
+        """results.json's row of a stage ({} when there is none or it is not a row)."""
+        row = self.results.get(stage)
+        return row if isinstance(row, dict) else {}
+
     def results_frame(self) -> pd.DataFrame:
         """The results table: one row per stage, the evaluation's metrics, n and minutes."""
         rows = []
         for stage in sorted(self.results, key=stage_key):
-            row = self.results[stage] if isinstance(self.results[stage], dict) else {}
+            row = self.row(stage)
             rows.append({"stage": stage, "what": row.get("what", ""),
-                         **{label: row.get(key) for key, label in METRICS.items()},
+                         **{label: number(row.get(key)) for key, label in METRICS.items()},
                          "n": row.get("n"), "minutes": row.get("minutes")})
         return pd.DataFrame(rows, columns=["stage", "what", *METRICS.values(), "n", "minutes"])
 
     def timing_frame(self) -> pd.DataFrame:
-        pieces = self.timing.get("pieces") or {}
-        frame = pd.DataFrame({"piece": list(pieces), "seconds": [float(v) for v in pieces.values()]})
-        if self.timing.get("total_s") is not None:
-            frame = pd.concat([frame, pd.DataFrame({"piece": ["whole run"],
-                                                    "seconds": [float(self.timing["total_s"])]})], ignore_index=True)
-        return frame
+        """timing.json's pieces and the whole run, in seconds (what is not a number left out)."""
+        pieces = self.timing.get("pieces")
+        pieces = dict(pieces) if isinstance(pieces, dict) else {}
+        pieces["whole run"] = self.timing.get("total_s")
+        pieces = {str(k): float(v) for k, v in pieces.items() if isinstance(v, (int, float))}
+        return pd.DataFrame({"piece": list(pieces), "seconds": list(pieces.values())})
 
     def curves(self) -> dict[str, pd.DataFrame]:
         """{stage id: its loss.csv as numbers} for every stage that logged one (stage 0: the 3D expert's, with its
@@ -133,6 +138,11 @@ class Run:
         return out
 
 
+def number(value) -> float | None:
+    """A metric as a number, or None (missing, or something else written where a number belongs)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def read_csv(path: Path, notes: list[str] | None = None) -> pd.DataFrame | None:
     """A loss.csv as numbers (cells that are not numbers: NaN), or None with a note when it cannot be read; a row
     cut short by a run killed mid-write is dropped."""
@@ -141,7 +151,7 @@ def read_csv(path: Path, notes: list[str] | None = None) -> pd.DataFrame | None:
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
         if notes is not None:
             notes.append(f"{path.name} unreadable ({error})")
         return None
@@ -223,12 +233,12 @@ def compare(a: Run, b: Run) -> pd.DataFrame:
     comparable; routed to 3D is neither)."""
     rows = []
     for stage in sorted(set(a.results) | set(b.results), key=stage_key):
-        row_a, row_b = a.results.get(stage) or {}, b.results.get(stage) or {}
+        row_a, row_b = a.row(stage), b.row(stage)
         for key, label in METRICS.items():
-            va, vb = row_a.get(key), row_b.get(key)
+            va, vb = number(row_a.get(key)), number(row_b.get(key))
             if va is None and vb is None:
                 continue
-            diff = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+            diff = vb - va if va is not None and vb is not None else None
             sign = 0 if diff is None or math.isclose(diff, 0, abs_tol=1e-9) else (1 if diff > 0 else -1)
             rows.append({"stage": stage, "what": row_b.get("what") or row_a.get("what", ""), "metric": label,
                          "A": va, "B": vb, "B - A": diff,
@@ -242,7 +252,7 @@ def metrics_frame(runs: list[Run], keys: list[str] | None = None) -> pd.DataFram
     rows = []
     for run in runs:
         for stage in sorted(run.results, key=stage_key):
-            row = run.results[stage] if isinstance(run.results[stage], dict) else {}
+            row = run.row(stage)
             for key in keys:
                 if isinstance(row.get(key), (int, float)):
                     rows.append({"stage": stage, "order": _order(stage), "metric": METRICS.get(key, key),

@@ -36,7 +36,7 @@ def draw_plots(out: Path) -> list[Path]:
     if curves:
         folder.mkdir(exist_ok=True)
         written.append(_losses(run, curves, folder / "losses.png"))
-    if any(isinstance(row, dict) and row.get("decision") is not None for row in run.results.values()):
+    if any(run.row(s).get("decision") is not None for s in run.results):
         folder.mkdir(exist_ok=True)
         written.append(_metrics(run, folder / "metrics.png"))
     return written
@@ -54,7 +54,7 @@ def _losses(run: Run, curves: dict, path: Path) -> Path:
         ax.axis("off")
     for ax, stage in zip(axes.flat, stages):
         frame = curves[stage]
-        what = (run.results.get(stage) or {}).get("what", "3D expert" if stage == "0" else "")
+        what = run.row(stage).get("what", "3D expert" if stage == "0" else "")
         loss = frame[["step", "loss"]].dropna() if "loss" in frame else frame.iloc[:0]
         ax.plot(loss["step"], loss["loss"], color="#4455cc", lw=0.8, alpha=0.45 if len(loss) > 20 else 1,
                 label="loss")
@@ -82,20 +82,19 @@ def _losses(run: Run, curves: dict, path: Path) -> Path:
 def _metrics(run: Run, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    stages = [s for s in sorted(run.results, key=stage_key)
-              if isinstance(run.results[s], dict) and run.results[s].get("decision") is not None]
+    stages = [s for s in sorted(run.results, key=stage_key) if run.row(s).get("decision") is not None]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     styles = {"decision": ("#223399", "o-", 2.2), "decision_visible_under_40": ("#cc3333", "s-", 1.6),
               "description": ("#44aa66", "^--", 1.2), "reflection": ("#aa66cc", "v--", 1.2),
               "routed_to_3d": ("#888888", "d:", 1.2)}
     for key, label in METRICS.items():
-        values = [run.results[s].get(key) for s in stages]
+        values = [run.row(s).get(key) for s in stages]
         if all(v is None for v in values):
             continue
         color, style, width = styles[key]
         ax.plot(range(len(stages)), [math.nan if v is None else v for v in values], style, color=color, lw=width,
                 ms=4, label=label)
-    ax.set_xticks(range(len(stages)), [f"{s}\n" + textwrap.fill(run.results[s].get("what", ""), 13)
+    ax.set_xticks(range(len(stages)), [f"{s}\n" + textwrap.fill(str(run.row(s).get("what", "")), 13)
                                        for s in stages], fontsize=7)
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("share of test photos", fontsize=8)

@@ -80,13 +80,21 @@ def test_broken_older_and_foreign_folders_are_listed_with_a_note(two_runs, tmp_p
         f.write("99,0.5")  # a row cut short
     older = shutil.copytree(two_runs / "b", root / "older")
     (older / "run.json").unlink()  # run_all before run.json
+    odd = shutil.copytree(two_runs / "a", root / "odd")  # JSON that is no run_all's: not rows, not numbers
+    (odd / "results.json").write_text(json.dumps({"1": 0.5, "2": {"decision": "high"}}))
+    (odd / "timing.json").write_text(json.dumps({"pieces": ["stage 1"], "total_s": "long"}))
+    (odd / "stage_2" / "loss.csv").write_bytes(b"step,loss\n\x00\xff\xfe,\x00\n")
     (root / "notes").mkdir()
     (root / "notes" / "todo.txt").write_text("compare with b\n")
     (root / "empty").mkdir()
     (root / "stray.txt").write_text("not a folder")
 
     found = {run.name: run for run in runs.find_runs(root)}
-    assert set(found) == {"good", "half", "older", "notes", "empty"}
+    assert set(found) == {"good", "half", "older", "odd", "notes", "empty"}
+    odd_run = found["odd"]
+    assert odd_run.final_decision is None and odd_run.results_frame()["Decision"].isna().all()
+    assert odd_run.timing_frame().empty and runs.compare(odd_run, found["good"])["A"].isna().all()
+    assert "2" not in odd_run.curves() or odd_run.curves()["2"]["loss"].isna().all()
     assert found["good"].notes == []
     assert any("results.json unreadable" in n and "half written" in n for n in found["half"].notes)
     assert "unfinished: 1 of 2 stages done (stage 2 running or stopped)" in found["half"].notes
