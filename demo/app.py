@@ -5,9 +5,11 @@ preference labels that train it.
     python -m demo --dataset data/synth --overlap 2      # annotate a dataset folder, 2 annotators per item
     python -m demo --users users.txt --host 0.0.0.0      # password login for annotators (lines "name:password")
     python -m demo --model path/to/checkpoint --expert learned --data data/studio
+    python -m demo --runs runs                           # the Runs tab lists the training runs in runs/
 
 Tabs: Explore (run the CoT on a photo), Annotate (A/B judgments with keyboard shortcuts), Review (table, agreement,
-disagreements), Export (zip of preference pairs + SFT conversations, accepted by train/run_all.py --data).
+disagreements), Export (zip of preference pairs + SFT conversations, accepted by train/run_all.py --data), Runs (what
+training did: results, curves, two runs compared; demo/runs_tab.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ for _name, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TE
 
 import gradio as gr  # noqa: E402
 
-from demo import views  # noqa: E402
+from demo import runs_tab, views  # noqa: E402
 from demo.studio import (CANDIDATE_MODES, DEFAULT_MODEL, EXPERT_CHOICES, Preparing, Studio, StudioConfig,  # noqa: E402
                          StudioError, read_users)
 from occmllm import prompts  # noqa: E402
@@ -398,6 +400,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 return views.banner(views.esc(summary.line().replace(str(folder), Path(archive).name)), "info") + verdict, archive
 
             export_button.click(export_fn, None, [export_note, export_file], api_name="export")
+
+        runs_tab.build(config.runs_dir, explore_model=model)  # ------------------------------------ Runs
     return app
 
 
@@ -445,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=Path, help="password login: a file of 'name:password' lines")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a team)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of training runs (train/run_all.py "
+                        "--out DIR/NAME) that the Runs tab lists, read only (default: runs)")
     args = parser.parse_args(argv)
     try:
         users = read_users(args.users) if args.users else None
@@ -456,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
             except ModelLoadError as e:
                 raise StudioError(str(e)) from None
         studio = Studio(StudioConfig(args.data, args.model, args.expert, args.dataset, max(1, args.overlap),
-                                     args.candidates, args.second_model, users))
+                                     args.candidates, args.second_model, users, runs_dir=args.runs))
         print(f"loading model {args.model!r} ...", file=sys.stderr)
         studio.model(args.model)
     except StudioError as e:

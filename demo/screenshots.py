@@ -6,7 +6,11 @@ shipped default model and the learned 3D expert.
 
 Explore runs the CoT on a shipped example with "Force 3D" on, so that the 3D viewer shows the reconstructed mesh.
 Annotate, Review and Export are filled by a few judgments of two annotators on a small synthetic dataset (generated
-with data_tools.synth into a temporary folder unless --dataset names one). WebGL runs on SwiftShader (CPU).
+with data_tools.synth into a temporary folder unless --dataset names one). Runs compares two training runs of --runs
+(default: two smoke runs made with train/run_all.py into a temporary folder, the second trained longer).
+WebGL runs on SwiftShader (CPU).
+
+    python -m demo.screenshots --out docs --only-runs --runs /tmp/runs --compare A B    # the Runs tab, on two runs
 """
 
 from __future__ import annotations
@@ -30,8 +34,19 @@ FLAGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-
          "--ignore-gpu-blocklist", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
+def make_runs(folder: Path) -> tuple[str, str]:
+    """Two smoke runs to compare: the preset as it is ("before") and one trained longer ("after")."""
+    for name, extra in (("smoke-before", []), ("smoke-after", ["stages.1.epochs=40", "stages.2.epochs=10",
+                                                               "stages.4b.epochs=10", "stages.4c.epochs=20"])):
+        if not (folder / name / "timing.json").is_file():
+            subprocess.run([sys.executable, "train/run_all.py", "--preset", "smoke", "--out", str(folder / name),
+                            *extra], check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return "smoke-before", "smoke-after"
+
+
 def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse: bool = False,
-          expert: str = "learned") -> list[Path]:
+          expert: str = "learned", only_runs: bool = False, runs: Path | None = None,
+          compare: tuple[str, str] | None = None, stage: str | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     from demo.app import serve
@@ -39,15 +54,19 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
     from tests.demo.conftest import free_port
 
     work = Path(tempfile.mkdtemp(prefix="occmllm-shots-"))
-    if dataset is None:
+    if dataset is None and not only_runs:
         dataset = work / "synth"
         subprocess.run([sys.executable, "-m", "data_tools.synth", "--out", str(dataset), "--n", "40", "--seed", "3",
                         "--workers", "1"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    studio = Studio(StudioConfig(work / "data", expert=expert, overlap=2))
-    studio.load_dataset(dataset)
+    if runs is None:
+        runs = work / "runs"
+        compare = make_runs(runs)
+    studio = Studio(StudioConfig(work / "data", expert=expert, overlap=2, runs_dir=runs))
     studio.model("default")
+    if not only_runs:
+        studio.load_dataset(dataset)
     # a few judgments by two annotators, so that progress, the review table and agreement have something to show
-    for name, choices in (("ana", "AABAtA"), ("ben", "ABBAAt")):
+    for name, choices in (("ana", "AABAtA"), ("ben", "ABBAAt")) if not only_runs else ():
         for choice in choices:
             item = studio.next_item(name, 2)
             studio.store.add_judgment(name, item, {"t": "tie"}.get(choice, choice))
@@ -64,6 +83,22 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
             page.wait_for_selector("#run", timeout=60000)
 
             try:
+                # Runs: run A and run B side by side, their curves and metrics drawn
+                page.get_by_role("tab", name="Runs").click()
+                page.wait_for_selector("#runs-table table", timeout=30000)
+                if compare:
+                    choose(page, "#run-choice", compare[0])
+                    choose(page, "#compare-choice", compare[1])
+                    page.wait_for_selector("#run-results table.compare", timeout=30000)
+                if stage:
+                    choose(page, "#curve-stage", stage)
+                page.wait_for_selector("#run-curve canvas, #run-curve svg", timeout=30000)
+                page.wait_for_timeout(2000)  # the plots draw
+                page.mouse.move(5, 5)
+                shots.append(_save(page, out / "screenshot-runs.png"))
+                page.get_by_role("tab", name="Explore").click()
+                if only_runs:
+                    return shots
                 # Explore: an example, Force 3D, Run; wait for the decision and the mesh in the viewer
                 page.locator(f"img[src*='{example}']").first.click()
                 page.wait_for_selector("#photo img", timeout=30000)
@@ -117,6 +152,13 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
     return shots
 
 
+def choose(page, dropdown: str, option: str) -> None:
+    """Pick `option` in the Gradio dropdown `dropdown` (a CSS selector of its elem_id) as a user does."""
+    page.locator(f"{dropdown} input").click()
+    page.locator(f"{dropdown} [role=option][aria-label='{option}']").click()
+    page.wait_for_timeout(300)
+
+
 def _save(page, path: Path) -> Path:
     """A full-page PNG, palette-quantized when that keeps it under 300 KB."""
     from PIL import Image
@@ -137,8 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fuse", action="store_true", help="Explore decides by photo and render together")
     parser.add_argument("--expert", default="learned", help="the 3D expert (default: learned, the v4 expert; "
                         "learned:v5 the wider one)")
+    parser.add_argument("--only-runs", action="store_true", help="only the Runs tab (screenshot-runs.png)")
+    parser.add_argument("--runs", type=Path, help="folder of training runs for the Runs tab (default: two smoke runs "
+                        "made into a temporary folder)")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="the two runs of --runs shown side by side")
+    parser.add_argument("--stage", help="the stage whose curves the Runs tab shows (default: its first)")
     args = parser.parse_args(argv)
-    shoot(args.out, args.dataset, args.example, fuse=args.fuse, expert=args.expert)
+    shoot(args.out, args.dataset, args.example, fuse=args.fuse, expert=args.expert, only_runs=args.only_runs, runs=args.runs,
+          compare=tuple(args.compare) if args.compare else None, stage=args.stage)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class StudioConfig:
     second_model: str | None = None
     users: dict[str, str] | None = None
     experts: dict[str, object] = field(default_factory=dict)  # extra named experts (tests, plug-ins)
+    runs_dir: Path = Path("runs")  # training runs the Runs tab lists (train/run_all.py --out runs/NAME)
 
 
 class Studio:

@@ -197,19 +197,24 @@ def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | N
 
 
 class LossLog:
-    """Appends rows to a CSV file (header on first write); survives restarts by appending."""
+    """Appends rows to a CSV file (header on first write); survives restarts by appending. Every row also goes to the
+    run's tracker (train/tracking.py: trackio, TensorBoard or none) as train/NAME at its `step`, with the numbers that
+    are not CSV columns too (e.g. all of trl's logs)."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, **row) -> None:
+        from train import tracking
+
         new = not self.path.exists()
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        tracking.log({k: v for k, v in row.items() if k != "step"}, row.get("step"))
 
 
 

@@ -48,4 +48,9 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
         from occmllm.recon.model import OccupancyNetConfig
 
         settings["config"] = OccupancyNetConfig(width=int(width), z_per_focal=True)
-    return Path(train_expert(data_dir, folder / "model", **settings))
+    from train import tracking
+
+    def log(values: dict, step: int) -> None:  # losses and grid IoU as expert/NAME in the run's tracker
+        tracking.log(values, step, prefix="expert/")
+
+    return Path(train_expert(data_dir, folder / "model", on_log=log, **settings))

@@ -4,6 +4,9 @@
 Loss = 0.8 x DPO (sigmoid) + 0.2 x BCO-pair + 1.0 x SFT on the chosen answer, beta 0.1, against a frozen copy of the
 starting model (with --lora: the starting model itself with the adapter switched off, which is the same thing).
 trl is imported here only, so the other stages run without it. Resumes from the trainer's last checkpoint.
+Every trl log (loss, learning rate, rewards/chosen, rewards/margins, rewards/accuracies, logps...) goes to loss.csv and
+the run's tracker (train/tracking.py) through LossLog, not through trl's `report_to`: one tracker run per stage with
+the other stages' names, and no Hub Space or sync that transformers' trackio callback may set up.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs and "loss" in logs:
                 log.write(step=state.global_step, epoch=logs.get("epoch"), loss=logs["loss"],
-                          lr=logs.get("learning_rate"), **{k: logs[k] for k in ("rewards/accuracies", "rewards/margins")
-                                                            if k in logs})
+                          lr=logs.get("learning_rate"), **{k: v for k, v in logs.items()  # all to the tracker
+                                                            if k not in ("loss", "learning_rate", "epoch", "step")})
 
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=processor,
                          train_dataset=Dataset.from_list(preference_records(pairs)), callbacks=[CSVLog()])

@@ -52,6 +52,11 @@ otherwise they are the generator's visibility labels.
 On a GPU, the work later steps need and the CPU can do (the test photos' expert renders, the clarity photos and their
 renders) runs beside stage 1 (`prefetch: auto|true|false`; its output in OUT/prefetch.log). The whole run's wall
 clock, piece by piece, goes to OUT/timing.json and under the results table.
+Every stage logs its metrics (loss, learning rate, rewards, KL, the evaluation after it) to a tracker as well as to
+its loss.csv: `--report-to trackio` (the default; OUT/trackio, dashboard `TRACKIO_DIR=OUT/trackio trackio show`),
+`tensorboard` (OUT/tensorboard) or `none`, or the preset's `report_to` (train/tracking.py). results.md shows each
+stage's loss curve and the metrics stage by stage as PNGs in OUT/plots (train/plots.py); OUT/run.json names the
+preset, the command and the times, for the app's Runs tab (`python -m demo --runs DIR`).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import yaml  # noqa: E402
 
+from train import tracking  # noqa: E402
 from train.common import TrainError  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -630,6 +636,10 @@ class RunClock:
         total = round(time.time() - self.start, 1)
         record = {"total_s": total, "minutes": round(total / 60, 2), "resumed": self.resumed, "pieces": self.pieces}
         (self.out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
+        info = self.out / "run.json"
+        if info.is_file():
+            info.write_text(json.dumps({**json.loads(info.read_text()), "finished": now_iso(), "total_s": total},
+                                       indent=2) + "\n")
         results = self.out / "results.md"
         if results.is_file():
             note = " (resumed: this process only)" if self.resumed else " (one piece, data generation included)"
@@ -657,7 +667,13 @@ def write_results(out: Path, results: dict) -> None:
                      f"{fmt(row.get('decision_visible_under_40'))} ({row.get('n_visible_under_40', 0)}) |{cells} "
                      f"{fmt(row.get('description_exact'))} / {fmt(row.get('reflection_exact'))} / "
                      f"{fmt(row.get('decision_exact'))} | {row.get('n', '-')} | {row.get('minutes', '-')} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    try:  # the pictures beside the table: each stage's loss curve, the metrics stage by stage (OUT/plots)
+        from train.plots import draw_plots, markdown
+
+        pictures = markdown(out, draw_plots(out))
+    except ImportError as error:
+        pictures = f"\nNo pictures: {error} (pip install matplotlib, then python train/plots.py {out}).\n"
+    (out / "results.md").write_text("\n".join(lines) + "\n" + pictures)
 
 
 def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, model: str | None) -> None:
@@ -665,6 +681,7 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
     base = base_model_path(config, model, out, bool(data) and is_export(Path(data)))
     print(f"  model: {base if base != out / 'base' else 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
+    print(f"  track: {report_to(config)}")
     print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   prefetch: {config.get('prefetch', 'auto')}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")
     clarity = config.get("clarity", {}) or {}
     rule = {"route": "route to 3D where stage 1 is least sure", "answer": "stage 1's answers"}.get(
@@ -695,9 +712,13 @@ def main(argv: list[str] | None = None) -> int:
                         "shard the model with FSDP2 instead of DDP (full fine-tuning; same as the preset's fsdp: true "
                         "or `accelerate launch --use_fsdp --fsdp_version 2`)")
     parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    parser.add_argument("--report-to", choices=tracking.REPORT_TO, help="where every stage's metrics go besides "
+                        "loss.csv: trackio (the default: OUT/trackio, local, no network), tensorboard "
+                        "(OUT/tensorboard) or none; the preset's `report_to` otherwise")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. stages.1.epochs=3 sft.batch_size=4")
     args = parser.parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     if args.stages:  # `--stages 1 2 key=value`: the overrides after the stage list are overrides
         args.overrides = [a for a in args.stages if "=" in a] + args.overrides
         args.stages = [a for a in args.stages if "=" not in a]
@@ -709,6 +730,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
+    with contextlib.ExitStack() as closing:  # the tracker is closed (everything written) however the run ends
+        return _run(args, closing)
+
+
+def report_to(config: dict) -> str:
+    """The tracker of a run: --report-to (set into the config), the preset's `report_to`, else trackio."""
+    return tracking.check_report_to(config.get("report_to", tracking.DEFAULT))
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_run_info(out: Path, args, config: dict, stages: list[Stage]) -> None:
+    """OUT/run.json: what the app's Runs tab lists (preset, date, command; occmllm/runs.py reads it). A resumed run
+    keeps its first start and adds this one to `resumed`."""
+    path = out / "run.json"
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        info = {}
+    if info:
+        info["resumed"] = [*info.get("resumed", []), now_iso()]
+        info["stages"] = [s for s in dict.fromkeys([*info.get("stages", []), *(s.id for s in stages)])]
+        info.pop("finished", None)
+    else:
+        info = {"format": 1, "preset": args.preset, "started": now_iso(),
+                "stages": [s.id for s in stages]}
+    import shlex
+
+    info.update(command="python train/run_all.py " + shlex.join(getattr(args, "argv", [])),
+                report_to=report_to(config), data=args.data, model=args.model)
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _run(args, closing: contextlib.ExitStack) -> int:
     # --- configuration ---
     config = load_preset(args.preset)
     for override in args.overrides:
@@ -719,6 +776,9 @@ def run(args) -> int:
         config["fsdp"] = True
     if args.seed is not None:
         config["seed"] = args.seed
+    if args.report_to:
+        config["report_to"] = args.report_to
+    report_to(config)  # checked before anything is made
     out = Path(args.out or REPO / "runs" / Path(args.preset).stem)
     stages = stage_order(args.stages, args.start_from)
     from train.common import fsdp_requested, use_fsdp
@@ -734,6 +794,10 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     clock = RunClock(out)
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    tracker = closing.enter_context(tracking.session(report_to(config) if rank0 else "none", out))
+    if rank0:
+        write_run_info(out, args, config, stages)
+        print(f">> metrics: loss.csv of each stage and {tracker.describe()}", flush=True)
     eval_settings = config.get("evaluate", {}) or {}
     evaluate = eval_settings.get("enabled")  # not set: evaluate when the data have a test split
 
@@ -814,6 +878,7 @@ def run(args) -> int:
                 make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
         if rank0 and prefetch is None:
             prefetch = start_prefetch(stages, stage, config, out, data_dir, expert, eval_settings, evaluate)
+        tracker.start_stage(stage.id, {"what": stage.what, "kind": stage.kind, "starts": starts, **settings})
         with clock.piece(f"stage {stage.id}"):
             model = run_stage(stage, settings, start, stage_data, folder)
         minutes = round((time.time() - t0) / 60, 2)
@@ -830,6 +895,8 @@ def run(args) -> int:
                     make_expert_renders(data_dir, expert, None, config, rank0, "test")  # once: every stage reads them
                 print(f">> evaluating stage {stage.id} on the test split", flush=True)
                 row.update(evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse}))
+        tracker.log({("time/" if key == "minutes" else "eval/") + key: value for key, value in row.items()})
+        tracker.end_stage()
         if rank0:
             results[stage.id] = row
             write_results(out, results)

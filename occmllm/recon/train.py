@@ -88,7 +88,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
                  negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
                  progress: bool = True, minutes: float | None = None, workers: int | None = None,
                  eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True,
-                 init: str | Path | None = None, distributed: bool = False, thin_targets: bool = False) -> Path:
+                 init: str | Path | None = None, distributed: bool = False, thin_targets: bool = False,
+                 on_log=None) -> Path:
     """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
     comes first; returns out_dir with the saved model.
 
@@ -101,6 +102,9 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
     distributed: one process of a torchrun launch (DDP; see the module's docstring).
     thin_targets: the surface cells of parts thinner than about two cells are trained as inside (blades, walls; see
     occmllm.recon.data.thin_as_inside) instead of 1/2. The test grid IoU is scored against the same targets.
+    on_log: called as on_log(values, step) with every loss.csv row (loss, bce, soft_iou, box, objectness, lr) and
+    every evaluation (test_grid_iou, train_grid_iou, centre_err, size_err, samples_per_s), in the main process (e.g.
+    train/run_all.py's tracker).
     """
     rank, world = 0, 1
     if distributed:
@@ -214,6 +218,10 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
                            f"{scores['size_err']:.4f}", f"{step * batch_size * world / max(trained, 1e-9):.0f}",
                            f"{seen:.4f}"])
         eval_file.flush()
+        if on_log is not None:
+            on_log({"test_grid_iou": scores["grid_iou"], "train_grid_iou": seen, "centre_err": scores["centre_err"],
+                    "size_err": scores["size_err"], "samples_per_s": step * batch_size * world / max(trained, 1e-9)},
+                   step)
         tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f} (training photos "
                    f"{seen:.3f}), window centre error {scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
 
@@ -246,6 +254,8 @@ def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, b
             log.writerow([step, *(f"{values.get(k, float('nan')):.5f}" for k in
                                   ("loss", "bce", "soft_iou", "box", "objectness")),
                           f"{optimizer.param_groups[0]['lr']:.6f}", f"{trained:.1f}"])
+            if on_log is not None:
+                on_log({**values, "lr": optimizer.param_groups[0]["lr"]}, step)
             bar.set_postfix(loss=f"{values['loss']:.3f}", iou=f"{1 - values.get('soft_iou', 1):.3f}",
                             s=f"{trained:.0f}")
         if cuda and step % SYNC_EVERY == 0:
