@@ -56,7 +56,9 @@ def test_evaluate_writes_consistent_report(tiny_model_dirs, test_set, tmp_path, 
         if not row["q1_correct"]:
             has_render = int(row["id"]) % 2 == 0
             assert ("answer_render" in row) == has_render and row["render_missing"] == (not has_render)
-        expected = row.get("answer_render", "") if row["clarity"] == prompts.NO else row["answer_q1"]
+        # the seed's final predictions: the render's answer after "no", Q1's after "yes", nothing after anything else
+        expected = (row.get("answer_render", "") if row["clarity"] == prompts.NO else
+                    row["answer_q1"] if row["clarity"] == prompts.YES else "")
         assert predictions[row["id"]] == expected
 
 
