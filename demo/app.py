@@ -380,8 +380,8 @@ def build_app(studio: Studio) -> gr.Blocks:
             export_file = gr.File(label="Download", elem_id="export-file")
 
             def export_fn():
-                from data_tools.export import export
-                from data_tools.validate import validate
+                from occmllm.export import export
+                from occmllm.validate import validate
 
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 folder = studio.runs / f"export-{stamp}"

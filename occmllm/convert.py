@@ -427,7 +427,7 @@ def build_processor(tokenizer, config: dict, template: ChatTemplate, system_mess
     from transformers import InternVLProcessor
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    from occmllm.vlm import image_only_processor_class
+    from occmllm.processors import image_only_processor_class
 
     size = config.get("force_image_size") or config["vision_config"]["image_size"]
     image_processor = GotOcr2ImageProcessorPil(

@@ -103,7 +103,7 @@ class DataDir:
 
 def check_sources(sources: list[Source], meta_path: Path) -> list[Source]:
     """`DataDir.check` of sources already found (each file validated once, however many stages read it)."""
-    from data_tools.validate import validate
+    from occmllm.validate import validate
 
     sources = list({(s.annotation, s.image_root): s for s in sources}.values())
     errors = []

@@ -64,10 +64,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -192,18 +192,35 @@ def make_data(config: dict, data: str | None, out: Path) -> Path:
 
 
 def synthesize(folder: Path, seed: int, generate: dict, message: str, log: Path | None = None) -> None:
-    """`python -m data_tools.synth --out FOLDER --seed SEED --KEY VALUE...` (resumes a folder it started); its
+    """occmllm.synth.generate into FOLDER with the preset's `data.generate` settings (resumes a folder it started), in
+    a fresh process: the generator forks its workers, which a process holding torch's threads must not do. Its
     progress goes to `log` when given (a run in the background), else to the console."""
-    command = [sys.executable, "-m", "data_tools.synth", "--out", str(folder), "--seed", str(seed)]
-    for key, value in generate.items():
-        command += [f"--{key.replace('_', '-')}", str(value)]
-    print(message, " ".join(command), flush=True)
-    if log is None:
-        subprocess.run(command, check=True, cwd=REPO)
-        return
-    with open(log, "a") as stream:
-        if subprocess.run(command, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT).returncode:
-            raise TrainError(f"{' '.join(command)} failed: see {log}")
+    print(message, f"occmllm.synth.generate({folder}, seed={seed}, " +
+          ", ".join(f"{k}={v!r}" for k, v in generate.items()) + ")", flush=True)
+    worker = multiprocessing.get_context("spawn").Process(target=_generate_data, args=(folder, seed, generate, log))
+    worker.start()
+    worker.join()
+    if worker.exitcode:
+        where = f": see {log}" if log else ""
+        raise TrainError(f"generating {folder} failed (exit code {worker.exitcode}){where}")
+
+
+def _generate_data(folder: Path, seed: int, settings: dict, log: Path | None) -> None:
+    """The body of synthesize's process; exits 2 with the message on bad settings, as the command line does."""
+    if log is not None:
+        stream = open(log, "a", buffering=1)
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+    from occmllm.synth import limit_threads
+
+    limit_threads()
+    from occmllm.synth.generate import SynthError, generate
+
+    try:
+        generate(folder, seed=seed, **settings)
+    except (SynthError, TypeError) as e:  # TypeError: a setting generate() does not have
+        print(f"error: data.generate: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
@@ -247,8 +264,8 @@ def make_clarity_data(config: dict, out: Path, model: Path, eval_settings: dict,
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from data_tools.expert_renders import FOLDER
-    from data_tools.relabel import relabel, routing_threshold, set_clear, write_relabelled
+    from occmllm.expert_renders import FOLDER
+    from occmllm.relabel import relabel, routing_threshold, set_clear, write_relabelled
     from occmllm import prompts
     from occmllm.evaluate import read_test_set, thread_map
     from occmllm.images import load_image
@@ -522,7 +539,7 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
     """The 3D expert's render of every photo of a split (the training photos a stage reads with `renders:
     expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
     (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait."""
-    from data_tools.expert_renders import FOLDER, render_split
+    from occmllm.expert_renders import FOLDER, render_split
 
     folder = Path(data_dir) / split / FOLDER
     marker = folder / f"COMPLETE_{limit or 'all'}"
@@ -565,7 +582,7 @@ def evaluation_expert(route: str, expert: Path | None, data_dir: Path):
         return OracleExpert(data_dir, "test")
     if route != "learned" or expert is None or not (Path(expert) / "config.json").is_file():
         return None
-    from data_tools.expert_renders import FOLDER
+    from occmllm.expert_renders import FOLDER
 
     marker = Path(data_dir) / "test" / FOLDER / "COMPLETE_all"
     if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):

@@ -112,7 +112,7 @@ def build_processor(tokenizer, config: DefaultModelConfig | None = None):
     """The InternVL processor without a video processor (no torchvision here), PIL image processor, one 256 px tile."""
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    from occmllm.vlm import image_only_processor_class
+    from occmllm.processors import image_only_processor_class
     from transformers import InternVLProcessor
 
     config = config or DefaultModelConfig()

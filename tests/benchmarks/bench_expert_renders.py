@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=50, help="photos timed part by part (0: skip)")
     args = parser.parse_args(argv)
 
-    from data_tools.expert_renders import FOLDER, render_split
+    from occmllm.expert_renders import FOLDER, render_split
 
     folder = args.data / args.split / FOLDER
     for mode in args.modes:

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data_tools.synth.gen2.scene import make_sample as make_gen2  # noqa: E402
-from data_tools.synth.scene import make_sample as make_gen1  # noqa: E402
+from occmllm.synth.gen2.scene import make_sample as make_gen2  # noqa: E402
+from occmllm.synth.scene import make_sample as make_gen1  # noqa: E402
 from occmllm.prompts import CLASSES  # noqa: E402
 
 CELL, LABEL_H, GAP = 224, 14, 4

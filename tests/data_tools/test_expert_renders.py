@@ -8,6 +8,7 @@ from PIL import Image
 
 from data_tools import expert_renders
 from data_tools.synth import __main__ as synth
+from occmllm import expert_renders as library
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_renders_are_the_experts_and_a_rerun_skips_them(small_dataset, capsys):
     first = written[0]
     direct = LearnedExpert().reconstruct(str(small_dataset / "train" / "images" / f"{first.stem}.jpg"))
     assert direct.ok and np.array_equal(np.asarray(Image.open(first)), direct.render)  # the pipeline's render
-    assert expert_renders.render_split(small_dataset, "train", progress=False)["skipped"] == len(written)
+    assert library.render_split(small_dataset, "train", progress=False)["skipped"] == len(written)
 
 
 def test_batched_network_gives_the_same_renders(small_dataset, tmp_path):
@@ -40,7 +41,7 @@ def test_batched_network_gives_the_same_renders(small_dataset, tmp_path):
     shutil.copytree(small_dataset, copy, ignore=shutil.ignore_patterns("expert_renders"))
     photos = sorted((copy / "train" / "images").glob("*.jpg"))
     photos[-1].write_bytes(b"not a jpeg")  # a broken photo among them
-    counts = expert_renders.render_split(copy, "train", workers=2, progress=False, batched=True, batch_size=2)
+    counts = library.render_split(copy, "train", workers=2, progress=False, batched=True, batch_size=2)
     assert counts["rendered"] + counts["nothing"] == len(photos) and counts["nothing"] >= 1
     written = sorted((copy / "train" / "expert_renders").glob("*.png"))
     assert len(written) == counts["rendered"] > 0
@@ -71,7 +72,7 @@ def test_renders_of_another_expert_are_not_mixed_in(small_dataset, tmp_path, cap
     assert expert_renders.main(["--data", str(small_dataset), "--split", "train", "--expert", str(other),
                                 "--overwrite"]) == 0
     assert "0 already there" in capsys.readouterr().out
-    assert expert_renders.expert_identity(str(other))["weights_sha256"] in \
+    assert library.expert_identity(str(other))["weights_sha256"] in \
         (small_dataset / "train" / "expert_renders" / "expert.json").read_text()
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from data_tools import validate
-from data_tools.export import export, export_zip, main
+from data_tools.export import main
+from occmllm.export import export, export_zip
 from occmllm import formats, prompts
 from occmllm.store import Item, Store, StoreError
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from data_tools import validate
 from data_tools.synth import __main__ as synth
-from data_tools.synth import writer
-from data_tools.synth.scene import make_sample
+from occmllm.synth import writer
+from occmllm.synth.scene import make_sample
 from occmllm import formats
 from occmllm.dataset import SynthDataset
 from occmllm.prompts import CLASSES, identify_answer, parse_object
@@ -259,7 +259,7 @@ def test_preview_and_relabel(dataset, tmp_path, capsys):
 def test_routing_threshold_routes_the_least_sure_photos_where_the_render_helps():
     import math
 
-    from data_tools.relabel import routing_threshold
+    from occmllm.relabel import routing_threshold
 
     confidence = [0.1, 0.2, 0.3, 0.4, 0.9, 0.95]
     photo = [False, False, True, True, True, True]

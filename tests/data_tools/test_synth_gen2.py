@@ -13,8 +13,8 @@ import pytest
 
 from data_tools import validate
 from data_tools.synth import __main__ as synth
-from data_tools.synth import writer
-from data_tools.synth.gen2 import photos
+from occmllm.synth import writer
+from occmllm.synth.gen2 import photos
 from occmllm import formats
 from occmllm.dataset import SynthDataset
 from occmllm.prompts import CLASSES
@@ -90,7 +90,7 @@ def test_same_bytes_with_one_worker_and_after_resume(gen2, tmp_path, capsys):
 
 
 def test_generation_1_is_reachable_and_unchanged(tmp_path):
-    from data_tools.synth.scene import is_test, make_sample
+    from occmllm.synth.scene import is_test, make_sample
 
     out = tmp_path / "g1"
     assert synth.main(["--out", str(out), "--n", "4", "--seed", "3", "--generation", "1", "--workers", "1"]) == 0
@@ -120,8 +120,8 @@ def test_missing_background_photos_warn_once_and_fall_back_to_rooms(tmp_path, mo
 def test_generation_2_looks_different_from_generation_1():
     """Coloured products (generation 1's objects are grey), several shape variants per class, photo and room
     backgrounds, both framings."""
-    from data_tools.synth.gen2.scene import make_sample as make2
-    from data_tools.synth.scene import make_sample as make1
+    from occmllm.synth.gen2.scene import make_sample as make2
+    from occmllm.synth.scene import make_sample as make1
 
     def colourfulness(sample):
         px = sample.photo[sample.visible & (sample.render.max(-1) > 0)].astype(float)

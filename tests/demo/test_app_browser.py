@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.validate import validate
+from occmllm.validate import validate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

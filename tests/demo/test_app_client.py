@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from gradio_client import Client, handle_file
 
-from data_tools.validate import validate
+from occmllm.validate import validate
 from demo.studio import Preparing, Studio, StudioConfig, StudioError, read_users
 from occmllm import prompts
 

@@ -233,7 +233,7 @@ def test_a_second_key_press_is_refused_not_applied_to_the_next_item(tmp_path):
 
 def test_export_snapshot_creates_and_deletes_nothing_beside_the_database(tmp_path):
     """A closed database: the export reads it without creating -wal / -shm files beside it."""
-    from data_tools.export import export
+    from occmllm.export import export
 
     store = Store(tmp_path / "data")
     store.add_items(make_items(tmp_path / "img", 2))

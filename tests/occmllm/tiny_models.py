@@ -65,7 +65,7 @@ def build(family: str, folder: str | Path, seed: int = 0) -> Path:
                                     vision_intermediate=64, text_hidden=32, text_layers=1, text_heads=2,
                                     text_kv_heads=1, text_intermediate=64, vocab_size=400, seed=seed)
         return build_default_model(folder, config)
-    from occmllm.vlm import image_only_processor_class
+    from occmllm.processors import image_only_processor_class
 
     if family == "llava":
         from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor

@@ -27,7 +27,7 @@ def make_export(folder: Path, dataset: Path, n: int = 12) -> Path:
     """The export of a Store whose items are the first `n` Q1 photos of `dataset` (a toy dataset's train split), each
     with two candidate answers, judged by one annotator through the app's queue: A or B accepted, a wrong answer
     accepted and corrected, both bad and corrected; then `data_tools.export.export(store, folder / "export")`."""
-    from data_tools.export import export
+    from occmllm.export import export
     from occmllm.store import Store, items_from_dataset
 
     store = Store(folder / "annotations")

@@ -176,7 +176,7 @@ def test_clarity_rule_route_says_no_where_the_model_is_least_sure(toy_data, tmp_
     data_tools.relabel.routing_threshold picks from the photo and render answers."""
     import numpy as np
 
-    from data_tools.relabel import routing_threshold
+    from occmllm.relabel import routing_threshold
     from occmllm.formats import read_conversations
     from occmllm.images import load_image
     from occmllm.vlm import VLM
@@ -246,7 +246,7 @@ def test_a_stage_on_expert_renders_makes_them_first_with_the_runs_expert(toy_cop
     """renders: expert with no expert renders in the data: run_all makes them (the shipped expert here, no stage 0),
     the stage trains on photos + renders, and a rerun of the stage reuses them. Photos the expert finds nothing in
     stop the run with a message."""
-    from data_tools.expert_renders import expert_identity
+    from occmllm.expert_renders import expert_identity
 
     from occmllm.recon.experts import WEIGHTS
 

@@ -1,6 +1,6 @@
 """One generation-2 sample: a product held by a dressed hand, lit, framed like ObMan or wider, over a real photo or
 a rendered room, through a randomised camera. Same ``Sample`` and the same label rules as generation 1
-(``data_tools/synth/scene.py``), plus a few generation-2 labels (variant, framing, sleeve, camera settings).
+(``occmllm/synth/scene.py``), plus a few generation-2 labels (variant, framing, sleeve, camera settings).
 
 ``make_sample(seed, index)`` is a pure function of its arguments, like generation 1's, but draws from its own
 stream (a different generator key), so the two generations never share a sample.

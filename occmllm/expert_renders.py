@@ -1,0 +1,188 @@
+"""Render every photo of a dataset split through a 3D expert, so that a VLM can be trained on the renders the 3D route
+will really show it (the learned expert's, not the ground-truth ones the generator writes to `{split}/renders/`).
+
+    python -m data_tools.expert_renders --data data/synth --split train                  # the shipped learned expert
+    python -m data_tools.expert_renders --data data/synth --split train --expert runs/recon --workers 16 --limit 10000
+    python -m data_tools.expert_renders --data data/synth --split test --workers 16 --device cuda  # network on the GPU
+
+Writes `{split}/expert_renders/{id}.png` (the expert's render of the object alone from the photo's camera, as
+`occmllm.pipeline` shows it to the model) for the first --limit photos of `{split}_Q1.jsonl`; photos already rendered
+are skipped (a killed run continues), photos where the expert reconstructs nothing get no file (counted in the
+summary). `{split}/expert_renders/expert.json` records which expert made them (its weights' SHA-256): a rerun with
+another expert stops with a message instead of mixing renders of two experts (--overwrite renders every photo again). Training reads them with `renders: expert` in a stage's settings (train/run_all.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from PIL import Image
+
+FOLDER = "expert_renders"
+_expert = None
+
+
+def _start(expert: str | None, device: str = "cpu") -> None:
+    global _expert
+    import torch
+
+    from occmllm.recon import LearnedExpert
+
+    torch.set_num_threads(1)
+    _expert = LearnedExpert(expert, device=device) if expert else LearnedExpert(device=device)
+
+
+def _render(job: tuple[str, str]) -> str | None:
+    """(photo, render path) -> None when written, else the expert's message."""
+    photo, out = job
+    return _write(_expert.reconstruct(photo), out)
+
+
+def _finish(job: tuple) -> str | None:
+    """(network prediction or the photo's error message, render path) -> _write (meshing and rendering here)."""
+    prediction, out = job
+    if isinstance(prediction, str):
+        return prediction
+    return _write(_expert.from_prediction(prediction), out)
+
+
+def _write(reconstruction, out: str) -> str | None:
+    if not reconstruction.ok:
+        return reconstruction.message
+    tmp = f"{out}.{os.getpid()}.tmp.png"
+    Image.fromarray(reconstruction.render).save(tmp)
+    os.replace(tmp, out)
+    return None
+
+
+def _batched_predictions(jobs: list[tuple[str, str]], expert: str | None, device: str, batch_size: int,
+                         slots: threading.Semaphore):
+    """(prediction, render path) for each job, the network run in batches of `batch_size` on `device` in this
+    process (the photos decoded in threads); a photo that cannot be read gives its message instead. Waits for a
+    free `slot` before each item so that the predictions (a 64^3 grid each) never pile up ahead of the meshing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from occmllm.recon import LearnedExpert
+
+    network = LearnedExpert(expert, device=device) if expert else LearnedExpert(device=device)
+
+    def read(job):
+        try:
+            return network.checked_photo(job[0])
+        except ValueError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(8) as threads:
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start: start + batch_size]
+            photos = list(threads.map(read, batch))
+            good = [photo for photo in photos if not isinstance(photo, str)]
+            predictions = iter(network.predict_batch(good) if good else ())
+            for job, photo in zip(batch, photos):
+                slots.acquire()
+                if isinstance(photo, str):
+                    yield photo, job[1]
+                else:
+                    yield next(predictions), job[1]
+
+
+@contextlib.contextmanager
+def _one_thread_children():
+    """Worker processes started inside keep numpy's BLAS / OpenMP to one thread each (they fill the cores already;
+    a BLAS pool per worker as wide as the machine oversubscribes it). The caller's own settings are put back."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def expert_identity(expert: str | None) -> dict[str, str]:
+    """The expert folder and the SHA-256 of its weights (what expert.json records)."""
+    from occmllm.recon.experts import weights_folder
+
+    folder = weights_folder(expert)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{weights}: not found (a learned expert folder holds config.json + model.safetensors)")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return {"expert": str(folder), "weights_sha256": digest}
+
+
+def render_split(data: Path, split: str, expert: str | None = None, workers: int = 1, limit: int | None = None,
+                 progress: bool = True, overwrite: bool = False, device: str = "cpu",
+                 batched: bool = False, batch_size: int = 64) -> dict[str, int]:
+    """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts.
+    device: where the network runs. Every worker reconstructs its photos whole (the network on `device`, one photo at
+    a time), unless `batched`: then this process runs the network on `batch_size` photos at a time and the workers
+    only mesh and render. On an H100 box (16 cores) batched was the slower (109 against 151 photos/s with 16
+    workers, 92 against 115 with 12: tests/benchmarks/bench_expert_renders.py); marching cubes and the render are
+    what cost (24 and 10 ms a photo there), not the network (6 ms).
+    Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    from occmllm import formats
+
+    annotation = Path(data) / f"{split}_Q1.jsonl"
+    if not annotation.is_file():
+        raise ValueError(f"{annotation}: not found (a dataset folder from data_tools.synth has one per split)")
+    images = Path(data) / split / "images"
+    out = Path(data) / split / FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    identity, record = expert_identity(expert), out / "expert.json"
+    if record.is_file() and not overwrite:
+        made_by = json.loads(record.read_text())
+        if made_by.get("weights_sha256") != identity["weights_sha256"]:
+            raise ValueError(f"{out}: holds renders of another expert ({made_by.get('expert')}, weights "
+                             f"{str(made_by.get('weights_sha256'))[:12]}...), not of {identity['expert']} (weights "
+                             f"{identity['weights_sha256'][:12]}...); pass --overwrite to render every photo again")
+    elif not record.is_file() and any(out.glob("*.png")) and not overwrite:
+        raise ValueError(f"{out}: holds renders of an unknown expert (no expert.json); pass --overwrite to render "
+                         f"every photo again")
+    record.write_text(json.dumps(identity, indent=1) + "\n")
+    jobs, skipped = [], 0
+    for conv in formats.read_conversations(annotation)[:limit]:
+        target = out / f"{Path(conv.images[0]).stem}.png"
+        if target.is_file() and not overwrite:
+            skipped += 1
+        else:
+            jobs.append((str(images / conv.images[0]), str(target)))
+    nothing, slots, pool = 0, None, None
+    with tqdm(total=len(jobs), desc=f"{split}: expert renders", unit="photo", disable=not progress) as bar:
+        if not jobs:  # everything rendered already: no expert to load, no processes to start
+            results = iter(())
+        elif batched:
+            slots = threading.Semaphore(max(4 * batch_size, 16 * workers))
+            with _one_thread_children():
+                pool = get_context("spawn").Pool(max(1, workers), initializer=_start, initargs=(expert, "cpu"))
+            results = pool.imap(_finish, _batched_predictions(jobs, expert, device, batch_size, slots), chunksize=4)
+        elif workers <= 1:
+            _start(expert, device)
+            results = map(_render, jobs)
+        else:
+            with _one_thread_children():
+                pool = get_context("spawn").Pool(workers, initializer=_start, initargs=(expert, device))
+            results = pool.imap(_render, jobs, chunksize=8)
+        for message in results:
+            nothing += message is not None
+            bar.update(1)
+            if slots is not None:
+                slots.release()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return {"rendered": len(jobs) - nothing, "skipped": skipped, "nothing": nothing}
