@@ -92,14 +92,14 @@ class Studio:
 
     def expert(self, spec: str | None):
         """(expert or None, message): a 3D expert by spec, or None with the reason it is unavailable."""
-        from occmllm.pipeline import make_expert
+        from occmllm.recon import expert_from_spec
 
         spec = (spec or "none").strip()
         if spec == "none":
             return None, "3D expert switched off"
         if spec not in self._experts:
             try:
-                self._experts[spec] = _WithViews(make_expert(spec))
+                self._experts[spec] = _WithViews(expert_from_spec(spec))
             except Exception as e:  # noqa: BLE001 - any failure to build an expert is shown, not raised
                 self._experts[spec] = e
         found = self._experts[spec]

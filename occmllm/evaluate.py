@@ -208,7 +208,7 @@ def fused_summary(results: list[metrics.ImageResult], records: list[dict]) -> di
              "best_routing": sum(r.q1 == r.label or r.render_answer == r.label for r in results) / len(results)
              if results else None}
     with_fraction = [(r, rec) for r, rec in pairs if r.visible_fraction is not None]
-    hidden = [(r, rec) for r, rec in with_fraction if r.visible_fraction < 0.4]
+    hidden = [(r, rec) for r, rec in with_fraction if r.visible_fraction < metrics.HIDDEN_BELOW]
     return {**score(pairs), **other, "visible_under_40": {**score(hidden), "decision_seed_rule": metrics.decision(
         [r for r, _ in hidden]) if hidden else None}, "per_visible_fraction": {
         metrics.bucket_name(low, high): score([(r, rec) for r, rec in with_fraction if low <= r.visible_fraction < high])
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--fuse needs a 3D expert: --expert learned (or --renders DIR)")
 
     from occmllm.formats import FormatError, write_predictions
-    from occmllm.pipeline import make_expert
+    from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM, ModelLoadError
 
     try:
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
             expert = FolderExpert(args.renders)
         else:
-            expert = make_expert(args.expert)
+            expert = expert_from_spec(args.expert)
     except (FormatError, ModelLoadError, ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

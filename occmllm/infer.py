@@ -38,14 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     args = parser.parse_args(argv)
 
-    from occmllm.pipeline import Step, Trace, make_expert, run_cot
+    from occmllm.pipeline import Step, Trace, run_cot
+    from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM, ModelLoadError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vlm = VLM.load(args.model, device=args.device) if args.model else VLM.load_default(device=args.device)
-        expert = make_expert(args.expert)
+        expert = expert_from_spec(args.expert)
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

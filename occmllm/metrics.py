@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from occmllm import prompts
 
+HIDDEN_BELOW = 0.4  # "visible < 40%": the photos the 3D route is for; the results tables' Decision (visible < 40%)
 BUCKETS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0001))  # visible fraction of the object
 
 
@@ -133,6 +134,11 @@ def confusion_matrix(results: list[ImageResult], final: bool = True) -> dict[str
     for r in results:
         matrix.setdefault(r.label, Counter())[r.final if final else r.q1] += 1
     return {label: dict(sorted(counts.items())) for label, counts in sorted(matrix.items())}
+
+
+def mostly_hidden(results: list) -> list:
+    """The results whose object is less than HIDDEN_BELOW visible (those without a visible fraction are left out)."""
+    return [r for r in results if r.visible_fraction is not None and r.visible_fraction < HIDDEN_BELOW]
 
 
 def bucket_name(low: float, high: float) -> str:

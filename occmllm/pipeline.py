@@ -221,22 +221,3 @@ def cot(vlm, image, **kwargs) -> Trace:
     for event in run_cot(vlm, image, **kwargs):
         pass
     return event
-
-
-def make_expert(spec: str | None):
-    """An expert from a command-line spec: "none", "learned" or "learned:WEIGHTS" (a folder, or a shipped expert's
-    name: "v4", the default, or "v5"; occmllm.recon.experts.SHIPPED), "oracle:DATA_DIR[:SPLIT]",
-    "folder:DIR" (precomputed renders named `{id}_0_obman_test_rgb_{id}.jpg.png`)."""
-    if not spec or spec == "none":
-        return None
-    kind, _, arg = spec.partition(":")
-    from occmllm import recon
-
-    if kind == "learned":
-        return recon.LearnedExpert(arg or None)
-    if kind == "oracle":
-        data_dir, _, split = arg.partition(":")
-        return recon.OracleExpert(data_dir, split or "test")
-    if kind == "folder":
-        return recon.FolderExpert(arg)
-    raise ValueError(f"--expert {spec!r}: expected none, learned[:WEIGHTS], oracle:DATA_DIR[:SPLIT] or folder:DIR")

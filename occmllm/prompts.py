@@ -66,17 +66,24 @@ def attribute_answer(value: bool) -> str:
     return YES if value else NO
 
 
-def answer_fits(question: str, answer: str | None) -> bool:
-    """Does `answer` read as an answer to `question`: a known class for "What's the object..." (and its "check
-    again" form), yes or no for the clarity and attribute questions; anything non-empty for other questions."""
-    if not answer or not answer.strip():
-        return False
+def answer_problem(question: str, answer: str, classes=CLASSES) -> str | None:
+    """What keeps `answer` from reading as an answer to `question`, or None: "What's the object..." (and its "check
+    again" form) wants one of `classes`, the clarity and attribute questions yes or no; other questions take anything."""
     q = strip_image(question)
     if q.startswith(IDENTIFY_TEXT) or q.startswith(CHECK_AGAIN_TEXT):
-        return parse_object(answer) in CLASSES
-    if q.startswith(CLARITY_TEXT) or q in ATTRIBUTE_QUESTIONS.values():
-        return parse_yes_no(answer) != UNPARSED
-    return True
+        named = parse_object(answer)
+        if named == UNPARSED or named not in classes:
+            shown = answer.strip().removeprefix("The object is ").rstrip(".")
+            return f"unknown class {shown!r} in answer {answer!r} (known: {', '.join(sorted(classes))})"
+    elif q.startswith(CLARITY_TEXT) or q in ATTRIBUTE_QUESTIONS.values():
+        if parse_yes_no(answer) == UNPARSED:
+            return f"answer {answer!r} to {q!r} is neither yes nor no"
+    return None
+
+
+def answer_fits(question: str, answer: str | None) -> bool:
+    """Does `answer` read as an answer to `question` (see `answer_problem`; an empty answer never does)."""
+    return bool(answer and answer.strip()) and answer_problem(question, answer) is None
 
 
 def readable_answer(question: str, answer: str | None) -> bool:

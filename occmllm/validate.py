@@ -71,20 +71,6 @@ def detect_format(path: Path, first: Any) -> str | None:
     return None
 
 
-def _check_answer(question: str, answer: str, classes: set[str]) -> str | None:
-    """A problem with a gpt answer to one of the seed's questions (class or yes/no), or None."""
-    q = question.replace(prompts.IMAGE_TOKEN, "").strip()
-    if q.startswith(prompts.IDENTIFY_TEXT) or q.startswith(prompts.CHECK_AGAIN_TEXT):
-        cls = prompts.parse_object(answer)
-        if cls == prompts.UNPARSED or cls not in classes:
-            named = answer.strip().removeprefix("The object is ").rstrip(".")
-            return f"unknown class {named!r} in answer {answer!r} (known: {', '.join(sorted(classes))})"
-    elif q.startswith(prompts.CLARITY_TEXT) or q in prompts.ATTRIBUTE_QUESTIONS.values():
-        if prompts.parse_yes_no(answer) == prompts.UNPARSED:
-            return f"answer {answer!r} to {q!r} is neither yes nor no"
-    return None
-
-
 def _check_images(path: Path, line: int, images: list[str], root: Path | None, index: ImageIndex, report: Report) -> None:
     if root is None:
         return
@@ -102,7 +88,7 @@ def check_conversation(path: Path, line: int, obj: Any, root: Path | None, class
         return
     turns = obj["conversations"]
     for q, a in zip(turns[::2], turns[1::2]):
-        problem = _check_answer(q["value"], a["value"], classes)
+        problem = prompts.answer_problem(q["value"], a["value"], classes)
         if problem:
             report.error(path, line, problem)
     _check_images(path, line, formats.Conversation.from_dict(obj).images, root, index, report)
@@ -116,7 +102,7 @@ def check_preference(path: Path, line: int, obj: Any, root: Path | None, classes
     if problems:
         return
     for key in ("chosen", "rejected"):
-        problem = _check_answer(obj["question"], obj[key], classes)
+        problem = prompts.answer_problem(obj["question"], obj[key], classes)
         if problem:
             report.error(path, line, f"{key}: {problem}")
     _check_images(path, line, formats.PreferencePair.from_dict(obj).images, root, index, report)

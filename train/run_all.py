@@ -609,7 +609,7 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
     results, records = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
                                 manifest=read_manifest(source.image_root), progress=True, fuse=fuse)
     summary = metrics.summary(results)
-    hidden = [r for r in results if r.visible_fraction is not None and r.visible_fraction < 0.4]
+    hidden = metrics.mostly_hidden(results)
     row = {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],
            "decision": summary["decision"], "decision_visible_under_40": metrics.decision(hidden) if hidden else None,
            "n_visible_under_40": len(hidden), "3d_plus": summary["3d_plus"], "routed_to_3d": summary["routed_to_3d"]}

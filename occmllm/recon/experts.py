@@ -25,10 +25,8 @@ from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, 
 from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
 
 WEIGHTS = Path(__file__).parent / "weights"
-# The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`). "v4" (width 32) is the default: the
-# shipped default VLM reads its renders best (Decision 0.917 on the seed-1 test photos, against 0.868 with v5's, whose
-# knives it misreads: it was trained on renders of earlier experts that drew knives as stubs). "v5" (width 48, thin-part
-# targets) has the better shapes (IoU 0.716 against 0.677): the one for meshes and for training the next VLM on.
+# The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`): "v4" (width 32), the default, whose
+# renders the shipped default VLM was trained to read; "v5" (width 48, thin-part targets), the better shapes (README).
 SHIPPED = {"v4": WEIGHTS, "v5": Path(__file__).parent / "weights_v5"}
 
 
@@ -42,6 +40,37 @@ def weights_folder(path: str | Path | None = None) -> Path:
         raise FileNotFoundError(f"{path}: no such expert folder, and no shipped expert of that name (shipped: "
                                 f"{', '.join(SHIPPED)})")
     return Path(path)
+
+
+SPEC_HELP = "none | learned[:v4|v5|FOLDER] | oracle:DATA_DIR[:SPLIT] | folder:DIR"
+
+
+def expert_from_spec(spec: str | None):
+    """The 3D expert a spec names, the one spelling used everywhere (the app, infer, evaluate, the recipe's presets):
+    "none" (or None), "learned" (the default shipped expert, v4) or "learned:NAME|FOLDER" (a shipped expert's name,
+    see SHIPPED, or a trained expert's folder), "oracle:DATA_DIR[:SPLIT]" (the synthetic ground truth),
+    "folder:DIR" (precomputed renders named `{id}_0_obman_test_rgb_{id}.jpg.png`)."""
+    if not spec or spec == "none":
+        return None
+    kind, _, arg = str(spec).partition(":")
+    if kind == "learned":
+        return LearnedExpert(arg or None)
+    if kind == "oracle":
+        data_dir, _, split = arg.partition(":")
+        return OracleExpert(data_dir, split or "test")
+    if kind == "folder":
+        return FolderExpert(arg)
+    raise ValueError(f"expert {spec!r}: expected {SPEC_HELP}")
+
+
+def learned_weights(spec: str) -> Path:
+    """The weights folder of a "learned[:NAME|FOLDER]" spec (for what can only take a learned expert, like training
+    on its renders); other specs raise ValueError."""
+    kind, _, arg = str(spec).partition(":")
+    if kind != "learned":
+        raise ValueError(f"expert {spec!r}: expected learned, learned:NAME (shipped: {', '.join(SHIPPED)}) or "
+                         "learned:FOLDER")
+    return weights_folder(arg or None)
 
 
 def as_rgb_array(image, size: int | None = None) -> np.ndarray:

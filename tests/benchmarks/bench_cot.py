@@ -45,14 +45,15 @@ def main(argv=None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from occmllm.pipeline import cot, make_expert
+    from occmllm.pipeline import cot
+    from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vlm = VLM.load(args.model) if args.model else VLM.load_default()
     try:
-        expert = make_expert(args.expert)
+        expert = expert_from_spec(args.expert)
     except FileNotFoundError as error:  # no shipped 3D weights yet: time an untrained expert of the same shape
         import tempfile
 
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
 
         print(f"note: {error}\nnote: timing an UNTRAINED LearnedExpert of the shipped shape instead")
         folder = OccupancyNet().save_pretrained(tempfile.mkdtemp())
-        expert = make_expert(f"learned:{folder}")
+        expert = expert_from_spec(f"learned:{folder}")
     print(f"model: {vlm.describe()}  threads: {torch.get_num_threads()}  expert: {args.expert}")
     images = photos(args.runs + 2)
     for image in images[:2]:  # warm-up (first calls allocate)

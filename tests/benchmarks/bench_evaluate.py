@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from occmllm.evaluate import evaluate, read_test_set
-    from occmllm.pipeline import make_expert
+    from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM
 
     with warnings.catch_warnings():
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     print(f"model: {vlm.describe()}  threads: {torch.get_num_threads()}  images: {len(items)}  "
           f"batch: {args.batch_size}  expert: {args.expert}")
     start = time.perf_counter()
-    results, _ = evaluate(vlm, items, expert=make_expert(args.expert), batch_size=args.batch_size)
+    results, _ = evaluate(vlm, items, expert=expert_from_spec(args.expert), batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     print(f"evaluated {len(results)} images in {seconds:.1f} s ({len(results) / seconds:.1f} images/s); "
           f"target <= 180 s for 2,000")

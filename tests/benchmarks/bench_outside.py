@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from occmllm import prompts
-    from occmllm.pipeline import cot, make_expert
+    from occmllm.pipeline import cot
+    from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM
 
     labels = read_labels(args.folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vlm = VLM.load(args.model) if args.model else VLM.load_default()
-    expert = make_expert(args.expert)
+    expert = expert_from_spec(args.expert)
     print(f"model: {vlm.describe()}\n3D expert: {args.expert}  fuse: {args.fuse}  force 3D: {args.force_3d}\n")
     right_final = right_first = routed = 0
     pairs, traces = [], []

@@ -93,10 +93,10 @@ def class_table(rows: list[dict], manifest: dict, bounds: dict[str, float]) -> N
 
 
 def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manifest: dict, expert) -> None:
-    from occmllm import prompts
+    from occmllm import metrics, prompts
     from occmllm.vlm import VLM
 
-    hidden = [i for i in ids if manifest.get(i, {}).get("visible_fraction", 1.0) < 0.4]
+    hidden = [i for i in ids if manifest.get(i, {}).get("visible_fraction", 1.0) < metrics.HIDDEN_BELOW]
     print(f"\nVLM {model_path}: Q1 accuracy on {len(hidden)} test photos with visible fraction < 0.4")
     vlm = VLM.load(model_path)
     oracle = OracleExpert(data, split)

@@ -337,18 +337,18 @@ def test_bad_input_gives_nothing_reconstructed(name):
 def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
     """`learned:v5` (app, CLI) loads the wider shipped expert, `learned` the default one; a folder of that name in the
     working directory is taken as the folder it is."""
-    from occmllm.pipeline import make_expert
+    from occmllm.recon import expert_from_spec
 
     assert weights_folder(None) == WEIGHTS == SHIPPED["v4"]
-    assert make_expert("learned").config.width == 32
-    assert make_expert("learned:v5").config.width == 48
+    assert expert_from_spec("learned").config.width == 32
+    assert expert_from_spec("learned:v5").config.width == 48
     assert LearnedExpert("v5").config.width == 48
     own = OccupancyNet(TINY)
     own.save_pretrained(tmp_path / "v5")
     monkeypatch.chdir(tmp_path)
     assert weights_folder("v5") == Path("v5") and LearnedExpert("v5").config.width == TINY.width
     with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5"):
-        make_expert("learned:v9")
+        expert_from_spec("learned:v9")
 
 
 def test_zoomed_photos_keep_the_3d_targets_aligned(dataset, tmp_path):
