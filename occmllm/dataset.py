@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from occmllm.images import as_rgb_array
+
 SPLITS = ("train", "test")
 
 
@@ -45,7 +47,16 @@ class Shape:
 
 
 def load_shape(path: str | Path) -> Shape:
-    """One shapes/{id}.npz file (occupancy unpacked to bool)."""
+    """One shapes/{id}.npz file (occupancy unpacked to bool); ValueError naming the file when it cannot be read."""
+    try:
+        return _read_shape(path)
+    except KeyError as err:
+        raise ValueError(f"{path}: missing array {err} (need vertices, faces, K)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable shape file ({err})") from None
+
+
+def _read_shape(path: str | Path) -> Shape:
     with np.load(path, allow_pickle=False) as z:
         occupancy = bounds = obj_to_cam = None
         if "occupancy" in z:
@@ -96,10 +107,10 @@ class SynthDataset:
         return self.folder / "shapes" / f"{sid}.npz"
 
     def load_image(self, sid: str) -> np.ndarray:
-        return np.asarray(Image.open(self.image_path(sid)).convert("RGB"))
+        return as_rgb_array(self.image_path(sid))
 
     def load_render(self, sid: str) -> np.ndarray:
-        return np.asarray(Image.open(self.render_path(sid)).convert("RGB"))
+        return as_rgb_array(self.render_path(sid))
 
     def load_masks(self, sid: str) -> tuple[np.ndarray, np.ndarray]:
         """(amodal, visible) bool masks of the object."""

@@ -105,3 +105,28 @@ def load_image(source, max_side: int = MAX_SIDE, min_side: int = MIN_SIDE) -> Im
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return image
+
+
+def as_rgb_array(image, size: int | None = None) -> np.ndarray:
+    """A path, PIL image or HxWx3/HxW array -> uint8 HxWx3 (resized to size x size when given)."""
+    if isinstance(image, (str, Path)):
+        try:
+            image = Image.open(image)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{image}: not a readable image ({err})") from None
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+        if size and image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 image, got an array of shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    array = array[..., :3]
+    if size and array.shape[:2] != (size, size):
+        array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return array

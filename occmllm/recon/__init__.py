@@ -8,7 +8,8 @@ hides) and a render of the object alone, grey on black, from the input camera (t
 Experts: LearnedExpert (trained here: `python -m occmllm.recon.train`), FolderExpert (precomputed renders, the seed's
 MOHO naming), OracleExpert (synthetic ground truth). Benchmark: `python -m tests.benchmarks.bench_recon`.
 """
-from occmllm.recon.experts import FolderExpert, LearnedExpert, OracleExpert, as_rgb_array, expert_from_spec
+from occmllm.images import as_rgb_array
+from occmllm.recon.experts import FolderExpert, LearnedExpert, OracleExpert, expert_from_spec
 from occmllm.recon.reconstruction import NOTHING, Reconstruction, mesh_to_glb, nothing_reconstructed, viewer_mesh
 
 __all__ = ["FolderExpert", "LearnedExpert", "OracleExpert", "Reconstruction", "NOTHING", "as_rgb_array", "expert_from_spec",

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
+from occmllm.dataset import load_shape
+from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import cube_around, voxelize_parts
 from occmllm.recon.model import OccupancyNetConfig
 
@@ -45,25 +46,6 @@ def list_ids(data_dir: str | Path, split: str) -> list[str]:
         raise FileNotFoundError(f"{root / 'shapes'}: no such folder (expected the synthetic dataset layout: "
                                 f"DIR/{{split}}/shapes/{{id}}.npz; make one with `python -m data_tools.synth`)")
     return sorted(p.stem for p in (root / "shapes").glob("*.npz") if (root / "images" / f"{p.stem}.jpg").is_file())
-
-
-def load_shape(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vertices float32 (N,3), faces int64 (M,3), K float32 (3,3)) from a shapes/{id}.npz file."""
-    try:
-        with np.load(path) as data:
-            return (np.asarray(data["vertices"], np.float32), np.asarray(data["faces"], np.int64),
-                    np.asarray(data["K"], np.float32))
-    except KeyError as err:
-        raise ValueError(f"{path}: missing array {err} (need vertices, faces, K)") from None
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: unreadable shape file ({err})") from None
-
-
-def load_image(path: str | Path, size: int = 256) -> np.ndarray:
-    image = Image.open(path).convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
 
 
 def gt_occupancy(vertices: np.ndarray, faces: np.ndarray, res: int = GT_RES):
@@ -90,7 +72,8 @@ def window_of(extent: np.ndarray, pad: float) -> np.ndarray:
 
 
 def _prepare_one(path: str) -> tuple:
-    vertices, faces, K = load_shape(path)
+    shape = load_shape(path)
+    vertices, faces, K = shape.vertices, shape.faces.astype(np.int64), shape.K
     solid, surface, lo, side = gt_occupancy(vertices, faces)
     return (object_extent(vertices, K), K, lo.astype(np.float32), np.float32(side), np.packbits(solid.ravel()),
             np.packbits(surface.ravel()))
@@ -177,7 +160,7 @@ def _decode_into(task: tuple[str, int, list[str]]) -> int:
     path, offset, paths = task
     out = np.load(path, mmap_mode="r+")
     for n, photo in enumerate(paths):
-        out[offset + n] = load_image(photo)
+        out[offset + n] = as_rgb_array(photo, 256)
     out.flush()
     return len(paths)
 

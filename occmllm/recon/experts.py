@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from PIL import Image
 
+from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, half_depth, mesh_from_grid
 from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
 
@@ -71,31 +71,6 @@ def learned_weights(spec: str) -> Path:
         raise ValueError(f"expert {spec!r}: expected learned, learned:NAME (shipped: {', '.join(SHIPPED)}) or "
                          "learned:FOLDER")
     return weights_folder(arg or None)
-
-
-def as_rgb_array(image, size: int | None = None) -> np.ndarray:
-    """A path, PIL image or HxWx3/HxW array -> uint8 HxWx3 (resized to size x size when given)."""
-    if isinstance(image, (str, Path)):
-        try:
-            image = Image.open(image)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{image}: not a readable image ({err})") from None
-    if isinstance(image, Image.Image):
-        image = image.convert("RGB")
-        if size and image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 image, got an array of shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    array = array[..., :3]
-    if size and array.shape[:2] != (size, size):
-        array = np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    return array
 
 
 def finish(mesh: trimesh.Trimesh | None, K: np.ndarray, size: int, views: bool, timings: dict, t0: float,
@@ -224,15 +199,16 @@ class OracleExpert:
         self.root, self.size = Path(data_dir) / split, size
 
     def reconstruct(self, image_or_id, K=None, views: bool = False) -> Reconstruction:
-        from occmllm.recon.data import load_shape
+        from occmllm.dataset import load_shape
 
         t0 = time.perf_counter()
         sid = Path(str(image_or_id)).stem
         path = self.root / "shapes" / f"{sid}.npz"
         if not path.is_file():
             return nothing_reconstructed(f"{path}: no ground-truth shape", self.size)
-        vertices, faces, K_true = load_shape(path)
-        mesh = trimesh.Trimesh(vertices, faces, process=False)
+        shape = load_shape(path)
+        K_true = shape.K
+        mesh = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
         return finish(mesh, K_true, self.size, views, {"load": time.perf_counter() - t0}, t0, "ground truth")
 
 

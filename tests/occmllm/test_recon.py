@@ -14,6 +14,7 @@ import torch
 import trimesh
 from PIL import Image
 
+from occmllm.images import as_rgb_array
 from occmllm.recon import NOTHING, FolderExpert, LearnedExpert, OracleExpert, Reconstruction
 from occmllm.recon.experts import SHIPPED, WEIGHTS, weights_folder
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, mesh_from_grid, voxelize
@@ -214,7 +215,7 @@ def test_photos_decode_once_into_a_cache_that_later_loads_map(dataset, tmp_path,
     import occmllm.recon.data as recon_data
 
     ids = recon_data.list_ids(dataset, "train")
-    direct = np.stack([recon_data.load_image(dataset / "train" / "images" / f"{sid}.jpg") for sid in ids])
+    direct = np.stack([as_rgb_array(dataset / "train" / "images" / f"{sid}.jpg", 256) for sid in ids])
     parallel = recon_data.load_images(dataset, "train", ids, tmp_path, workers=2, progress=False)
     np.testing.assert_array_equal(parallel, direct)
     assert (tmp_path / "images_train.npy").is_file() and not list(tmp_path.glob("*.partial.npy"))
