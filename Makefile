@@ -34,7 +34,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.benchmarks $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
