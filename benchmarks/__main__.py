@@ -54,5 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     runpy.run_module(f"benchmarks.{row['name']}", run_name="__main__", alter_sys=True)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
