@@ -1,4 +1,5 @@
-# OCC-MLLM studio. `make demo` opens the app, `make test` runs the tests; both set everything up first.
+# OCC-MLLM studio. `make demo` opens the app, `make test` runs the tests, `make bench` lists the benchmarks
+# (`make bench ARGS="bench_cot --help"` runs one); all set everything up first.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ export PYOPENGL_PLATFORM ?= osmesa
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt Makefile
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml Makefile
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo ">> installing Debian packages: $$missing"; \
@@ -22,9 +23,11 @@ $(VENV)/.installed: requirements.txt Makefile
 	@[ -x $(BIN)/python ] || { echo ">> creating $(VENV)"; $(PY) -m venv $(VENV); }
 	@$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -c "import torch" 2>/dev/null || { echo ">> installing torch (CPU build)"; $(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true; }
-	@echo ">> installing requirements.txt"
-	@$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
+	@echo ">> installing requirements.txt, requirements-dev.txt"
+	@$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v '^WARNING: Location' || true
 	@$(BIN)/python -m pip install -q "PyOpenGL>=3.1.7" 2>&1 | grep -vE "^WARNING: Location|dependency (resolver|conflicts)|pyrender .* requires PyOpenGL" || true
+	@echo ">> installing the project's commands (pip install --no-deps -e .: occmllm-studio, occmllm-train, ...)"
+	@$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
 	@touch $@
 
 demo: setup
@@ -34,7 +37,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.benchmarks $(ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,7 @@
 Samples are drawn with a fixed seed (``--seed``), sorted by visible fraction so the sheet reads from hidden to clear.
 In the mask view red is the amodal object mask, yellow the visible part of it. With --experts, each expert's render
 of the photo follows (the object alone as the VLM re-reads it, reconstructed with the sample's camera), its name and
-its IoU against the ground truth written on it (depth-aligned, as tests/benchmarks/bench_recon scores it).
+its IoU against the ground truth written on it (depth-aligned, as benchmarks/bench_recon scores it).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     device: where the network runs. Every worker reconstructs its photos whole (the network on `device`, one photo at
     a time), unless `batched`: then this process runs the network on `batch_size` photos at a time and the workers
     only mesh and render. On an H100 box (16 cores) batched was the slower (109 against 151 photos/s with 16
-    workers, 92 against 115 with 12: tests/benchmarks/bench_expert_renders.py); marching cubes and the render are
+    workers, 92 against 115 with 12: benchmarks/bench_expert_renders.py); marching cubes and the render are
     what cost (24 and 10 ms a photo there), not the network (6 ms).
     Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
     from multiprocessing import get_context

@@ -189,9 +189,3 @@ def parse_yes_no(text: str | None) -> str:
     if yes and not no:
         return YES
     return UNPARSED
-
-
-def is_clear(text: str | None) -> bool | None:
-    """True / False for a parsed clarity answer, None when it is unparsed."""
-    answer = parse_yes_no(text)
-    return None if answer == UNPARSED else answer == YES

@@ -123,21 +123,6 @@ def close() -> None:
             pass
 
 
-def _look_along(direction) -> np.ndarray:
-    """A 4x4 OpenGL pose (camera frame) whose -z axis points along ``direction`` given in OpenCV axes."""
-    d = np.asarray(direction, dtype=np.float64)
-    d = d / (np.linalg.norm(d) + 1e-12)
-    d_gl = np.array([d[0], -d[1], -d[2]])  # OpenCV -> OpenGL camera axes
-    z = -d_gl
-    up = np.array([0.0, 1.0, 0.0]) if abs(z[1]) < 0.95 else np.array([1.0, 0.0, 0.0])
-    x = np.cross(up, z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2] = x, y, z
-    return pose
-
-
 def _scaled_k(K, size: int, k_size: int | None) -> np.ndarray:
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3):

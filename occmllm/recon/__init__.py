@@ -6,7 +6,7 @@ hides) and a render of the object alone, grey on black, from the input camera (t
     rec.ok, rec.message, rec.render, rec.views, rec.save_glb("object.glb")
 
 Experts: LearnedExpert (trained here: `python -m occmllm.recon.train`), FolderExpert (precomputed renders, the seed's
-MOHO naming), OracleExpert (synthetic ground truth). Benchmark: `python -m tests.benchmarks.bench_recon`.
+MOHO naming), OracleExpert (synthetic ground truth). Benchmark: `python -m benchmarks.bench_recon`.
 """
 from occmllm.images import as_rgb_array
 from occmllm.recon.experts import FolderExpert, LearnedExpert, OracleExpert, expert_from_spec

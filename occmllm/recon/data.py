@@ -314,7 +314,7 @@ def thin_as_inside(volumes: torch.Tensor) -> torch.Tensor:
     cells, whose target of 1/2 the 0.5 threshold drops; as 1 they stay in the mesh, while thick parts keep their
     surface in the middle of the surface cells. On the first 240 seed-1 test photos this raises the grid's ceiling from
     0.917 to 0.930, for knives from 0.622 to 0.741 and for bowls from 0.823 to 0.875, the other classes unchanged
-    (`python -m tests.benchmarks.bench_recon --data /tmp/loc --limit 240 --timing 0 --ceiling 240 --ceiling-targets
+    (`python -m benchmarks.bench_recon --data /tmp/loc --limit 240 --timing 0 --ceiling 240 --ceiling-targets
     thin`)."""
     inside = (volumes == 2).unsqueeze(1).float()
     near_inside = F.max_pool3d(inside, 3, stride=1, padding=1)[:, 0] > 0

@@ -31,11 +31,6 @@ class FrustumBox:
         return np.array([self.u0, self.v0, self.r, self.z, self.d], dtype=np.float32)
 
 
-def cell_centres(n: int) -> np.ndarray:
-    """Normalized cell centres in (-1, 1) for n cells."""
-    return (np.arange(n, dtype=np.float32) + 0.5) / n * 2.0 - 1.0
-
-
 def frustum_to_camera(abc: np.ndarray, box: FrustumBox, K: np.ndarray) -> np.ndarray:
     """Map normalized frustum coordinates (..., 3) = (a, b, c) in [-1, 1] to camera-frame points (..., 3)."""
     u = box.u0 + box.r * abc[..., 0]
@@ -44,27 +39,6 @@ def frustum_to_camera(abc: np.ndarray, box: FrustumBox, K: np.ndarray) -> np.nda
     x = (u - K[0, 2]) / K[0, 0] * depth
     y = (v - K[1, 2]) / K[1, 1] * depth
     return np.stack([x, y, depth], axis=-1).astype(np.float32)
-
-
-def frustum_points(box: FrustumBox, K: np.ndarray, n_xy: int, n_depth: int) -> np.ndarray:
-    """Camera-frame centres of every frustum cell, shape (n_depth, n_xy, n_xy, 3), indexed [k, j, i]."""
-    c, b, a = np.meshgrid(cell_centres(n_depth), cell_centres(n_xy), cell_centres(n_xy), indexing="ij")
-    return frustum_to_camera(np.stack([a, b, c], axis=-1), box, K)
-
-
-def box_around_mesh(vertices: np.ndarray, K: np.ndarray, pad: float = 1.15, depth_ratio: float = 1.5) -> FrustumBox:
-    """The ground-truth frustum box of a mesh: its padded square 2D extent and its depth centre.
-
-    The half-depth d is tied to the window size (d = depth_ratio * half the object's width at depth z), the same rule
-    the network's predictions follow, so only (u0, v0, r, z) need to be predicted.
-    """
-    uvw = vertices @ K.T
-    uv = uvw[:, :2] / uvw[:, 2:3]
-    lo, hi = uv.min(0), uv.max(0)
-    u0, v0 = (lo + hi) / 2
-    r = float(max(hi - lo) / 2 * pad)
-    z = float((vertices[:, 2].min() + vertices[:, 2].max()) / 2)
-    return FrustumBox(float(u0), float(v0), r, z, half_depth(r, z, K, depth_ratio))
 
 
 def half_depth(r: float, z: float, K: np.ndarray, depth_ratio: float) -> float:

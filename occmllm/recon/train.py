@@ -8,7 +8,7 @@ The whole split lives on the device as tensors (photos + voxelized ground truth;
 batch is cut there. bf16 autocast on CUDA, AdamW, linear warmup then cosine decay over the budget (--minutes of
 training time, or --steps, whichever ends first). Every --eval-every seconds: the grid IoU on the test split (the
 predicted occupancy vs the ground truth in the predicted window, both at the frustum cells, the window's depth set to
-the true one: a fast proxy of the depth-aligned volumetric IoU that tests/benchmarks/bench_recon.py measures on
+the true one: a fast proxy of the depth-aligned volumetric IoU that benchmarks/bench_recon.py measures on
 meshes), and the same on as many training photos (unaugmented; the gap between the two shows overfitting).
 
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,

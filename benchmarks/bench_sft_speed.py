@@ -2,8 +2,8 @@
 torch.compile: samples per second of forward + backward + AdamW, bf16 autocast on CUDA, on batches shaped like the
 cached Q1 samples (one 256 px image, the Q1 chat).
 
-    python -m tests.benchmarks.bench_sft_speed                          # GPU: batch 128/256/512, eager and compiled
-    python -m tests.benchmarks.bench_sft_speed --batch 64 --steps 5 --no-compile     # CPU: checks that it runs
+    python -m benchmarks.bench_sft_speed                          # GPU: batch 128/256/512, eager and compiled
+    python -m benchmarks.bench_sft_speed --batch 64 --steps 5 --no-compile     # CPU: checks that it runs
 
 Prints one line per setting: steps/s, samples/s and peak GPU memory.
 """
@@ -18,7 +18,7 @@ import torch
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_sft_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_sft_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 256, 512], help="batch sizes to time")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per setting (after 5 warm-up steps)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")

@@ -1,8 +1,8 @@
 """Benchmark of the app against a live server (the embedded default model on CPU, the shipped learned 3D expert).
 
-    python -m tests.benchmarks.bench_demo                          # everything, 2 minutes of 8 annotators
-    python -m tests.benchmarks.bench_demo --seconds 0 --expert box # quick: no concurrent run, the tests' box expert
-    python -m tests.benchmarks.bench_demo --no-browser             # without Chromium
+    python -m benchmarks.bench_demo                          # everything, 2 minutes of 8 annotators
+    python -m benchmarks.bench_demo --seconds 0 --expert box # quick: no concurrent run, the tests' box expert
+    python -m benchmarks.bench_demo --no-browser             # without Chromium
 
 Prints:
 - explore: time from Run to the first step on screen, and the whole CoT with 3D (forced), through gradio_client,
@@ -36,7 +36,7 @@ from gradio_client import Client, handle_file
 
 from tests.demo.conftest import BoxExpert, free_port, make_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # One judgment in the page: press "1", wait until the note shows a new "saved #" and the photo of the next item is

@@ -1,6 +1,6 @@
 """Is it where the 3D expert crops (the box net's window) or the shape it predicts there that limits its IoU?
 
-    python -m tests.benchmarks.bench_recon_window --data /tmp/loc --split test --limit 60
+    python -m benchmarks.bench_recon_window --data /tmp/loc --split test --limit 60
 
 For each photo: depth-aligned volumetric IoU against the true mesh (as bench_recon) of the learned expert as shipped,
 of its shape network run on the true window (the padded square around the object's true 2D extent, the window the
@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from occmllm.recon import LearnedExpert  # noqa: E402
 from occmllm.recon.data import load_shape, object_extent, window_of  # noqa: E402
 from occmllm.recon.experts import as_rgb_array  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
-from tests.benchmarks.bench_recon import read_manifest  # noqa: E402
+from benchmarks.bench_recon import read_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

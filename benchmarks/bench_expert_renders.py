@@ -1,7 +1,7 @@
 """Benchmark of data_tools.expert_renders: photos per second for each way of spreading the work, and where one
 photo's time goes.
 
-    python -m tests.benchmarks.bench_expert_renders --data DIR --split train --limit 4000 --workers 16 --device cuda
+    python -m benchmarks.bench_expert_renders --data DIR --split train --limit 4000 --workers 16 --device cuda
 
 For each mode it renders the first --limit photos of the split into a fresh copy of `{split}/expert_renders` (the
 folder is emptied before each mode) and prints photos/s:
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

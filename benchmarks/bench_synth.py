@@ -1,8 +1,8 @@
 """Benchmark of data_tools.synth: speed, disk, occlusion distribution, and how hard hidden objects are to classify.
 
-    python tests/benchmarks/bench_synth.py                       # 2,000 samples, 2 workers, in a temp folder
-    python tests/benchmarks/bench_synth.py --n 4000 --out /tmp/synth_bench --keep
-    python tests/benchmarks/bench_synth.py --n 3000 --generation 1 --classifier none   # generation 1, speed only
+    python benchmarks/bench_synth.py                       # 2,000 samples, 2 workers, in a temp folder
+    python benchmarks/bench_synth.py --n 4000 --out /tmp/synth_bench --keep
+    python benchmarks/bench_synth.py --n 3000 --generation 1 --classifier none   # generation 1, speed only
 
 Prints samples/s (wall clock, and CPU seconds per sample of the workers), bytes per sample, the projection to the
 paper's 110,000 samples, the per-class histogram of visible fraction, the share under 50% visible, and the test
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from occmllm.dataset import SynthDataset  # noqa: E402
 from occmllm.prompts import CLASSES  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> int:
                    help="classify the whole photo, the crop around the object, or report both")
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_synth_")) / "data"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [sys.executable, "-m", "data_tools.synth", "--out", str(out), "--n", str(args.n), "--seed", str(args.seed),
            "--workers", str(args.workers), "--split-test", str(args.split_test), "--generation", str(args.generation)]
     if not (args.reuse and (out / "meta.json").is_file()):

@@ -3,8 +3,8 @@ process, its two answers per item sampled from the embedded default model (a dat
 ready-made pairs), N logged-in annotators at once (some in Chromium by keyboard, the others through gradio_client),
 and the server's process group killed with kill -9 in the middle and started again.
 
-    python -m tests.benchmarks.bench_annotation                         # 8 annotators (2 in Chromium), 120 s
-    python -m tests.benchmarks.bench_annotation --seconds 30 --browsers 0   # quick, API only
+    python -m benchmarks.bench_annotation                         # 8 annotators (2 in Chromium), 120 s
+    python -m benchmarks.bench_annotation --seconds 30 --browsers 0   # quick, API only
 
 Each annotator looks at its item for a think time (uniform in [0.5, 1.5] x --think seconds), then presses a key
 (A, B, tie, both bad with a typed correction, or skip) and waits for the next item. Prints:
@@ -37,7 +37,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]

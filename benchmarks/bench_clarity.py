@@ -6,7 +6,7 @@
 - log-probability: of its own greedy Q1 answer (`generate_batch(with_logprobs=True)`), what `clarity.rule: route`
   in train/run_all.py labels the clarity answers by.
 
-    python -m tests.benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
+    python -m benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
 
 AUC 0.5 = no better than chance; 1.0 = every wrong answer scores below every right one. Use photos the model never
 trained on (e.g. another seed's dataset).
@@ -17,8 +17,8 @@ the photos whose signal is below a threshold: at the threshold best on these pho
 elsewhere (`--thresholds P,C,L`, one per signal in the order above, e.g. the best ones printed for the training
 photos, applied to test photos):
 
-    python -m tests.benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
-    python -m tests.benchmarks.bench_clarity --data /tmp/loc --split test --limit 0 --thresholds 0.49,0.9,-0.1
+    python -m benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
+    python -m benchmarks.bench_clarity --data /tmp/loc --split test --limit 0 --thresholds 0.49,0.9,-0.1
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def decision_at(threshold: float, score: np.ndarray, photo_right: np.ndarray, re
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_clarity", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_clarity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth layout)")
     parser.add_argument("--split", default="test")

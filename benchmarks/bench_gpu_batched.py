@@ -1,8 +1,8 @@
 """Batched evaluation vs a one-image-at-a-time loop (like the seed's), with a 1B-class InternVL shape, random weights.
 
-    python -m tests.benchmarks.bench_gpu_batched                     # on a GPU: 512 images, batch 64
-    python -m tests.benchmarks.bench_gpu_batched --smoke             # tiny shapes on CPU: checks that it runs
-    python -m tests.benchmarks.bench_gpu_batched --chat-layout --reference REF_DIR [--smoke]
+    python -m benchmarks.bench_gpu_batched                     # on a GPU: 512 images, batch 64
+    python -m benchmarks.bench_gpu_batched --smoke             # tiny shapes on CPU: checks that it runs
+    python -m benchmarks.bench_gpu_batched --chat-layout --reference REF_DIR [--smoke]
 
 --chat-layout: the paper's format against the seed's own loop. A checkpoint of InternVL2-1B's shape (InternViT-300M +
 Qwen2-0.5B, random weights, bfloat16) is built with InternVL's own code (`InternVLChatModel`) and saved in the chat
@@ -191,7 +191,7 @@ def main(argv=None) -> None:
         args.images, args.loop_images, args.batch_size = 16, 8, 8
     from occmllm import prompts
     from occmllm.vlm import VLM
-    from tests.benchmarks.bench_cot import photos
+    from benchmarks.bench_cot import photos
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -236,7 +236,7 @@ def chat_layout_main(args) -> None:
     from occmllm import prompts
     from occmllm.convert import convert
     from occmllm.vlm import VLM
-    from tests.benchmarks.bench_cot import photos
+    from benchmarks.bench_cot import photos
 
     if not args.reference:
         raise SystemExit("--chat-layout needs --reference DIR (InternVL's internvl_chat code)")

@@ -1,9 +1,9 @@
 """Benchmark of the 3D expert on the synthetic test split: shape quality, speed, and (with --model) what the VLM gains
 from reading the expert's renders instead of the photos of heavily hidden objects.
 
-    python -m tests.benchmarks.bench_recon --data data/synth                       # shipped weights, 300 photos
-    python -m tests.benchmarks.bench_recon --data data/synth --expert runs/recon --limit 0 --workers 16  # all
-    python -m tests.benchmarks.bench_recon --data data/synth --model runs/vlm/final          # + VLM accuracy
+    python -m benchmarks.bench_recon --data data/synth                       # shipped weights, 300 photos
+    python -m benchmarks.bench_recon --data data/synth --expert runs/recon --limit 0 --workers 16  # all
+    python -m benchmarks.bench_recon --data data/synth --model runs/vlm/final          # + VLM accuracy
 
 Prints, overall and per visible-fraction bucket (from DIR/test/manifest.parquet): mean volumetric IoU, Chamfer
 distance (mm, and relative to the object size) and F-score at 5% of the object size, both in the camera frame as

@@ -1,7 +1,7 @@
 """Latency of one photo through the whole CoT on this CPU, with the default model (or --model).
 
-    python -m tests.benchmarks.bench_cot                    # 20 photos, median ms without and with the 3D step
-    python -m tests.benchmarks.bench_cot --model PATH --runs 50 --expert learned
+    python -m benchmarks.bench_cot                    # 20 photos, median ms without and with the 3D step
+    python -m benchmarks.bench_cot --model PATH --runs 50 --expert learned
 
 "As decided": describe off, Q1 + Q6 (second turn reuses the image's KV cache), decide, and the 3D step only where
 the model's clarity answer is "No." (the count is printed). "With 3D forced": the same plus the 3D expert

@@ -1,6 +1,6 @@
 """Contact sheet: generation-1 and generation-2 synthetic photos (one of each class per row) beside real photos.
 
-    python tests/benchmarks/sheet_synth_generations.py --out docs/synth_gen1_gen2_outside.png \\
+    python benchmarks/sheet_synth_generations.py --out docs/synth_gen1_gen2_outside.png \\
         --outside ../shared/outside-dev
 
 Rows: generation 1 (seed 0), then ``--gen2-rows`` rows of generation 2 (seeds 0, 1, ...), then the real photos of
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from occmllm.synth.gen2.scene import make_sample as make_gen2  # noqa: E402
 from occmllm.synth.scene import make_sample as make_gen1  # noqa: E402

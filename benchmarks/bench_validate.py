@@ -1,6 +1,6 @@
 """How fast data_tools.validate reads big files, and what it does with a 1 GB line.
 
-    python -m tests.benchmarks.bench_validate [--lines 100000] [--huge-line-gb 1]
+    python -m benchmarks.bench_validate [--lines 100000] [--huge-line-gb 1]
 
 Writes a 100,000-line Q1+Q6 file (with an image folder, so existence checks run) and a file whose second line is
 1 GB long, validates both with the real CLI entry point and prints the wall time and peak memory.

@@ -3,8 +3,8 @@
 # generate the synthetic dataset (if missing), prepare the voxel ground truth (all cores), train for whatever time is
 # left of the budget, benchmark on the test split, and copy the weights + results into $OUT (or --out-dir).
 #
-#   bash tests/benchmarks/gpu_recon.sh                                   # GPU box defaults: 32,000 samples, 8.5 min
-#   bash tests/benchmarks/gpu_recon.sh --n 60 --total-minutes 1.5 --device cpu --data /tmp/s --run /tmp/r --tiny
+#   bash benchmarks/gpu_recon.sh                                   # GPU box defaults: 32,000 samples, 8.5 min
+#   bash benchmarks/gpu_recon.sh --n 60 --total-minutes 1.5 --device cpu --data /tmp/s --run /tmp/r --tiny
 #
 # Options (all optional): --n N (samples, both splits) --data DIR --run DIR (training folder; a rerun resumes)
 # --total-minutes M (wall-clock budget of the whole script) --device cuda|cpu --batch-size B --lr LR --workers W
@@ -67,6 +67,6 @@ cp "$RUN/loss.csv" "$RUN/eval.csv" "$OUT_DIR/" 2>/dev/null || true
 echo "== [$(elapsed) s] trained; weights in $OUT_DIR/recon"
 
 # 4. benchmark on the test split: IoU / Chamfer / F-score per visible-fraction bucket + reconstruct() time
-$PY -m tests.benchmarks.bench_recon --data "$DATA" --expert "$RUN" --limit "$BENCH_LIMIT" --workers "$WORKERS" \
+$PY -m benchmarks.bench_recon --data "$DATA" --expert "$RUN" --limit "$BENCH_LIMIT" --workers "$WORKERS" \
   --timing 30 --json "$OUT_DIR/bench.json" 2>&1 | quiet | tee "$OUT_DIR/bench.txt"
 echo "== [$(elapsed) s] done"

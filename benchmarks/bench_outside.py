@@ -1,7 +1,7 @@
 """How the studio does on photos it did not make: the CoT as the app runs it, on a folder of labelled photos.
 
-    python -m tests.benchmarks.bench_outside ../shared/outside-dev
-    python -m tests.benchmarks.bench_outside FOLDER --model PATH --expert learned:v5 --fuse
+    python -m benchmarks.bench_outside ../shared/outside-dev
+    python -m benchmarks.bench_outside FOLDER --model PATH --expert learned:v5 --fuse
 
 FOLDER holds the photos and a `labels.json` mapping each file name to the classes that count as a right answer
 (`{"photo.png": ["bottle"], ...}`, the layout of ../shared/outside-dev). Each photo runs through
@@ -59,7 +59,7 @@ def confusion_table(rows: list[tuple[str, str]], classes: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench_outside",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_outside",
                                      description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="photos + labels.json")

@@ -1,8 +1,8 @@
 """Time of `occmllm.evaluate` (batched Q1 + Q6 + render phase) on 2,000 test images with the default model.
 
-    python -m tests.benchmarks.bench_evaluate                       # 2,000 synthetic images written to a temp folder
-    python -m tests.benchmarks.bench_evaluate --data DIR/test_Q1.jsonl --images DIR/test/images --limit 2000
-    python -m tests.benchmarks.bench_evaluate --n 200 --batch-size 64 --threads 1
+    python -m benchmarks.bench_evaluate                       # 2,000 synthetic images written to a temp folder
+    python -m benchmarks.bench_evaluate --data DIR/test_Q1.jsonl --images DIR/test/images --limit 2000
+    python -m benchmarks.bench_evaluate --n 200 --batch-size 64 --threads 1
 
 Target (issue 4): <= 3 minutes for 2,000 images on this 2-core CPU. With the untrained default model every answer is
 garbage of max_new_tokens (16) tokens and every Q1 is wrong, so every image also takes the render phase when an
@@ -24,7 +24,7 @@ import torch
 def synthetic_test_set(n: int, folder: Path):
     from occmllm import prompts
     from occmllm.evaluate import TestItem
-    from tests.benchmarks.bench_cot import photos
+    from benchmarks.bench_cot import photos
 
     folder.mkdir(parents=True, exist_ok=True)
     items = []
