@@ -28,7 +28,8 @@ import trimesh
 from tqdm import tqdm
 
 from occmllm.recon import LearnedExpert, OracleExpert
-from occmllm.recon.data import list_ids, load_shape
+from occmllm.dataset import load_shape
+from occmllm.recon.data import list_ids
 from occmllm.recon.scores import compare_meshes, depth_aligned
 
 BUCKETS = [("visible < 0.4", 0.0, 0.4), ("0.4 - 0.7", 0.4, 0.7), ("visible >= 0.7", 0.7, 1.01)]
@@ -104,7 +105,7 @@ def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manife
     for sid in tqdm(hidden, desc="VLM", leave=False):
         truth = manifest[sid]["class"]
         photo = data / split / "images" / f"{sid}.jpg"
-        K = load_shape(data / split / "shapes" / f"{sid}.npz")[2]
+        K = load_shape(data / split / "shapes" / f"{sid}.npz").K
         images = {"photo": photo, "learned render": expert.reconstruct(photo, K=K).render,
                   "oracle render": oracle.reconstruct(sid).render}
         for name, image in images.items():
@@ -131,7 +132,8 @@ def _init_worker(expert_path, threshold: float = 0.5) -> None:
 def score_one(task: tuple) -> dict:
     """Reconstruct one test photo (with its true K) and score it against the true mesh, absolute and depth-aligned."""
     data, split, sid, fraction = task
-    vertices, faces, K = load_shape(Path(data) / split / "shapes" / f"{sid}.npz")
+    shape = load_shape(Path(data) / split / "shapes" / f"{sid}.npz")
+    vertices, faces, K = shape.vertices, shape.faces.astype(np.int64), shape.K
     truth = trimesh.Trimesh(vertices, faces, process=False)
     start = time.perf_counter()
     rec = _EXPERT.reconstruct(Path(data) / split / "images" / f"{sid}.jpg", K=K)
@@ -161,7 +163,8 @@ def ceiling(data: Path, split: str, ids: list[str], config, targets: str = "soft
         ds.surface = torch.zeros_like(ds.surface)  # every solid cell 2 (inside), the surface cells too
     ious = {}
     for i, sid in enumerate(ds.ids):
-        vertices, faces, K = load_shape(data / split / "shapes" / f"{sid}.npz")
+        shape = load_shape(data / split / "shapes" / f"{sid}.npz")
+        vertices, faces, K = shape.vertices, shape.faces.astype(np.int64), shape.K
         target = ds.targets_at(torch.tensor([i]), ds.windows[i:i + 1], ds.K[i:i + 1])[0].numpy()
         u0, v0, r, z = (float(x) for x in ds.windows[i])
         box = FrustumBox(u0, v0, r, z, half_depth(r, z, K, config.depth_ratio))
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     expert = LearnedExpert(args.expert, threshold=args.threshold)
     times = []
     for sid in ids[: args.timing]:
-        K = load_shape(data / args.split / "shapes" / f"{sid}.npz")[2]
+        K = load_shape(data / args.split / "shapes" / f"{sid}.npz").K
         start = time.perf_counter()
         expert.reconstruct(data / args.split / "images" / f"{sid}.jpg", K=K)
         times.append(time.perf_counter() - start)

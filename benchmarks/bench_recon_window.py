@@ -20,8 +20,9 @@ import trimesh
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from occmllm.recon import LearnedExpert  # noqa: E402
-from occmllm.recon.data import load_shape, object_extent, window_of  # noqa: E402
-from occmllm.recon.experts import as_rgb_array  # noqa: E402
+from occmllm.dataset import load_shape  # noqa: E402
+from occmllm.images import as_rgb_array  # noqa: E402
+from occmllm.recon.data import object_extent, window_of  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
 from benchmarks.bench_recon import read_manifest  # noqa: E402
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for sid in ids:
-        vertices, faces, K = load_shape(data / "shapes" / f"{sid}.npz")
+        shape = load_shape(data / "shapes" / f"{sid}.npz")
+        vertices, faces, K = shape.vertices, shape.faces, shape.K
         truth = trimesh.Trimesh(vertices, faces, process=False)
         photo = as_rgb_array(data / "images" / f"{sid}.jpg", c.image_size)
         box, prob, _, _ = e.predict(photo, K)
