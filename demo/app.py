@@ -26,8 +26,8 @@ for _name, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TE
 import gradio as gr  # noqa: E402
 
 from demo import runs_tab, views  # noqa: E402
-from demo.studio import (CANDIDATE_MODES, DEFAULT_MODEL, EXPERT_CHOICES, Preparing, Studio, StudioConfig,  # noqa: E402
-                         StudioError, read_users)
+from demo.studio import (CANDIDATE_MODES, DEFAULT_MODEL, EXPERT_CHOICES, FinishedRun, Preparing, Studio,  # noqa: E402
+                         StudioConfig, StudioError, read_users)
 from occmllm import prompts  # noqa: E402
 from occmllm.images import ImageError  # noqa: E402
 from occmllm.store import CHOICES, StaleJudgment, StoreError  # noqa: E402
@@ -75,18 +75,16 @@ def build_app(studio: Studio) -> gr.Blocks:
                                             info="'default' or the path of a local checkpoint folder")
                         expert = gr.Dropdown(list(dict.fromkeys([config.expert, *EXPERT_CHOICES, *config.experts])),
                                              value=config.expert, label="3D expert", allow_custom_value=True,
-                                             info="learned (the v4 expert, which the default model reads best), "
-                                                  "learned:v5 (better shapes), learned:FOLDER, "
-                                                  "oracle:DATA_DIR[:SPLIT], folder:DIR or none")
+                                             info="learned (the shipped v4 expert), learned:v5 (the shipped v5 "
+                                                  "expert), learned:FOLDER, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
                         with gr.Row():
                             force_3d = gr.Checkbox(False, label="Force 3D")
                             describe = gr.Checkbox(False, label="Show description step")
                         fuse = gr.Checkbox(False, label="Decide by photo and render together",
                                            info="when a render is read (a 'No', or Force 3D): the class both "
-                                                "readings support, not the render's answer alone. With Force 3D "
-                                                "the shipped model is right on 96.7% of test photos, against "
-                                                "91.7% by its own clarity answer (94.0% and 86.8% when under 40% "
-                                                "is visible)")
+                                                "readings support (the model's class probabilities on the photo "
+                                                "and on the render, multiplied), not the render's answer alone. "
+                                                "With Force 3D every photo is also read through its render")
                         sample = gr.Checkbox(False, label="Sample instead of greedy decoding")
                         with gr.Row():
                             temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
@@ -113,16 +111,16 @@ def build_app(studio: Studio) -> gr.Blocks:
                     outputs["steps"] = views.running_html([], "identify")
                     yield tuple(outputs.values())
                     for event in events:
-                        if hasattr(event, "steps"):  # the Trace: the end
+                        if isinstance(event, FinishedRun):  # the end
                             outputs["steps"] = views.steps_html(done)
-                            outputs["final"] = views.final_html(event)
+                            outputs["final"] = views.final_html(event.trace)
                             outputs["trace"] = event.trace_path
                             outputs["mesh"] = mesh
-                            note = getattr(event, "expert_note", "")
-                            if (event.render_missing or note) and (force or any(s.name == "reconstruct" for s in done)):
+                            note = event.expert_note
+                            if (event.trace.render_missing or note) and (force or any(s.name == "reconstruct" for s in done)):
                                 outputs["status"] += views.banner("3D route asked for but not available: " + (
                                     note or done[-2].info.get("message", "no render")), "warn")
-                        else:
+                        else:  # a Step
                             done.append(event)
                             mesh = event.files.get("mesh") or mesh
                             if event.name == "reconstruct" and event.files.get("render"):
