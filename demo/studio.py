@@ -1,5 +1,6 @@
 """What the app does, without the UI: models and 3D experts (loaded once, with readable errors), the CoT run as a
-stream of events, annotation candidates, the store. demo/app.py wires these to Gradio components."""
+stream of events, annotation candidates, the store. demo/app.py and its tabs (demo/*_tab.py) wire these to Gradio
+components."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import os
 import tempfile
 import threading
 import weakref
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from occmllm import prompts
 from occmllm.images import ImageError, load_image
 from occmllm.store import Item, Store, StoreError
+
+if TYPE_CHECKING:
+    from occmllm.pipeline import Step, Trace
 
 LOOKAHEAD = 32  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
 BATCH = 8  # items given answers at once (one batched sampling call)
@@ -38,6 +42,16 @@ class Preparing:
     """No item with answers is ready for this annotator yet, but some are being generated in the background."""
 
     waiting: int  # items still without answers
+
+
+@dataclass
+class FinishedRun:
+    """The last event of `Studio.run`, after the pipeline's steps: the Trace, the trace.json it was saved to, and why
+    the chosen 3D expert is unavailable ("" when it is there)."""
+
+    trace: Trace
+    trace_path: str
+    expert_note: str = ""
 
 
 @dataclass
@@ -105,13 +119,14 @@ class Studio:
         found = self._experts[spec]
         if isinstance(found, Exception):
             return None, f"3D expert {spec!r} unavailable: {found}"
-        return (found if hasattr(found, "inner") else _WithViews(found)), ""
+        return (found if isinstance(found, _WithViews) else _WithViews(found)), ""
 
     # --- explore ---------------------------------------------------------------------------------
     def run(self, image, model: str, expert: str, force_3d: bool, describe: bool, sample: bool, temperature: float,
-            top_p: float, fuse: bool = False):
-        """Yield the pipeline's events (Step ..., Trace) for one photo; raises StudioError / ImageError first."""
-        from occmllm.pipeline import Sampling, run_cot
+            top_p: float, fuse: bool = False) -> Iterator[Step | FinishedRun]:
+        """Yield the pipeline's Step events for one photo, then a FinishedRun (its Trace, saved as trace.json);
+        raises StudioError / ImageError first."""
+        from occmllm.pipeline import Sampling, Trace, run_cot
 
         if image is None:
             raise StudioError("no photo yet: upload one, paste one, take one with the webcam or pick an example")
@@ -124,19 +139,13 @@ class Studio:
             for event in run_cot(vlm, image if isinstance(image, (str, os.PathLike)) else photo, expert=chosen,
                                  describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir,
                                  fuse=fuse, probabilities=True):
-                if hasattr(event, "steps"):
-                    event.expert_note = note
+                if isinstance(event, Trace):
                     path = out_dir / "trace.json"
                     out_dir.mkdir(parents=True, exist_ok=True)
                     path.write_text(event.to_json())
-                    event.trace_path = str(path)
-                elif getattr(event, "reconstruction", None) is not None and event.reconstruction.views is not None:
-                    from PIL import Image
-
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(event.reconstruction.views).save(out_dir / "views.png")
-                    event.files["views"] = str(out_dir / "views.png")
-                yield event
+                    yield FinishedRun(event, str(path), note)
+                else:
+                    yield event
 
     # --- annotation ------------------------------------------------------------------------------
     def load_dataset(self, folder: str | os.PathLike, split: str | None = None) -> str:
@@ -366,7 +375,3 @@ def read_users(path: str | os.PathLike) -> dict[str, str]:
     if not users:
         raise StudioError(f"{path}: no users (expected lines 'name:password')")
     return users
-
-
-def now() -> float:
-    return time.perf_counter()

@@ -2,14 +2,18 @@
 
     from occmllm.pipeline import run_cot, cot
     for event in run_cot(vlm, "photo.jpg", expert=LearnedExpert()):
-        print(event)                       # Step(...) events, then the Trace as the last item
+        if isinstance(event, Step):        # one event per step as it finishes
+            print(event.name, event.parsed)
+        else:                              # the Trace: the last event
+            print(event.final)
     trace = cot(vlm, "photo.jpg")          # just the Trace
 
 Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
   describe    (optional) the three attribute questions, each in its own conversation
   identify    Q1 on the photo (greedy unless `sampling` is given)
   reflect     Q6 in the same conversation (the image prefix's KV cache is reused where the model allows)
-  reconstruct when the clarity answer is "No" (or `force_3d`): expert.reconstruct(photo) -> mesh + render
+  reconstruct when the clarity answer is "No" (or `force_3d`): expert.reconstruct(photo) -> mesh + render (+ the
+              expert's extra views, where it made them), written to `out_dir` as mesh.glb, render.png, views.png
   identify_3d Q1 on the render, in a new conversation
   decide      the render's answer when routed to 3D and a render exists, else the Q1 answer (the seed's rule); with
               `fuse=True` and a render: the class the photo and the render support together (the model's Q1
@@ -25,6 +29,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -36,7 +41,8 @@ from occmllm.metrics import decide
 
 @dataclass
 class Step:
-    """One step's event: its name, the heading of the paper's figure, the prompt, the raw and parsed answer, seconds."""
+    """One step's event: its name, the heading of the paper's figure, the prompt, the raw and parsed answer, seconds.
+    Every field is serialised in the Trace's JSON."""
 
     name: str
     heading: str
@@ -44,13 +50,14 @@ class Step:
     raw: str | None = None
     parsed: str | None = None
     seconds: float = 0.0
-    files: dict[str, str] = field(default_factory=dict)  # e.g. {"render": ".../render.png", "mesh": ".../mesh.glb"}
+    files: dict[str, str] = field(default_factory=dict)  # {"render": .../render.png, "mesh": .../mesh.glb, "views": ...}
     info: dict = field(default_factory=dict)  # e.g. reused KV tokens, reconstruction message, candidates
 
 
 @dataclass
 class Trace:
-    """Everything one CoT run did: the steps, the final answer, whether 3D was used, timings and files."""
+    """Everything one CoT run did: the steps, the final answer, whether 3D was used, timings and files. The last
+    event of `run_cot`, after its steps."""
 
     image: str | None
     model: str
@@ -104,10 +111,12 @@ def _class_probabilities(vlm, image) -> dict[str, float]:
 
 
 def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = False, sampling: Sampling | None = None,
-            out_dir: str | Path | None = None, fuse: bool = False, probabilities: bool = False):
-    """Yield a `Step` as each step finishes, then the `Trace`. `image`: path, bytes, PIL image or array. `expert`:
+            out_dir: str | Path | None = None, fuse: bool = False,
+            probabilities: bool = False) -> Iterator[Step | Trace]:
+    """Yield a `Step` as each step finishes, then the `Trace` (tell them apart with isinstance). `image`: path, bytes, PIL image or array. `expert`:
     anything with `reconstruct(image) -> Reconstruction` (occmllm.recon); without one, a "No" cannot be routed to 3D
-    and the Q1 answer stands (the trace says so). `out_dir`: where render.png and mesh.glb are written. `fuse`: when
+    and the Q1 answer stands (the trace says so). `out_dir`: where render.png, mesh.glb and views.png (when the
+    expert made extra views) are written. `fuse`: when
     a render was read, decide by the photo and the render together instead of the render alone (with `force_3d`:
     every photo is also read through its 3D render). `probabilities`: add the eight classes' probabilities to the
     identify steps' info ("classes")."""
@@ -160,11 +169,12 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
             files["render"] = str(out / "render.png")
             if reconstruction.mesh is not None:
                 files["mesh"] = str(reconstruction.save_glb(out / "mesh.glb"))
+            if reconstruction.views is not None:
+                Image.fromarray(reconstruction.views).save(out / "views.png")
+                files["views"] = str(out / "views.png")
         step = Step("reconstruct", prompts.STEP_3D, seconds=time.perf_counter() - t0, files=files,
                     info={"ok": reconstruction.ok, "message": reconstruction.message,
                           "timings": dict(reconstruction.timings)})
-        step.render = reconstruction.render if reconstruction.ok else None  # not serialised: for a live UI
-        step.reconstruction = reconstruction
         trace.steps.append(step)
         yield step
         trace.used_3d = True

@@ -1,5 +1,6 @@
 """The CoT pipeline's step events and Trace, with a stand-in 3D expert, on tiny models of each family."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -48,6 +49,26 @@ def test_steps_in_order_and_trace_round_trip(tiny_vlms, family, tmp_path):
     assert Trace.from_json(trace.to_json()) == trace
     assert trace.model_trained is (family != "internvl")  # the internvl one is a default-model factory build
     assert trace.seconds > 0
+
+
+def test_events_carry_only_their_declared_fields_and_the_expert_views_are_written(tiny_vlms, tmp_path):
+    """Consumers tell the events apart by type and read declared fields only; the extra views an expert made are
+    written beside the render and named in the reconstruct and identify_3d steps' files."""
+    class ViewsExpert(BoxExpert):
+        def reconstruct(self, image, K=None, views=False):
+            box = super().reconstruct(image)
+            return dataclasses.replace(box, views=np.full((64, 256, 3), 90, np.uint8))
+
+    events = list(run_cot(tiny_vlms["llava"], PHOTO, expert=ViewsExpert(), force_3d=True, out_dir=tmp_path))
+    for event in events:
+        assert set(vars(event)) == {f.name for f in dataclasses.fields(event)}, type(event).__name__
+    trace = events[-1]
+    views = tmp_path / "views.png"
+    assert np.asarray(Image.open(views)).shape == (64, 256, 3)
+    assert trace.step("reconstruct").files["views"] == trace.step("identify_3d").files["views"] == str(views)
+    assert list(trace.step("reconstruct").files) == ["render", "mesh", "views"]
+    assert "views" not in cot(tiny_vlms["llava"], PHOTO, expert=BoxExpert(), force_3d=True,
+                              out_dir=tmp_path / "plain").step("reconstruct").files  # no views made, none written
 
 
 def test_no_expert_or_failed_reconstruction_is_reported(tiny_vlms):
