@@ -195,8 +195,8 @@ def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
 class Budget:
     """Fits the number of steps to a time budget: first from the speed of the steps BUDGET_PROBE (counted from the
     start of this process's training), then again about every BUDGET_REFIT seconds from the mean speed since the
-    probe began (a compiled model's first steps can run faster than the rest: one fit overshot a 300 s budget by 88 s
-    on an H100). Never more than the epochs' worth. A resumed run keeps the step count its checkpoint saved.
+    probe began (a compiled model's first steps can run faster than the rest, so a single fit can overshoot the
+    budget). Never more than the epochs' worth. A resumed run keeps the step count its checkpoint saved.
     Under DDP every process gets rank 0's numbers, at the same steps."""
 
     def __init__(self, seconds: float | None, first_step: int, resumed: bool = False):
