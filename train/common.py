@@ -11,7 +11,6 @@ A stage lists the parts it trains; every other parameter is frozen (`requires_gr
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import random
@@ -32,7 +31,6 @@ _PART_PREFIXES = {
 LORA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  # language model
                "projection_layer", "fc1", "fc2", "qkv", "proj",  # vision encoder
                "linear_1", "linear_2")  # projector
-MARKER = "occmllm_default.json"
 
 
 class TrainError(RuntimeError):
@@ -174,6 +172,8 @@ def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | N
     """Save a plain (LoRA merged) model + processor to `folder`, atomically (written beside, then renamed).
     `state_dict`: the full weights gathered from a sharded (FSDP) model (`accelerator.get_state_dict`).
     A default-model marker in `source` is copied and set to trained."""
+    from occmllm.default_model import mark_trained, read_marker
+
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     tmp = folder.with_name(folder.name + ".tmp")
@@ -187,10 +187,8 @@ def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | N
     else:
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    if source is not None and (source / MARKER).is_file():
-        marker = json.loads((source / MARKER).read_text())
-        marker.update(info, trained=True)
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    if source is not None and read_marker(source) is not None:
+        mark_trained(tmp, source, **info)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder

@@ -101,6 +101,11 @@ class DataDir:
         return check_sources([self.require(kind, split) for kind, split in dict.fromkeys(needed)], self.meta_path)
 
 
+def stage_data_dir(kind: str, root: str | Path) -> DataDir:
+    """The DataDir a stage of `kind` reads: on an export, SCoRe (4a) reads the judged items' labels as its Q1 data."""
+    return DataDir(root, SCORE_EXPORT_ENTRIES if kind == "score" else EXPORT_ENTRIES)
+
+
 def check_sources(sources: list[Source], meta_path: Path) -> list[Source]:
     """`DataDir.check` of sources already found (each file validated once, however many stages read it)."""
     from occmllm.validate import validate
@@ -163,6 +168,16 @@ def read_samples(source: Source, limit: int | None = None, renders: bool | str =
     if renders in ("expert", "both") and not any((source.image_root.parent / "expert_renders").glob("*.png")):
         raise TrainError(f"{source.image_root.parent / 'expert_renders'}: no expert renders; make them with "
                          f"python -m data_tools.expert_renders --data DIR --split {source.split}")
+    return samples
+
+
+def read_stage_samples(data: DataDir, kinds, limit: int | None = None, renders: bool | str = False,
+                       extra_data=()) -> list[Sample]:
+    """An SFT or SCoRe stage's samples: those of each of its data `kinds` (`renders`: the Q1 samples again on their
+    renders) and of each `extra_data` kind (e.g. [attributes]: the paper's "Supervise Description"), `limit` of each."""
+    samples = [s for kind in kinds for s in read_samples(data.require(kind, "train"), limit, renders)]
+    for kind in extra_data or ():
+        samples += read_samples(data.require(kind, "train"), limit)
     return samples
 
 

@@ -1,29 +1,37 @@
-"""Stage 0: the 3D expert (occmllm.recon's occupancy network), trained on the dataset's photos and shapes.
+"""Stage 0: the 3D expert (occmllm.recon's occupancy network), trained on the dataset's photos and shapes; and the
+renders of a dataset's photos made with the run's expert, which later stages and the evaluation read.
 
-    python train/run_all.py --preset smoke --stages 0
+    python train/run_all.py --preset smoke --stages 0                            # in the recipe
+    python -m train.expert --preset smoke --data DIR --out OUT [stages.0.steps=50 ...]   # alone: OUT/model
     (the same as: python -m occmllm.recon.train, with the preset's settings)
 A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
 occmllm/recon/weights and says so. `stages.0.shipped=true` (the default preset) uses the shipped expert without
 training one: it was trained on the GPU by occmllm.recon's own recipe and costs minutes to retrain;
-`stages.0.shipped=v5` the wider shipped expert (better shapes), `stages.0.shipped=FOLDER` any trained expert.
+`stages.0.shipped=v5` the wider shipped expert, `stages.0.shipped=FOLDER` any trained expert.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
 from pathlib import Path
 
+from train.common import TrainError
 
-def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
-    """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads."""
+
+def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:
+    """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads (the shipped one's
+    with `shipped`, or when the data have no shapes). `start` is unused: the expert starts from its own weights."""
     import torch
 
-    from occmllm.recon.train import train_expert
+    from occmllm.recon.train import ExpertTrainConfig, train_expert
 
     settings = dict(settings)
     shipped = settings.pop("shipped", False)
     if shipped:  # true: the default shipped expert; a shipped expert's name (v4, v5) or an expert folder: that one
         from occmllm.recon.experts import weights_folder
-        from train.common import TrainError
 
         try:
             folder = weights_folder(None if shipped is True else str(shipped))
@@ -34,7 +42,7 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
                              "v4, v5 or a learned expert folder)")
         print(f">> stage 0: using the 3D expert {folder} (stages.0.shipped={shipped})")
         return folder
-    for key in ("parts", "lr_schedule", "weight_decay", "epochs"):
+    for key in ("parts", "lr_schedule", "weight_decay", "epochs"):  # the VLM stages' settings, if a preset has them
         settings.pop(key, None)
     if not (Path(data_dir) / "train" / "shapes").is_dir():
         from occmllm.recon.experts import WEIGHTS
@@ -43,14 +51,66 @@ def train_stage_expert(data_dir: Path, folder: Path, settings: dict) -> Path:
               f"expert {WEIGHTS}")
         return Path(WEIGHTS)
     settings.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
-    width = settings.pop("width", None)
-    if width is not None:  # the network width (shipped experts: v4 32, v5 48); the rest of the architecture: defaults
-        from occmllm.recon.model import OccupancyNetConfig
-
-        settings["config"] = OccupancyNetConfig(width=int(width), z_per_focal=True)
+    try:
+        config = ExpertTrainConfig.from_dict(settings)
+    except ValueError as error:
+        raise TrainError(f"stage 0: {error}") from None
     from train import tracking
 
     def log(values: dict, step: int) -> None:  # losses and grid IoU as expert/NAME in the run's tracker
         tracking.log(values, step, prefix="expert/")
 
-    return Path(train_expert(data_dir, folder / "model", on_log=log, **settings))
+    return Path(train_expert(data_dir, folder / "model", config, on_log=log))
+
+
+def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool,
+                        split: str = "train", background: bool = False) -> None:
+    """The 3D expert's render of every photo of a split (the training photos a stage reads with `renders:
+    expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
+    (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait.
+    `background`: beside a GPU stage (train/prefetch.py): on the CPU, fewer processes, no progress bar."""
+    from occmllm.expert_renders import FOLDER, render_split
+    from train.run_folder import wait_for
+
+    folder = Path(data_dir) / split / FOLDER
+    marker = folder / f"COMPLETE_{limit or 'all'}"
+    if not rank0:
+        wait_for(marker)
+        return
+    if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
+        return
+    import torch
+
+    workers = ((config.get("data") or {}).get("generate") or {}).get("workers") or os.cpu_count() or 1
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if background:
+        from train.prefetch import background_workers
+
+        workers, device = background_workers(), "cpu"
+    photos = "training" if split == "train" else split
+    where = f"{Path(data_dir).name}/{split} (in the background)" if background else f"the {photos} photos"
+    print(f">> expert renders of {where}: {expert or 'the shipped expert'}, {workers} workers, "
+          f"network on {device}", flush=True)
+    t0 = time.time()
+    try:
+        counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device,
+                              progress=not background)
+    except ValueError as error:
+        raise TrainError(f"expert renders: {error}") from None
+    print(f">> expert renders{' of ' + where if background else ''}: {counts} in {time.time() - t0:.1f} s",
+          flush=True)
+    if counts["rendered"] + counts["skipped"] == 0 and split == "train":  # (a test photo without: the route's answer)
+        raise TrainError(f"expert renders: the 3D expert ({expert or 'shipped'}) reconstructed nothing on the "
+                         f"{counts['nothing']} training photos of {data_dir}: `renders: expert|both` cannot be used "
+                         f"with these photos (use renders: oracle, or an expert trained on such photos)")
+    marker.write_text(json.dumps({"expert": str(expert), **counts}) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.recipe_config import run_one_stage
+
+    return run_one_stage(train_stage_expert, "expert", __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

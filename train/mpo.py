@@ -1,6 +1,7 @@
 """Stage 3a: MPO (Mixed Preference Optimization) on the clarity preference pairs, with trl's DPOTrainer.
 
-    python train/run_all.py --preset smoke --stages 3a
+    python train/run_all.py --preset smoke --stages 3a       # in the recipe
+    python -m train.mpo --preset smoke --data DIR --model START --out OUT [mpo.beta=0.2 ...]   # alone
 Loss = 0.8 x DPO (sigmoid) + 0.2 x BCO-pair + 1.0 x SFT on the chosen answer, beta 0.1, against a frozen copy of the
 starting model (with --lora: the starting model itself with the adapter switched off, which is the same thing).
 trl is imported here only, so the other stages run without it. Resumes from the trainer's last checkpoint.
@@ -12,12 +13,16 @@ the other stages' names, and no Hub Space or sync that transformers' trackio cal
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from train.common import LossLog, StageConfig, add_lora, finish_stage, load_policy, seed_everything, set_trainable
+from train.common import (LossLog, StageConfig, TrainError, add_lora, finish_stage, load_policy, seed_everything,
+                          set_trainable)
+from train.data import read_pairs, stage_data_dir
+from train.recipe_config import run_one_stage, settings_as
 
 
 @dataclass
@@ -88,6 +93,29 @@ def train_mpo(start: Path, out: Path, pairs, cfg: MPOConfig, name: str = "3a") -
     return finish_stage(trainer.accelerator, trainer.model, processor, out, start, name, out / "trainer")
 
 
+def train_stage_mpo(stage, settings: dict, start: Path, data_dir: Path, folder: Path) -> Path:
+    """Stage 3a of the recipe: the preference pairs of its data kinds (`limit` of each) from data_dir, trained from
+    `start` into folder/model."""
+    from occmllm.formats import FormatError
+
+    settings = dict(settings)
+    limit = settings.pop("limit", None)
+    settings.pop("renders", None)
+    data = stage_data_dir(stage.kind, data_dir)
+    try:
+        pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
+    except FormatError as error:  # e.g. relabelled clarity with every answer right: nothing to balance
+        raise TrainError(f"stage {stage.id}: no preference pairs: {error}") from None
+    if data.is_export:
+        print(f">> stage {stage.id} on the export: {len(pairs)} preference pairs "
+              f"({data.require('dpo', 'train').annotation.name})", flush=True)
+    return train_mpo(start, folder, pairs, settings_as(MPOConfig, settings), stage.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_one_stage(train_stage_mpo, "mpo", __doc__, argv)
+
+
 @torch.no_grad()
 def sequence_logps(model, processor, image, question: str, answer: str) -> tuple[torch.Tensor, int]:
     """(sum of the answer tokens' log-probabilities, number of answer tokens), encoded by train.data (not by trl):
@@ -102,3 +130,7 @@ def sequence_logps(model, processor, image, question: str, answer: str) -> tuple
     mask = targets != -100
     logps = logits.log_softmax(-1)[mask].gather(-1, targets[mask][:, None])[:, 0]
     return logps, int(mask.sum())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Stage 4a: self-correction by reinforcement learning, SCoRe (Kumar et al. 2024) done right.
 
-    python train/run_all.py --preset smoke --stages 4a
+    python train/run_all.py --preset smoke --stages 4a       # in the recipe
+    python -m train.score --preset smoke --data DIR --model START --out OUT [stages.4a.clarity_kl=0.1 ...]   # alone
 Per batch of Q1 images (the class is only used to score answers, never shown to the model):
   1. attempt 1: sample (temperature, no greedy) an answer to Q1 from the current policy;
   2. attempt 2: sample again, the prompt being the conversation [Q1, attempt 1, SECOND_ATTEMPT ("Please check again
@@ -33,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +44,9 @@ from tqdm.auto import tqdm
 from occmllm import prompts
 from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, is_fsdp, load_policy,
                           make_accelerator, seed_everything, set_trainable, trainable_parameters)
-from train.data import Sample, collate, encode_sample, render
+from train.data import (Sample, collate, encode_sample, read_samples, read_stage_samples, render,
+                        stage_data_dir)
+from train.recipe_config import run_one_stage, settings_as
 from train.sft import epoch_order, save_checkpoint
 
 
@@ -247,6 +251,27 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     return finish_stage(accelerator, policy, processor, out, start, name, checkpoint)
 
 
+def train_stage_score(stage, settings: dict, start: Path, data_dir: Path, folder: Path) -> Path:
+    """Stage 4a of the recipe: the Q1 samples of data_dir (`limit` of them; on an export the judged items' labels) and
+    its annotated self-corrections when it has them, trained from `start` into folder/model."""
+    settings = dict(settings)
+    limit, data = settings.pop("limit", None), stage_data_dir(stage.kind, data_dir)
+    samples = read_stage_samples(data, stage.data, limit, settings.pop("renders", False),
+                                 settings.pop("extra_data", ()))
+    cfg = settings_as(SCoReConfig, settings)
+    fixes = data.source("self_correction", "train")  # an export's: [Q1, wrong answer, check again, correction]
+    corrections = read_samples(fixes, limit) if fixes and cfg.correction_weight else []
+    if data.is_export:
+        print(f">> stage {stage.id} on the export: {len(samples)} labelled items "
+              f"({data.require('Q1', 'train').annotation.name}), {len(corrections)} annotated self-corrections"
+              f"{f' ({fixes.annotation.name}, weight {cfg.correction_weight})' if corrections else ''}", flush=True)
+    return train_score(start, folder, samples, cfg, stage.id, corrections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_one_stage(train_stage_score, "score", __doc__, argv)
+
+
 def warn_without_signal(loss_csv: Path, accelerator=None) -> str | None:
     """A warning when no second attempt was ever right (the policy gradient of attempt 2 was zero all along: the
     model may not know the check-again turn yet) or every one was (nothing to improve); printed and returned."""
@@ -264,3 +289,7 @@ def warn_without_signal(loss_csv: Path, accelerator=None) -> str | None:
     if accelerator is None or accelerator.is_main_process:
         print(message, flush=True)
     return message
+
+
+if __name__ == "__main__":
+    sys.exit(main())

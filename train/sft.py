@@ -1,6 +1,7 @@
 """Supervised fine-tuning of chosen model parts on seed-format conversations (stages 1, 2, 3b, 4b, 4c).
 
-    python train/run_all.py --preset smoke --stages 1        # how it is normally run
+    python train/run_all.py --preset smoke --stages 1        # how it is normally run, in the recipe
+    python -m train.sft --preset smoke --stage 1 --data DIR --model START --out OUT [stages.1.epochs=3 ...]  # alone
 The loop is plain PyTorch through `accelerate` (one process, or DDP under `accelerate launch` / `torchrun`):
 AdamW, cosine schedule with warmup, gradient accumulation, loss on the answer tokens only, a loss CSV, a tqdm bar,
 and a checkpoint every `save_every` optimizer steps that a restarted run continues from.
@@ -15,6 +16,7 @@ import contextlib
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,9 @@ from tqdm.auto import tqdm
 
 from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
                           make_accelerator, seed_everything, set_trainable, trainable_parameters)
-from train.data import EncodedCache, SFTDataset, Sample, augment_batch, collate
+from train.data import (EncodedCache, SFTDataset, Sample, augment_batch, collate, read_stage_samples,
+                        stage_data_dir)
+from train.recipe_config import run_one_stage, settings_as
 
 
 @dataclass
@@ -36,7 +40,7 @@ class SFTConfig(StageConfig):
     time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
     cache: str = "auto"  # encode every sample once and keep it: gpu | cpu | none | auto (gpu if it fits, else cpu)
     hflip: bool = False  # mirror images left-right at random (for one-tile models)
-    compile: bool = False  # torch.compile the forward pass on CUDA (default model, batch 512: 2.3x the steps/s)
+    compile: bool = False  # torch.compile the forward pass on CUDA
     augment: bool = False  # move, scale, turn and recolour images at random (train.data.random_augment; one-tile models)
 
 
@@ -137,6 +141,24 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     return finish_stage(accelerator, model, processor, out, start, name, checkpoint)
 
 
+def train_stage_sft(stage, settings: dict, start: Path, data_dir: Path, folder: Path) -> Path:
+    """One SFT stage of the recipe: the conversations of its data kinds (and `extra_data`, e.g. [attributes]: the
+    paper's "Supervise Description"; `limit` of each; `renders` adds the Q1 samples again on renders) from data_dir,
+    trained from `start` into folder/model."""
+    settings = dict(settings)
+    limit, data = settings.pop("limit", None), stage_data_dir(stage.kind, data_dir)
+    samples = read_stage_samples(data, stage.data, limit, settings.pop("renders", False),
+                                 settings.pop("extra_data", ()))
+    if data.is_export:
+        print(f">> stage {stage.id} on the export: {len(samples)} conversations "
+              f"({', '.join(data.require(kind, 'train').annotation.name for kind in stage.data)})", flush=True)
+    return train_sft(start, folder, samples, settings_as(SFTConfig, settings), stage.id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_one_stage(train_stage_sft, "sft", __doc__, argv)
+
+
 def build_cache(dataset, pad_id: int, cfg: SFTConfig, accelerator) -> EncodedCache | None:
     """The encoded-once cache where `cfg.cache` asks for it and it fits (auto: GPU memory if under half of what is
     free, else host memory if under a third of what is available), else None (streaming from the files)."""
@@ -173,8 +195,8 @@ def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
 class Budget:
     """Fits the number of steps to a time budget: first from the speed of the steps BUDGET_PROBE (counted from the
     start of this process's training), then again about every BUDGET_REFIT seconds from the mean speed since the
-    probe began (a compiled model's first steps can run faster than the rest: one fit overshot a 300 s budget by 88 s
-    on an H100). Never more than the epochs' worth. A resumed run keeps the step count its checkpoint saved.
+    probe began (a compiled model's first steps can run faster than the rest, so a single fit can overshoot the
+    budget). Never more than the epochs' worth. A resumed run keeps the step count its checkpoint saved.
     Under DDP every process gets rank 0's numbers, at the same steps."""
 
     def __init__(self, seconds: float | None, first_step: int, resumed: bool = False):
@@ -221,3 +243,7 @@ def save_checkpoint(accelerator, checkpoint: Path, step: int, total_steps: int |
         shutil.rmtree(checkpoint, ignore_errors=True)
         tmp.rename(checkpoint)
     accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -168,7 +168,7 @@ def build_default_model(out_dir: str | Path, config: DefaultModelConfig | None =
     model = build_model(tokenizer, config)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / MARKER).write_text(json.dumps({"trained": False, "max_new_tokens": MAX_NEW_TOKENS, "config": asdict(config)}, indent=2) + "\n")
+    write_marker(out, {"trained": False, "max_new_tokens": MAX_NEW_TOKENS, "config": asdict(config)})
     return out
 
 
@@ -178,11 +178,17 @@ def read_marker(folder: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def mark_trained(folder: str | Path, **info) -> None:
-    """Record in `folder` that its weights are trained (the training stages call this after saving)."""
-    marker = read_marker(folder) or {}
-    marker.update(info, trained=True)
+def write_marker(folder: str | Path, marker: dict) -> None:
+    """Write the folder's `occmllm_default.json` (the one place it is written)."""
     (Path(folder) / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def mark_trained(folder: str | Path, source: str | Path | None = None, **info) -> None:
+    """Record in `folder` that its weights are trained, on top of what `source`'s marker (default: the folder's own)
+    says; the training stages call this when they save a model (train/common.py:save_model)."""
+    marker = read_marker(source or folder) or {}
+    marker.update(info, trained=True)
+    write_marker(folder, marker)
 
 
 def main(argv: list[str] | None = None) -> None:

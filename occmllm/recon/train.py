@@ -14,7 +14,8 @@ meshes), and the same on as many training photos (unaugmented; the gap between t
 Writes OUT/config.json + OUT/model.safetensors (load with LearnedExpert(OUT)), OUT/checkpoint.pt (model, optimizer,
 step, training seconds: a rerun with the same OUT resumes), OUT/loss.csv, OUT/eval.csv and OUT/gt_{split}/ (the
 ground-truth cache; the photos are decoded once into OUT/images_{split}.npy, which every process maps, removed at the
-end). train/run_all.py's stage 0 calls train_expert().
+end). The recipe's stage 0 (train/expert.py) calls train_expert() with ExpertTrainConfig.from_dict of the preset's
+settings.
 
 Several GPUs: the same command under torchrun (DDP; --batch-size per process, each process its own batches and the
 whole split on its GPU; rank 0 prepares the ground truth, evaluates, logs and saves; the time budget and the learning
@@ -29,9 +30,9 @@ import csv
 import math
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -83,214 +84,301 @@ def start_distributed(device: str) -> tuple[int, int, str]:
     return rank, world, device
 
 
-def train_expert(data_dir: str | Path, out_dir: str | Path, steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
-                 device: str = "cpu", threads: int | None = 1, limit: int | None = None, seed: int = 0,
-                 negative_fraction: float = 0.1, save_every: int = 250, config: OccupancyNetConfig | None = None,
-                 progress: bool = True, minutes: float | None = None, workers: int | None = None,
-                 eval_every: float = 60.0, eval_limit: int = 512, augment: bool = True,
-                 init: str | Path | None = None, distributed: bool = False, thin_targets: bool = False,
-                 on_log=None) -> Path:
-    """Train (or resume) the expert for `steps` optimizer steps or `minutes` of training time in total, whichever
-    comes first; returns out_dir with the saved model.
+@dataclass
+class ExpertTrainConfig:
+    """How the 3D expert trains: the keyword names of the recipe's `stages.0` block (train/configs/*.yaml), which
+    `from_dict` reads, and of this module's command line."""
 
-    threads: torch CPU threads (1 keeps a shared machine usable; None leaves torch's default).
-    limit: use only the first `limit` samples of each split. workers: processes preparing the ground truth.
-    eval_every: seconds of training between grid-IoU evaluations on the test split (when it exists).
-    init: start a new run from these weights (a folder with config.json + model.safetensors, e.g. the shipped
-    expert) instead of random ones: its architecture is kept, except a larger width in `config`, to which it is
-    widened first (model.widened: the same function, more channels); the optimizer and schedule start afresh.
-    distributed: one process of a torchrun launch (DDP; see the module's docstring).
-    thin_targets: the surface cells of parts thinner than about two cells are trained as inside (blades, walls; see
-    occmllm.recon.data.thin_as_inside) instead of 1/2. The test grid IoU is scored against the same targets.
+    steps: int = 3000  # optimizer steps in total; with `minutes`, whichever ends first
+    minutes: float | None = None  # training-time budget (data preparation does not count); the learning rate decays
+    batch_size: int = 32  # per process
+    lr: float = 2e-3
+    seed: int = 0
+    negative_fraction: float = 0.1  # share of object-free photos per batch
+    augment: bool = True  # window jitter, flips, colour changes
+    thin_targets: bool = False  # train the surface cells of thin parts as inside (occmllm.recon.data.thin_as_inside)
+    network: OccupancyNetConfig | None = None  # the architecture; None: the default one (or that of `init`)
+    init: str | Path | None = None  # start from these trained weights instead of random ones (see train_expert)
+    save_every: int = 250  # steps between saves of model + checkpoint
+    eval_every: float = 60.0  # seconds of training between grid-IoU evaluations on the test split (0: none)
+    eval_limit: int = 512  # samples of the test split (and of the training split) each evaluation reads
+    limit: int | None = None  # use only the first `limit` samples of each split
+    workers: int | None = None  # processes preparing the ground truth (None: all cores)
+    device: str = "cpu"
+    threads: int | None = 1  # torch CPU threads (1 keeps a shared machine usable; None: torch's default)
+    distributed: bool = False  # one process of a torchrun launch (DDP; see the module's docstring)
+    progress: bool = True  # progress bars
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> "ExpertTrainConfig":
+        """From a preset's settings; `width: W` is the network of that width, the rest of the architecture the
+        default. An unknown key raises ValueError naming the known ones."""
+        settings = dict(settings)
+        width = settings.pop("width", None)
+        known = {f.name for f in fields(cls)} - {"network"}
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)} for the 3D expert; known: "
+                             f"{sorted(known | {'width'})}")
+        if width is not None:
+            settings["network"] = OccupancyNetConfig(width=int(width), z_per_focal=True)
+        return cls(**settings)
+
+
+def train_expert(data_dir: str | Path, out_dir: str | Path, config: ExpertTrainConfig | None = None,
+                 on_log=None) -> Path:
+    """Train (or resume) the expert for `config.steps` optimizer steps or `config.minutes` of training time in
+    total, whichever comes first; returns out_dir with the saved model.
+
+    config.init: start a new run from these weights (a folder with config.json + model.safetensors, or a shipped
+    expert's name) instead of random ones: its architecture is kept, except a larger width in `config.network`, to
+    which it is widened first (model.widened: the same function, more channels); the optimizer and schedule start
+    afresh. A checkpoint in out_dir wins over it: the run resumes.
     on_log: called as on_log(values, step) with every loss.csv row (loss, bce, soft_iou, box, objectness, lr) and
     every evaluation (test_grid_iou, train_grid_iou, centre_err, size_err, samples_per_s), in the main process (e.g.
     train/run_all.py's tracker).
     """
-    rank, world = 0, 1
-    if distributed:
-        import torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel
-
-        rank, world, device = start_distributed(device)
+    cfg = config or ExpertTrainConfig()
+    # --- the process: its rank under torchrun, threads, seed ---
+    rank, world, device = start_distributed(cfg.device) if cfg.distributed else (0, 1, cfg.device)
     main = rank == 0
-    progress = progress and main
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     cuda = str(device).startswith("cuda")
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    requested = config
-    config = config or OccupancyNetConfig(z_per_focal=True)
+
+    # --- where training starts: the checkpoint in out_dir, else `init`'s weights, else random ones ---
     checkpoint = out / "checkpoint.pt"
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
-    if state is not None and "config" in state:
-        config = OccupancyNetConfig.from_dict(state["config"])  # a resumed run keeps its architecture
-    initial = None
-    if state is None and init is not None:
-        from occmllm.recon.experts import weights_folder
+    network, initial = starting_network(cfg, state, main)
 
-        init = weights_folder(init)
-        if not (init / "config.json").is_file():
-            raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
-        initial = OccupancyNet.from_pretrained(init)
-        if requested is not None and requested.width != initial.config.width:
-            if main:
-                print(f"widening the expert in {init} from width {initial.config.width} to {requested.width} (the same "
-                      f"function to start with)")
-            initial = widened(initial, requested.width, seed)
-        config = initial.config
-    if distributed and not main:
-        dist.barrier()  # rank 0 prepares the ground-truth cache first
-    data = DeviceDataset(data_dir, "train", config, out, device, limit, workers, progress, thin_targets)
-    test = None
-    if main and (Path(data_dir) / "test" / "shapes").is_dir() and eval_every > 0:
-        test = DeviceDataset(data_dir, "test", config, out, device, min(limit or eval_limit, eval_limit), workers,
-                             progress, thin_targets)
-    if distributed and main:
-        dist.barrier()
+    # --- the splits on the device: photos and ground truth ---
+    data, test = device_splits(data_dir, out, network, cfg, device, main)
     K = data.median_K
-    config.fx, config.fy, config.cx, config.cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
-    model = OccupancyNet(config).to(device)
+    network.fx, network.fy, network.cx, network.cy = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+
+    # --- model, optimizer and the batches' generator, from the checkpoint when resuming ---
+    net = OccupancyNet(network).to(device)  # the module itself: saved, evaluated
     if cuda:
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
     if initial is not None:
-        model.load_state_dict(initial.state_dict())
-        print(f"starting from the weights in {init}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        net.load_state_dict(initial.state_dict())
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed + 7919 * rank)  # each process its own batches; rank 0 as a single process
+    generator.manual_seed(cfg.seed + 7919 * rank)  # each process its own batches; rank 0 as a single process
     step, trained = 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, trained = state["step"], state.get("seconds", 0.0)
         if main:
             generator.set_state(state["generator"].cpu())
-        else:
-            generator.manual_seed(seed + 7919 * rank + step)
-        if main:
             print(f"resuming from {checkpoint} at step {step} ({trained:.0f} s trained)")
-    net = model  # the module itself: saved, evaluated
-    if distributed:
-        model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if cuda else None)
+        else:
+            generator.manual_seed(cfg.seed + 7919 * rank + step)
+    model = net
+    if cfg.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[torch.device(device).index] if cuda else None)
+
+    # --- the loop: until the steps or the time budget run out; logs, evaluations and saves along the way ---
+    log = ExpertLog(out, main, fresh=step == 0, on_log=on_log)
     clock = trained  # the training time the schedule and the budget follow: shared by the processes under DDP
-    budget = minutes * 60 if minutes else None
-    warmup = min(200, max(1, steps // 20))
-
-    def progress_of(step: int, seconds: float) -> float:
-        done = step / steps
-        return max(done, seconds / budget) if budget else done
-
-    def lr_at(step: int, seconds: float) -> float:
-        p = min(1.0, progress_of(step, seconds))
-        return lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
-
-    log_path, eval_path = out / "loss.csv", out / "eval.csv"
-    new_log = not log_path.is_file() or step == 0
-    log_file = open(log_path if main else os.devnull, "w" if new_log else "a", newline="")
-    eval_file = open(eval_path if main else os.devnull, "w" if new_log or not eval_path.is_file() else "a", newline="")
-    log, eval_log = csv.writer(log_file), csv.writer(eval_file)
-    if new_log:
-        log.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
-        eval_log.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s", "train_grid_iou"])
-
-    def save():
-        if not main:
-            return
-        net.save_pretrained(out)
-        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "seconds": clock, "generator": generator.get_state(), "config": vars(config).copy()},
-                   checkpoint)
-
-    def run_eval():
-        if test is None:
-            return
-        if cuda:
-            torch.cuda.synchronize()
-        scores = evaluate_grid_iou(net, test, 128 if cuda else 16, cuda, eval_limit)
-        seen = evaluate_grid_iou(net, data, 128 if cuda else 16, cuda, eval_limit)["grid_iou"]  # photos it trains on
-        eval_log.writerow([step, f"{trained:.1f}", f"{scores['grid_iou']:.4f}", f"{scores['centre_err']:.4f}",
-                           f"{scores['size_err']:.4f}", f"{step * batch_size * world / max(trained, 1e-9):.0f}",
-                           f"{seen:.4f}"])
-        eval_file.flush()
-        if on_log is not None:
-            on_log({"test_grid_iou": scores["grid_iou"], "train_grid_iou": seen, "centre_err": scores["centre_err"],
-                    "size_err": scores["size_err"], "samples_per_s": step * batch_size * world / max(trained, 1e-9)},
-                   step)
-        tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f} (training photos "
-                   f"{seen:.3f}), window centre error {scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
-
+    budget = cfg.minutes * 60 if cfg.minutes else None
     model.train()
-    total = steps if budget is None else None
-    bar = tqdm(initial=step, total=total, desc="train 3D expert", disable=not progress)
-    next_eval = trained + eval_every
-    values = {}
-    while step < steps and (budget is None or clock < budget):
+    bar = tqdm(initial=step, total=cfg.steps if budget is None else None, desc="train 3D expert",
+               disable=not (cfg.progress and main))
+    next_eval = trained + cfg.eval_every
+    while step < cfg.steps and (budget is None or clock < budget):
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, clock)
-        index = torch.randint(0, len(data), (batch_size,), generator=generator, device=device)
-        batch = data.batch(index, generator, augment=augment, negative_fraction=negative_fraction)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            x = net.normalize(batch["images"].float() / 255.0)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            pred = model(x, box={k: batch[k] for k in ("u0", "v0", "r")})
-        pred = {k: v.float() for k, v in pred.items()}
-        target_box = box_targets(*batch["box"].unbind(1), config.image_size)
-        parts = expert_loss(pred, batch["occupancy"], target_box, batch["has_object"])
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+            group["lr"] = learning_rate(cfg, step, clock)
+        parts = train_step(model, net, optimizer, data, generator, cfg, cuda)
         step += 1
         if main and (step % SYNC_EVERY == 0 or step == 1 or not cuda):
             values = {k: float(v.detach()) for k, v in parts.items()}  # (a sync: only every 25 steps on GPU)
-            log.writerow([step, *(f"{values.get(k, float('nan')):.5f}" for k in
-                                  ("loss", "bce", "soft_iou", "box", "objectness")),
-                          f"{optimizer.param_groups[0]['lr']:.6f}", f"{trained:.1f}"])
-            if on_log is not None:
-                on_log({**values, "lr": optimizer.param_groups[0]["lr"]}, step)
+            log.losses(step, values, optimizer.param_groups[0]["lr"], trained)
             bar.set_postfix(loss=f"{values['loss']:.3f}", iou=f"{1 - values.get('soft_iou', 1):.3f}",
                             s=f"{trained:.0f}")
         if cuda and step % SYNC_EVERY == 0:
             torch.cuda.synchronize()
         trained += time.perf_counter() - tick
-        if not distributed:
+        if not cfg.distributed:
             clock = trained
         elif step % SYNC_EVERY == 0:  # every process takes rank 0's clock: the same learning rates, the same last step
             shared = torch.tensor([trained if main else 0.0], dtype=torch.float64, device=device)
-            dist.broadcast(shared, 0)
+            torch.distributed.broadcast(shared, 0)
             clock = trained = float(shared)
         bar.update(1)
         if trained >= next_eval:
-            run_eval()
-            next_eval = trained + eval_every
-        if step % save_every == 0:
-            log_file.flush()
-            save()
+            log.evaluation(net, data, test, step, trained, cfg, world, cuda)
+            next_eval = trained + cfg.eval_every
+        if step % cfg.save_every == 0:
+            log.flush()
+            if main:
+                save_checkpoint(out, net, optimizer, generator, network, step, clock)
     bar.close()
-    save()
-    run_eval()
-    log_file.close()
-    eval_file.close()
+
+    # --- the end: the last save and evaluation, the decoding cache removed, the DDP copies checked equal ---
+    if main:
+        save_checkpoint(out, net, optimizer, generator, network, step, clock)
+    log.evaluation(net, data, test, step, trained, cfg, world, cuda)
+    log.close()
     if main:  # the decoded photos (196 KB a photo) are only a loading cache: a resumed run decodes them again
         for split in ("train", "test"):
             for path in image_cache(out, split):
                 path.unlink(missing_ok=True)
-    if distributed:  # DDP keeps the copies equal; check it once rather than trust it
-        flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
-        mine = torch.stack([flat.sum(), flat.square().sum()])
-        every = [torch.zeros_like(mine) for _ in range(world)]
-        dist.all_gather(every, mine)
-        if not all(torch.allclose(other, every[0], rtol=1e-9, atol=0.0) for other in every):
-            raise RuntimeError(f"the {world} processes ended with different weights: {[t.tolist() for t in every]}")
+    if cfg.distributed:
+        check_processes_agree(net, world)
     return out
+
+
+def starting_network(cfg: ExpertTrainConfig, state: dict | None,
+                     main: bool) -> tuple[OccupancyNetConfig, OccupancyNet | None]:
+    """(the architecture, the weights to start from or None): a resumed run keeps its checkpoint's architecture;
+    `cfg.init` gives its own, widened first to a larger `cfg.network.width`; else `cfg.network` or the default."""
+    network = cfg.network or OccupancyNetConfig(z_per_focal=True)
+    if state is not None:
+        return (OccupancyNetConfig.from_dict(state["config"]) if "config" in state else network), None
+    if cfg.init is None:
+        return network, None
+    from occmllm.recon.experts import weights_folder
+
+    init = weights_folder(cfg.init)
+    if not (init / "config.json").is_file():
+        raise FileNotFoundError(f"{init}: no config.json (--init wants a trained expert folder)")
+    initial = OccupancyNet.from_pretrained(init)
+    if cfg.network is not None and cfg.network.width != initial.config.width:
+        if main:
+            print(f"widening the expert in {init} from width {initial.config.width} to {cfg.network.width} (the same "
+                  f"function to start with)")
+        initial = widened(initial, cfg.network.width, cfg.seed)
+    print(f"starting from the weights in {init}")
+    return initial.config, initial
+
+
+def device_splits(data_dir: str | Path, out: Path, network: OccupancyNetConfig, cfg: ExpertTrainConfig, device: str,
+                  main: bool) -> tuple[DeviceDataset, DeviceDataset | None]:
+    """(the training split, the test split the main process evaluates on or None) as tensors on the device; under
+    torchrun rank 0 prepares the ground-truth cache in OUT first, and the other processes then read it."""
+    if cfg.distributed and not main:
+        torch.distributed.barrier()
+    data = DeviceDataset(data_dir, "train", network, out, device, cfg.limit, cfg.workers, cfg.progress and main,
+                         cfg.thin_targets)
+    test = None
+    if main and (Path(data_dir) / "test" / "shapes").is_dir() and cfg.eval_every > 0:
+        test = DeviceDataset(data_dir, "test", network, out, device, min(cfg.limit or cfg.eval_limit, cfg.eval_limit),
+                             cfg.workers, cfg.progress, cfg.thin_targets)
+    if cfg.distributed and main:
+        torch.distributed.barrier()
+    return data, test
+
+
+def learning_rate(cfg: ExpertTrainConfig, step: int, seconds: float) -> float:
+    """Linear warmup, then cosine decay to 2% of `cfg.lr` over the run: its steps, or its minutes when those end
+    first."""
+    warmup = min(200, max(1, cfg.steps // 20))
+    done = step / cfg.steps
+    if cfg.minutes:
+        done = max(done, seconds / (cfg.minutes * 60))
+    p = min(1.0, done)
+    return cfg.lr * min(1.0, (step + 1) / warmup) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train_step(model, net: OccupancyNet, optimizer, data: DeviceDataset, generator, cfg: ExpertTrainConfig,
+               cuda: bool) -> dict[str, torch.Tensor]:
+    """One optimizer step on a random batch cut on the device (bf16 autocast on CUDA); returns the loss parts."""
+    index = torch.randint(0, len(data), (cfg.batch_size,), generator=generator, device=data.device)
+    batch = data.batch(index, generator, augment=cfg.augment, negative_fraction=cfg.negative_fraction)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        x = net.normalize(batch["images"].float() / 255.0)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        pred = model(x, box={k: batch[k] for k in ("u0", "v0", "r")})
+    pred = {k: v.float() for k, v in pred.items()}
+    target_box = box_targets(*batch["box"].unbind(1), net.config.image_size)
+    parts = expert_loss(pred, batch["occupancy"], target_box, batch["has_object"])
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return parts
+
+
+class ExpertLog:
+    """OUT/loss.csv and OUT/eval.csv (written by the main process only; appended to when a run resumes), each row
+    also handed to `on_log`."""
+
+    def __init__(self, out: Path, main: bool, fresh: bool, on_log=None):
+        loss_path, eval_path = out / "loss.csv", out / "eval.csv"
+        new = not loss_path.is_file() or fresh
+        self.loss_file = open(loss_path if main else os.devnull, "w" if new else "a", newline="")
+        self.eval_file = open(eval_path if main else os.devnull, "w" if new or not eval_path.is_file() else "a",
+                              newline="")
+        self.loss_csv, self.eval_csv, self.on_log = csv.writer(self.loss_file), csv.writer(self.eval_file), on_log
+        if new:
+            self.loss_csv.writerow(["step", "loss", "bce", "soft_iou", "box", "objectness", "lr", "seconds"])
+            self.eval_csv.writerow(["step", "seconds", "grid_iou", "centre_err", "size_err", "samples_per_s",
+                                    "train_grid_iou"])
+
+    def losses(self, step: int, values: dict[str, float], lr: float, trained: float) -> None:
+        self.loss_csv.writerow([step, *(f"{values.get(k, float('nan')):.5f}" for k in
+                                        ("loss", "bce", "soft_iou", "box", "objectness")),
+                               f"{lr:.6f}", f"{trained:.1f}"])
+        if self.on_log is not None:
+            self.on_log({**values, "lr": lr}, step)
+
+    def evaluation(self, net: OccupancyNet, data: DeviceDataset, test: DeviceDataset | None, step: int,
+                   trained: float, cfg: ExpertTrainConfig, world: int, cuda: bool) -> None:
+        """The grid IoU on the test split and on as many training photos (none without a test split)."""
+        if test is None:
+            return
+        if cuda:
+            torch.cuda.synchronize()
+        scores = evaluate_grid_iou(net, test, 128 if cuda else 16, cuda, cfg.eval_limit)
+        seen = evaluate_grid_iou(net, data, 128 if cuda else 16, cuda, cfg.eval_limit)["grid_iou"]  # training photos
+        speed = step * cfg.batch_size * world / max(trained, 1e-9)
+        self.eval_csv.writerow([step, f"{trained:.1f}", f"{scores['grid_iou']:.4f}", f"{scores['centre_err']:.4f}",
+                                f"{scores['size_err']:.4f}", f"{speed:.0f}", f"{seen:.4f}"])
+        self.eval_file.flush()
+        if self.on_log is not None:
+            self.on_log({"test_grid_iou": scores["grid_iou"], "train_grid_iou": seen,
+                         "centre_err": scores["centre_err"], "size_err": scores["size_err"], "samples_per_s": speed},
+                        step)
+        tqdm.write(f"step {step} ({trained:.0f} s): test grid IoU {scores['grid_iou']:.3f} (training photos "
+                   f"{seen:.3f}), window centre error {scores['centre_err']:.3f} r, size error {scores['size_err']:.3f}")
+
+    def flush(self) -> None:
+        self.loss_file.flush()
+
+    def close(self) -> None:
+        self.loss_file.close()
+        self.eval_file.close()
+
+
+def save_checkpoint(out: Path, net: OccupancyNet, optimizer, generator, network: OccupancyNetConfig, step: int,
+                    clock: float) -> None:
+    """The model (OUT/config.json + model.safetensors) and OUT/checkpoint.pt, which a rerun resumes from."""
+    net.save_pretrained(out)
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "seconds": clock,
+                "generator": generator.get_state(), "config": vars(network).copy()}, out / "checkpoint.pt")
+
+
+def check_processes_agree(net: OccupancyNet, world: int) -> None:
+    """DDP keeps the processes' copies equal; check it once rather than trust it."""
+    flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
+    mine = torch.stack([flat.sum(), flat.square().sum()])
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    torch.distributed.all_gather(every, mine)
+    if not all(torch.allclose(other, every[0], rtol=1e-9, atol=0.0) for other in every):
+        raise RuntimeError(f"the {world} processes ended with different weights: {[t.tolist() for t in every]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,19 +418,19 @@ def main(argv: list[str] | None = None) -> None:
                         "walls) as inside instead of 1/2, so that they survive the 0.5 threshold")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (evaluations are still printed)")
     args = parser.parse_args(argv)
-    config = OccupancyNetConfig(width=args.width or 24, head=args.head, z_per_focal=True)
+    network = OccupancyNetConfig(width=args.width or 24, head=args.head, z_per_focal=True)
     if args.tiny:
-        config = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=args.width or 16, head=args.head,
+        network = OccupancyNetConfig(n_xy=32, n_depth=32, crop=64, box_input=64, width=args.width or 16, head=args.head,
                                     z_per_focal=True)
     if args.init and args.width is None:
-        config = None  # --init keeps its architecture
-    steps = args.steps or (10 ** 9 if args.minutes else 3000)
+        network = None  # --init keeps its architecture
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun
-    out = train_expert(args.data, args.out, steps, args.batch_size, args.lr, args.device, args.threads or None,
-                       args.limit, args.seed, args.negatives, args.save_every, config, progress=not args.quiet,
-                       minutes=args.minutes, workers=args.workers, eval_every=args.eval_every,
-                       augment=not args.no_augment, init=args.init, distributed=distributed,
-                       thin_targets=args.thin_targets)
+    out = train_expert(args.data, args.out, ExpertTrainConfig(
+        steps=args.steps or (10 ** 9 if args.minutes else 3000), minutes=args.minutes, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, negative_fraction=args.negatives, augment=not args.no_augment,
+        thin_targets=args.thin_targets, network=network, init=args.init, save_every=args.save_every,
+        eval_every=args.eval_every, limit=args.limit, workers=args.workers, device=args.device,
+        threads=args.threads or None, distributed=distributed, progress=not args.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"saved the 3D expert to {out} (load with occmllm.recon.LearnedExpert('{out}'))")
     if distributed:

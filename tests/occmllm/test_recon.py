@@ -20,7 +20,7 @@ from occmllm.recon.experts import SHIPPED, WEIGHTS, weights_folder
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, mesh_from_grid, voxelize
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig
 from occmllm.recon.scores import compare_meshes
-from occmllm.recon.train import train_expert
+from occmllm.recon.train import ExpertTrainConfig, train_expert
 from occmllm.render import render_object
 
 K = np.array([[280.0, 0, 128], [0, 280.0, 128], [0, 0, 1]], dtype=np.float32)
@@ -70,8 +70,8 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
 
     torch.manual_seed(0)
     before = {k: v.clone() for k, v in OccupancyNet(TINY).state_dict().items()}
-    out = train_expert(dataset, tmp_path / "run", steps=30, batch_size=8, lr=3e-3, threads=1, config=TINY,
-                       progress=False, save_every=15, workers=1)
+    out = train_expert(dataset, tmp_path / "run", ExpertTrainConfig(steps=30, batch_size=8, lr=3e-3, network=TINY,
+                                                                      progress=False, save_every=15, workers=1))
     rows = list(csv.DictReader(open(out / "loss.csv")))
     assert len(rows) == 30
     first = np.mean([float(r["bce"]) for r in rows[:5]])
@@ -82,7 +82,8 @@ def test_training_lowers_the_loss_and_changes_every_parameter(dataset, tmp_path)
                  and torch.equal(v, before[k])]
     assert not unchanged, unchanged
     # resuming continues from the checkpoint instead of starting again
-    train_expert(dataset, out, steps=35, batch_size=8, lr=3e-3, threads=1, config=TINY, progress=False, workers=1)
+    train_expert(dataset, out, ExpertTrainConfig(steps=35, batch_size=8, lr=3e-3, network=TINY, progress=False,
+                                                 workers=1))
     assert len(list(csv.DictReader(open(out / "loss.csv")))) == 35
 
     expert = LearnedExpert(out, threshold=0.3, min_objectness=0.0)
@@ -138,8 +139,9 @@ def test_a_trained_expert_widens_to_the_same_function_and_trains_on(dataset, tmp
         widened(wide, 8)
     # --init with a larger width: training goes on from the widened expert and saves the new width
     narrow.save_pretrained(tmp_path / "narrow")
-    out = train_expert(dataset, tmp_path / "wide", steps=3, batch_size=4, threads=1, config=replace(TINY, width=12),
-                       progress=False, workers=1, init=tmp_path / "narrow")
+    settings = ExpertTrainConfig(steps=3, batch_size=4, network=replace(TINY, width=12), progress=False, workers=1,
+                                 init=tmp_path / "narrow")
+    out = train_expert(dataset, tmp_path / "wide", settings)
     trained = OccupancyNet.from_pretrained(out)
     assert trained.config.width == 12 and trained.config.n_xy == TINY.n_xy
     assert not torch.equal(trained.state_dict()["shape_net.head.weight"], wide.state_dict()["shape_net.head.weight"])

@@ -77,7 +77,8 @@ def train_each_stage_on_export(export_folder: Path, tmp_path: Path, model: Path 
     model built in tmp_path unless `model` is given); asserts that each stage trained from MODEL exactly its parts
     (stages 3a and 4a start from it, with no stage 2, and say so), with no evaluation (an export has no test split),
     and that 4a read the export's labels and self-corrections. Returns each stage's console output."""
-    from train.run_all import BY_ID, load_preset, stage_settings
+    from train.recipe_config import load_preset, stage_settings
+    from train.run_all import BY_ID
     from train.data import DataDir, SCORE_EXPORT_ENTRIES
     from tests.train.test_stages import assert_trained_exactly, weights
 

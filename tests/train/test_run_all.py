@@ -207,7 +207,7 @@ def test_clarity_rule_route_says_no_where_the_model_is_least_sure(toy_data, tmp_
 
 
 def test_numbers_written_the_usual_way_are_numbers():
-    from train.run_all import apply_override
+    from train.recipe_config import apply_override
 
     config: dict = {}
     for text in ("stages.1.lr=3e-4", "sft.lr=1.0e-3", "sft.batch_size=256", "stages.1.hflip=true", "sft.cache=gpu"):
@@ -216,30 +216,26 @@ def test_numbers_written_the_usual_way_are_numbers():
                                                                              "cache": "gpu"}}
 
 
-@pytest.mark.parametrize("preset", ["smoke", "default", "real"])
+@pytest.mark.parametrize("preset", ["smoke", "default", "real", "annotations"])
 def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
     """A typo in a preset would otherwise stop a GPU run after its data were made; here it fails in a second."""
+    from occmllm.recon.train import ExpertTrainConfig
     from train.mpo import MPOConfig
+    from train.recipe_config import load_preset, settings_as, stage_settings
     from train.score import SCoReConfig
     from train.sft import SFTConfig
 
-    import inspect
-
-    from occmllm.recon.train import train_expert
-
-    config = run_all.load_preset(preset)
+    config = load_preset(preset)
     for stage in run_all.STAGES:
-        if stage.kind == "expert":  # train.expert reads shipped and width itself, the rest goes to train_expert
-            settings = run_all.stage_settings(config, stage)
-            known = set(inspect.signature(train_expert).parameters) | {"shipped", "width", "parts", "lr_schedule",
-                                                                        "weight_decay", "epochs"}
-            assert set(settings) <= known, set(settings) - known
+        settings = stage_settings(config, stage)
+        if stage.kind == "expert":  # train.expert reads `shipped` itself, the rest is ExpertTrainConfig's
+            settings.pop("shipped", None)
+            assert isinstance(ExpertTrainConfig.from_dict(settings), ExpertTrainConfig)
             continue
-        settings = run_all.stage_settings(config, stage)
-        for key in ("limit", "renders", "extra_data"):  # read by run_stage, not by the trainers
+        for key in ("limit", "renders", "extra_data"):  # read by the stage's data, not by its trainer
             settings.pop(key, None)
         cls = {"sft": SFTConfig, "mpo": MPOConfig, "score": SCoReConfig}[stage.kind]
-        assert isinstance(run_all._config(cls, settings), cls)
+        assert isinstance(settings_as(cls, settings), cls)
 
 
 def test_a_stage_on_expert_renders_makes_them_first_with_the_runs_expert(toy_copy, tmp_path, capsys):

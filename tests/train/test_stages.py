@@ -82,3 +82,31 @@ def test_a_gathered_state_dict_saves_like_the_model(tiny_model, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     reloaded, _ = load_policy(full)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), reloaded.parameters()))
+
+
+@pytest.mark.parametrize("module", ["sft", "mpo", "score", "expert"])
+def test_every_stage_module_has_a_command_line(module, capsys):
+    """`python -m train.MODULE --help`: each stage runs alone, as its docstring shows."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit:
+        importlib.import_module(f"train.{module}").main(["--help"])
+    assert exit.value.code == 0 and f"python -m train.{module}" in capsys.readouterr().out
+
+
+def test_a_stage_runs_alone_with_the_presets_settings(tiny_model, toy_data, tmp_path, capsys):
+    """`python -m train.sft --preset smoke --stage 4b ...`: the preset's settings of stage 4b (vision + projector), a
+    loadable trained model in OUT/model that changed exactly those parts; a bad setting stops it with a message."""
+    from occmllm.vlm import VLM
+    from train.sft import main
+
+    out = tmp_path / "alone"
+    code = main(["--preset", "smoke", "--stage", "4b", "--data", str(toy_data), "--model", str(tiny_model),
+                 "--out", str(out), "stages.4b.max_steps=2", "sft.limit=8", "sft.batch_size=4"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert_trained_exactly(weights(tiny_model), weights(out / "model"), {"vision", "projector"})
+    assert (out / "loss.csv").read_text().count("\n") == 3  # header + 2 steps
+    assert VLM.load(out / "model").trained
+    assert f">> stage 4b (SFT Q1, LM frozen): {out / 'model'}" in capsys.readouterr().out
+    code = main(["--data", str(toy_data), "--model", str(tiny_model), "--out", str(tmp_path / "bad"), "sft.epoch=1"])
+    assert code == 2 and "unknown setting(s) ['epoch'] for SFTConfig" in capsys.readouterr().err
