@@ -38,9 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
 CHOICES = ["A", "B", "tie", "both_bad", "skip"]
 WEIGHTS = [0.35, 0.3, 0.1, 0.15, 0.1]
 
@@ -93,6 +90,15 @@ class Results:
     met_kill: int = 0  # requests that failed or were not timed because of the kill (and reconnecting, 10 s after)
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, name: str, error: Exception, server: "Server") -> None:
+        """A request that raised: an error while the server was up (10 s after its start), else the kill's doing."""
+        with self.lock:
+            if server.up.is_set() and time.perf_counter() - server.started > 10:
+                first_line = (str(error).splitlines() or [""])[0]
+                self.errors.append(f"{name}: {type(error).__name__}: {first_line[:200]}")
+            else:
+                self.met_kill += 1
 
 
 class Server:
@@ -179,17 +185,15 @@ def api_annotator(name: str, password: str, server: Server, stop: float, think: 
                     out.preparing["api"].append(time.perf_counter() - server.started)
             screen = answer
         except Exception as e:  # noqa: BLE001 - the kill: reconnect once the server is back
-            with out.lock:
-                if server.up.is_set() and time.perf_counter() - server.started > 10:
-                    out.errors.append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
-                else:
-                    out.met_kill += 1
+            out.failed(name, e, server)
             client = None
             time.sleep(0.5)
 
 
 def browser_annotator(name: str, password: str, server: Server, stop: float, think: float, out: Results, seed: int):
     from playwright.sync_api import sync_playwright
+
+    from tests.demo.conftest import CHROMIUM, FLAGS
 
     rng = random.Random(seed)
     with sync_playwright() as p:
@@ -236,11 +240,7 @@ def browser_annotator(name: str, password: str, server: Server, stop: float, thi
                 if ms < 0:
                     ready = False
             except Exception as e:  # noqa: BLE001 - the kill: log in again once the server is back
-                with out.lock:
-                    if server.up.is_set() and time.perf_counter() - server.started > 10:
-                        out.errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-                    else:
-                        out.met_kill += 1
+                out.failed(name, e, server)
                 ready = False
                 time.sleep(0.5)
         browser.close()

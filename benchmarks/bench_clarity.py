@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from occmllm.images import load_image
     from occmllm.vlm import VLM
 
-    vlm = VLM.load(args.model) if args.model else VLM.load_default()
+    vlm = VLM.load_named(args.model)
     convs = formats.read_conversations(args.data / f"{args.split}_Q1.jsonl")
     convs = convs[: args.limit] if args.limit else convs
     renders = args.data / args.split / "expert_renders"

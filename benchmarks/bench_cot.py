@@ -51,7 +51,7 @@ def main(argv=None) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vlm = VLM.load(args.model) if args.model else VLM.load_default()
+        vlm = VLM.load_named(args.model)
     try:
         expert = expert_from_spec(args.expert)
     except FileNotFoundError as error:  # no shipped 3D weights yet: time an untrained expert of the same shape

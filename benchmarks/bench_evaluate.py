@@ -54,7 +54,7 @@ def main(argv=None) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vlm = VLM.load(args.model) if args.model else VLM.load_default()
+        vlm = VLM.load_named(args.model)
     if args.data:
         items = read_test_set(args.data, args.images)[: args.n]
     else:

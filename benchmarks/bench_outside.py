@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = read_labels(args.folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        vlm = VLM.load(args.model) if args.model else VLM.load_default()
+        vlm = VLM.load_named(args.model)
     expert = expert_from_spec(args.expert)
     print(f"model: {vlm.describe()}\n3D expert: {args.expert}  fuse: {args.fuse}  force 3D: {args.force_3d}\n")
     right_final = right_first = routed = 0

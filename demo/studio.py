@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from occmllm import prompts
+from occmllm.default_model import DEFAULT_MODEL
 from occmllm.images import ImageError, load_image
 from occmllm.store import Item, Store, StoreError
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 LOOKAHEAD = 32  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
 BATCH = 8  # items given answers at once (one batched sampling call)
 
-DEFAULT_MODEL = "default"
 EXPERT_CHOICES = ("learned", "learned:v5", "none")  # learned = the v4 expert (occmllm.recon.experts.SHIPPED)
 CANDIDATE_MODES = {
     "samples": "two distinct samples of the model",
@@ -99,7 +99,7 @@ class Studio:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        self._models[name] = VLM.load_default() if name == DEFAULT_MODEL else VLM.load(name)
+                        self._models[name] = VLM.load_named(name)
                 except (ModelLoadError, OSError, ValueError) as e:
                     raise StudioError(f"model {name!r} cannot be loaded: {e}") from None
             return self._models[name]

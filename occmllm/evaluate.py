@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         items = read_test_set(args.data, args.images)[: args.limit]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            vlm = VLM.load(args.model, device=args.device) if args.model else VLM.load_default(device=args.device)
+            vlm = VLM.load_named(args.model, device=args.device)
         if args.renders:
             from occmllm.recon import FolderExpert
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            vlm = VLM.load(args.model, device=args.device) if args.model else VLM.load_default(device=args.device)
+            vlm = VLM.load_named(args.model, device=args.device)
         expert = expert_from_spec(args.expert)
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

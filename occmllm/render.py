@@ -396,8 +396,6 @@ class _RawGL:
 
     def draw_textured(self, rows, indices, atlas, projection, znear, zfar):
         """One frame with the textured shader: rows (N,15) float32 from ``_textured_arrays``, atlas (H,W,3)."""
-        import ctypes
-
         from OpenGL import GL as gl
 
         self.platform.make_current()
@@ -408,14 +406,7 @@ class _RawGL:
             renderer = _renderer(n, n)._renderer
             renderer._configure_main_framebuffer()
             gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, renderer._main_fb)
-        gl.glViewport(0, 0, n, n)
-        gl.glEnable(gl.GL_DEPTH_TEST)
-        gl.glDepthFunc(gl.GL_LESS)
-        gl.glDisable(gl.GL_CULL_FACE)
-        gl.glClearColor(0.0, 0.0, 0.0, 0.0)
-        gl.glClear(gl.GL_COLOR_BUFFER_BIT | gl.GL_DEPTH_BUFFER_BIT)
-        gl.glUseProgram(self.tex_program)
-        gl.glUniformMatrix4fv(self.tex_projection, 1, gl.GL_TRUE, projection.astype(np.float32))
+        self._clear(self.tex_program, self.tex_projection, projection)
         gl.glActiveTexture(gl.GL_TEXTURE0)
         gl.glBindTexture(gl.GL_TEXTURE_2D, self.texture)
         gl.glPixelStorei(gl.GL_UNPACK_ALIGNMENT, 1)
@@ -426,21 +417,47 @@ class _RawGL:
         gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_WRAP_S, gl.GL_CLAMP_TO_EDGE)
         gl.glTexParameteri(gl.GL_TEXTURE_2D, gl.GL_TEXTURE_WRAP_T, gl.GL_CLAMP_TO_EDGE)
         gl.glUniform1i(self.tex_sampler, 0)
-        gl.glBindVertexArray(self.tex_vao)
+        # position, diffuse, highlight, uv, tile rect (see _textured_arrays)
+        self._draw_triangles(self.tex_vao, self.tex_vbo, self.tex_ebo, rows, ((0, 3), (3, 3), (6, 3), (9, 2), (11, 4)),
+                             indices)
+        return self._read(znear, zfar)
+
+    def _clear(self, program, projection_location, projection):
+        """Start a frame: viewport, depth test, cleared to transparent black, `program` with its projection."""
+        from OpenGL import GL as gl
+
+        n = self.size
+        gl.glViewport(0, 0, n, n)
+        gl.glEnable(gl.GL_DEPTH_TEST)
+        gl.glDepthFunc(gl.GL_LESS)
+        gl.glDisable(gl.GL_CULL_FACE)
+        gl.glClearColor(0.0, 0.0, 0.0, 0.0)
+        gl.glClear(gl.GL_COLOR_BUFFER_BIT | gl.GL_DEPTH_BUFFER_BIT)
+        gl.glUseProgram(program)
+        gl.glUniformMatrix4fv(projection_location, 1, gl.GL_TRUE, projection.astype(np.float32))
+
+    def _draw_triangles(self, vao, vbo, ebo, rows, columns, indices):
+        """Upload float rows (one per vertex; `columns` = (first column, count) of each shader input, in order) and
+        the triangle indices, and draw them."""
+        import ctypes
+
+        from OpenGL import GL as gl
+
+        gl.glBindVertexArray(vao)
         data = np.ascontiguousarray(rows, dtype=np.float32)
-        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, self.tex_vbo)
+        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, vbo)
         gl.glBufferData(gl.GL_ARRAY_BUFFER, data.nbytes, data, gl.GL_STREAM_DRAW)
         stride = data.shape[1] * 4
-        for loc, (start, count) in enumerate(((0, 3), (3, 3), (6, 3), (9, 2), (11, 4))):
+        for loc, (start, count) in enumerate(columns):
             gl.glVertexAttribPointer(loc, count, gl.GL_FLOAT, gl.GL_FALSE, stride, ctypes.c_void_p(start * 4))
             gl.glEnableVertexAttribArray(loc)
         idx = np.ascontiguousarray(indices, dtype=np.uint32)
-        gl.glBindBuffer(gl.GL_ELEMENT_ARRAY_BUFFER, self.tex_ebo)
+        gl.glBindBuffer(gl.GL_ELEMENT_ARRAY_BUFFER, ebo)
         gl.glBufferData(gl.GL_ELEMENT_ARRAY_BUFFER, idx.nbytes, idx, gl.GL_STREAM_DRAW)
         gl.glDrawElements(gl.GL_TRIANGLES, idx.size, gl.GL_UNSIGNED_INT, None)
-        return self._read(znear, zfar)
 
     def _read(self, znear, zfar):
+        """The frame's colour (uint8 HxWx3) and metric depth (float32, 0 where nothing was drawn)."""
         from OpenGL import GL as gl
 
         n = self.size
@@ -456,42 +473,11 @@ class _RawGL:
         return np.ascontiguousarray(color), np.ascontiguousarray(depth)
 
     def draw(self, positions, colors, indices, projection, znear, zfar):
-        import ctypes
-
-        from OpenGL import GL as gl
-
         self.platform.make_current()
-        n = self.size
-        gl.glViewport(0, 0, n, n)
-        gl.glEnable(gl.GL_DEPTH_TEST)
-        gl.glDepthFunc(gl.GL_LESS)
-        gl.glDisable(gl.GL_CULL_FACE)
-        gl.glClearColor(0.0, 0.0, 0.0, 0.0)
-        gl.glClear(gl.GL_COLOR_BUFFER_BIT | gl.GL_DEPTH_BUFFER_BIT)
-        gl.glUseProgram(self.program)
-        gl.glUniformMatrix4fv(self.projection, 1, gl.GL_TRUE, projection.astype(np.float32))
-        gl.glBindVertexArray(self.vao)
-        data = np.ascontiguousarray(np.concatenate([positions, colors], axis=1), dtype=np.float32)
-        gl.glBindBuffer(gl.GL_ARRAY_BUFFER, self.vbo)
-        gl.glBufferData(gl.GL_ARRAY_BUFFER, data.nbytes, data, gl.GL_STREAM_DRAW)
-        gl.glVertexAttribPointer(0, 3, gl.GL_FLOAT, gl.GL_FALSE, 24, ctypes.c_void_p(0))
-        gl.glEnableVertexAttribArray(0)
-        gl.glVertexAttribPointer(1, 3, gl.GL_FLOAT, gl.GL_FALSE, 24, ctypes.c_void_p(12))
-        gl.glEnableVertexAttribArray(1)
-        idx = np.ascontiguousarray(indices, dtype=np.uint32)
-        gl.glBindBuffer(gl.GL_ELEMENT_ARRAY_BUFFER, self.ebo)
-        gl.glBufferData(gl.GL_ELEMENT_ARRAY_BUFFER, idx.nbytes, idx, gl.GL_STREAM_DRAW)
-        gl.glDrawElements(gl.GL_TRIANGLES, idx.size, gl.GL_UNSIGNED_INT, None)
-        gl.glPixelStorei(gl.GL_PACK_ALIGNMENT, 1)
-        color = np.frombuffer(gl.glReadPixels(0, 0, n, n, gl.GL_RGB, gl.GL_UNSIGNED_BYTE), np.uint8)
-        d = np.frombuffer(gl.glReadPixels(0, 0, n, n, gl.GL_DEPTH_COMPONENT, gl.GL_FLOAT), np.float32)
-        gl.glBindVertexArray(0)
-        color = color.reshape(n, n, 3)[::-1]
-        d = d.reshape(n, n)[::-1]
-        drawn = d < 1.0
-        z_ndc = 2.0 * d - 1.0
-        depth = np.where(drawn, 2.0 * znear * zfar / (zfar + znear - z_ndc * (zfar - znear)), 0.0).astype(np.float32)
-        return np.ascontiguousarray(color), np.ascontiguousarray(depth)
+        self._clear(self.program, self.projection, projection)
+        self._draw_triangles(self.vao, self.vbo, self.ebo, np.concatenate([positions, colors], axis=1),
+                             ((0, 3), (3, 3)), indices)  # position, colour
+        return self._read(znear, zfar)
 
 
 def _raw_gl(size: int) -> _RawGL:

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from occmllm import prompts
+from occmllm.default_model import DEFAULT_MODEL
 from occmllm.images import load_image
 from occmllm.processors import image_only_processor_class
 
@@ -287,6 +288,14 @@ class VLM:
         if marker and marker.get("max_new_tokens"):  # the default model's answers are short: stop garbage early
             max_new_tokens = min(max_new_tokens, int(marker["max_new_tokens"]))
         return cls(model, processor, name=text, trained=trained, max_new_tokens=max_new_tokens)
+
+    @classmethod
+    def load_named(cls, name: str | os.PathLike | None, device: str | None = None) -> "VLM":
+        """`load(name)`, or the embedded default model (`load_default`) for None, "" or DEFAULT_MODEL ("default"):
+        what every command's --model and the app's model box take."""
+        if name is None or str(name).strip() in ("", DEFAULT_MODEL):
+            return cls.load_default(device=device)
+        return cls.load(name, device=device)
 
     @classmethod
     def load_default(cls, device: str | None = None, dtype=None) -> "VLM":

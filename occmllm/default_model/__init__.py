@@ -23,6 +23,8 @@ from pathlib import Path
 
 from occmllm import prompts
 
+DEFAULT_MODEL = "default"  # its name where a model is chosen by name (--model, the app's model box)
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # trained weights ship here (package data)
 MARKER = "occmllm_default.json"  # {"trained": bool, ...} written beside config.json
 MAX_NEW_TOKENS = 16  # its longest pipeline answer, "The object is cellphone.", is 5 tokens + <|im_end|>

@@ -39,15 +39,22 @@ def photo_bank() -> list[tuple[str, Image.Image]]:
     return _bank
 
 
-def _photo(rng, size: int) -> tuple[np.ndarray, str]:
-    bank = photo_bank()
-    name, img = bank[int(rng.integers(len(bank)))]
+def square_crop(rng, img: Image.Image, size: int, smallest: float) -> Image.Image:
+    """A random square crop of `img` (its side `smallest`..1 of the short side) resized to size x size, mirrored
+    left-right half the time."""
     w, h = img.size
-    side = int(min(h, w) * rng.uniform(0.35, 1.0))
+    side = int(min(h, w) * rng.uniform(smallest, 1.0))
     y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     crop = img.resize((size, size), Image.BILINEAR, box=(x, y, x + side, y + side))
     if rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return crop
+
+
+def _photo(rng, size: int) -> tuple[np.ndarray, str]:
+    bank = photo_bank()
+    name, img = bank[int(rng.integers(len(bank)))]
+    crop = square_crop(rng, img, size, 0.35)
     gain = rng.uniform(0.75, 1.15, 3) if name in GREY_PHOTOS else np.ones(3)  # grey photos get a tint
     gain = gain * rng.uniform(0.7, 1.15)
     offset = rng.uniform(-15, 15)

@@ -98,6 +98,62 @@ def _occupancy(solids, obj_to_cam_R, cam_centre, bounds):
     return occ
 
 
+def view_direction(grasp_rotation: np.ndarray, azimuth: float, elevation: float) -> np.ndarray:
+    """The unit direction from the object towards the camera, given in the grasp frame (azimuth 0 = the back of the
+    hand)."""
+    return grasp_rotation @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                                      np.sin(elevation)])
+
+
+def look_at(rng, view: np.ndarray, target: np.ndarray, dist: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R, C): the world -> camera rotation (rows, OpenCV axes: x right, y down, z forward) of a camera `dist` from
+    `target` along `view`, rolled at random about its axis; C the camera centre."""
+    forward = -view
+    up = np.cross(forward, rng.normal(size=3))
+    up /= np.linalg.norm(up)
+    right = np.cross(up, forward)  # y = z cross x
+    return np.stack([right, np.cross(forward, right), forward]), target + view * dist
+
+
+def visibility(depth: np.ndarray, obj_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(amodal mask, visible mask, visible fraction): the object's pixels in its own render, those of them the scene
+    shows (same depth), and their share."""
+    amodal = obj_depth > 0
+    visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
+    n_amodal = int(amodal.sum())
+    return amodal, visible, float(visible.sum() / n_amodal) if n_amodal else 0.0
+
+
+def ground_truth(solids, R: np.ndarray, C: np.ndarray, cam_v: np.ndarray):
+    """(occupancy, bounds, object_to_camera) of a sample: the object's occupancy in a cube around it, camera frame."""
+    lo, hi = cam_v.min(0), cam_v.max(0)
+    half = (hi - lo).max() * 0.55
+    centre = (lo + hi) / 2
+    bounds = np.stack([centre - half, centre + half])
+    occupancy = _occupancy(solids, R, C, bounds)
+    obj_to_cam = np.eye(4)
+    obj_to_cam[:3, :3], obj_to_cam[:3, 3] = R, -R @ C
+    return occupancy, bounds, obj_to_cam
+
+
+def sample_labels(cls: str, attrs: dict, measures: dict, clear_threshold: float, amodal, visible, depth,
+                  visible_fraction: float, camera: dict, background_name: str, view_attempts: int, hand) -> dict:
+    """The labels every generation writes (the label rules: clear = visible fraction >= clear_threshold, ...).
+    camera: distance, focal, azimuth, elevation."""
+    return {
+        "class": cls, "visible_fraction": round(visible_fraction, 6), **attrs,
+        "clear": bool(visible_fraction >= clear_threshold),
+        "amodal_pixels": int(amodal.sum()), "visible_pixels": int(visible.sum()),
+        "hand_pixels": int(((depth > 0) & ~visible).sum()),
+        "touches_border": bool(amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any()),
+        "camera_distance": round(float(camera["distance"]), 5), "focal": round(float(camera["focal"]), 3),
+        "azimuth": round(float(camera["azimuth"]), 4), "elevation": round(float(camera["elevation"]), 4),
+        "background": background_name, "view_attempts": view_attempts, "left_hand": hand.params["left"],
+        "hand_scale": round(hand.params["scale"], 4),
+        **{k: round(v, 5) for k, v in measures.items()},
+    }
+
+
 def _soften_edges(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """A cheap anti-aliasing: pixels on a silhouette edge get the 3x3 mean of their neighbours (uint8 in and out)."""
     a = np.pad(alpha, 1, mode="edge")
@@ -136,8 +192,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         # half the views from the back-of-hand side (azimuth near 0), where the hand hides most
         azimuth = rng.normal(0, 0.7) if rng.random() < VIEW_FROM_HAND_SHARE else rng.uniform(0, 2 * np.pi)
         elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
-        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                             np.sin(elevation)])
+        view = view_direction(g, azimuth, elevation)
         if view @ hand.arm_direction < np.cos(np.radians(40)):
             break
     radius = max(float(np.linalg.norm(obj_v, axis=1).max()), 0.07)  # small objects: keep the hand in frame too
@@ -157,12 +212,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         fill = rng.uniform(0.22, 0.4)
         dist = fx * radius / (fill * SIZE)
         target = rng.uniform(-0.15, 0.15, 3) * radius
-        forward = -view
-        up = np.cross(forward, rng.normal(size=3))
-        up /= np.linalg.norm(up)
-        right = np.cross(up, forward)  # OpenCV: x right, y down, z forward -> rows x, y, z with y = z cross x
-        R = np.stack([right, np.cross(forward, right), forward])  # world -> camera rotation (rows)
-        C = target + view * dist
+        R, C = look_at(rng, view, target, dist)
 
         def to_cam(v):
             return ((v - C) @ R.T).astype(np.float64)
@@ -173,16 +223,12 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
                       Part(to_cam(hand.sleeve[0]), hand.sleeve[1], hand.sleeve_color, 0.95)]
         rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=ambient)
         render, obj_depth = render_object(cam_v, obj_all_f, K, SIZE, return_depth=True)
-        amodal = obj_depth > 0
-        visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
-        n_amodal = int(amodal.sum())
-        visible_fraction = float(visible.sum() / n_amodal) if n_amodal else 0.0
+        amodal, visible, visible_fraction = visibility(depth, obj_depth)
         if visible_fraction >= MIN_VISIBLE:
             break
         # the hand hides (nearly) all of the object: look from the other side instead
         azimuth += np.pi
-        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                             np.sin(elevation)])
+        view = view_direction(g, azimuth, elevation)
 
     bg, bg_name = background(rng, SIZE)
     alpha = depth > 0
@@ -190,27 +236,10 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     noise = rng.standard_normal((SIZE, SIZE, 1), dtype=np.float32) * np.float32(rng.uniform(0.5, 3.0))
     photo = np.clip(photo + noise + 0.5, 0, 255).astype(np.uint8)  # sensor noise, the same in all channels
 
-    # shape ground truth in the camera frame: mesh, and occupancy in a cube around the object
-    lo, hi = cam_v.min(0), cam_v.max(0)
-    half = (hi - lo).max() * 0.55
-    centre = (lo + hi) / 2
-    bounds = np.stack([centre - half, centre + half])
-    occupancy = _occupancy(model.solids, R, C, bounds)
-    obj_to_cam = np.eye(4)
-    obj_to_cam[:3, :3], obj_to_cam[:3, 3] = R, -R @ C
-
-    labels = {
-        "class": cls, "visible_fraction": round(visible_fraction, 6), **attrs,
-        "clear": bool(visible_fraction >= clear_threshold),
-        "amodal_pixels": n_amodal, "visible_pixels": int(visible.sum()),
-        "hand_pixels": int(((depth > 0) & ~visible).sum()),
-        "touches_border": bool(amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any()),
-        "camera_distance": round(float(dist), 5), "focal": round(float(fx), 3),
-        "azimuth": round(float(azimuth), 4), "elevation": round(float(elevation), 4),
-        "background": bg_name, "view_attempts": attempt + 1, "left_hand": hand.params["left"],
-        "hand_scale": round(hand.params["scale"], 4),
-        **{k: round(v, 5) for k, v in measures.items()},
-    }
+    occupancy, bounds, obj_to_cam = ground_truth(model.solids, R, C, cam_v)
+    camera = {"distance": dist, "focal": fx, "azimuth": azimuth, "elevation": elevation}
+    labels = sample_labels(cls, attrs, measures, clear_threshold, amodal, visible, depth, visible_fraction, camera,
+                           bg_name, attempt + 1, hand)
     return Sample(index, cls, photo, render, amodal, visible, cam_v.astype(np.float32),
                   obj_all_f.astype(np.int32), K.astype(np.float32), occupancy, bounds.astype(np.float32),
                   obj_to_cam.astype(np.float32), labels)

@@ -1,6 +1,8 @@
 """The app under test: a Studio on a temporary data folder, the embedded default model (shipped weights), a tiny
 in-code 3D expert (a box mesh in front of the camera), served on a free port in this process."""
 
+import contextlib
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -10,6 +12,29 @@ import pytest
 from PIL import Image
 
 from occmllm import formats, prompts
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, installed by the Makefile
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+@contextlib.contextmanager
+def chromium_page(url: str, wait_for: str | None = "#run", **page_options):
+    """A headless Chromium page on `url` (1400x1000), once `wait_for` is on it; the test is skipped where playwright
+    or Debian's chromium is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, **page_options)
+        page.goto(url)
+        if wait_for:
+            page.wait_for_selector(wait_for, timeout=30000)
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 class BoxExpert:

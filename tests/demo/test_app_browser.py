@@ -1,31 +1,18 @@
 """The app in a real browser (Playwright + Debian's Chromium, headless): upload a photo, see the steps and the 3D
 canvas, annotate with the keyboard, export."""
 
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from occmllm.validate import validate
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+from tests.demo.conftest import chromium_page
 
 
 @pytest.fixture(scope="module")
 def page(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page.goto(served[1])
-        page.wait_for_selector("#run", timeout=30000)
+    with chromium_page(served[1], accept_downloads=True) as page:
         yield page
-        browser.close()
 
 
 def test_upload_run_steps_and_3d_canvas(page, photo):

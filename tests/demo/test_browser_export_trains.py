@@ -5,13 +5,11 @@ exactly the stage's parts changed)."""
 
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from occmllm import prompts
-from tests.demo.conftest import free_port, make_q1_dataset
-from tests.demo.test_app_browser import CHROMIUM, FLAGS
+from tests.demo.conftest import chromium_page, free_port, make_q1_dataset
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +28,10 @@ def q1_app(tmp_path_factory):
 def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
     from tests.train.export_training import train_each_stage_on_export
 
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
     studio, url = q1_app
     # per item, by keyboard: accept A, accept B, correct both, prefer A but correct it, and again
     plan = ["1", "2", "fix", "1+fix", "1", "fix", "2", "4+fix"]
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page.goto(url)
+    with chromium_page(url, wait_for=None, accept_downloads=True) as page:
         page.get_by_role("tab", name="Annotate").click()
         page.fill("#name input, #name textarea", "kim")
         page.click("#btn-start")
@@ -66,7 +58,6 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
             page.locator("#export-file a").first.click()
         archive = tmp_path / "export.zip"
         download.value.save_as(archive)
-        browser.close()
 
     judged = [j for j in studio.store.judgments() if j["annotator"] == "kim"]
     expected = {"1": "A", "2": "B", "fix": "both_bad", "1+fix": "A", "4+fix": "both_bad"}

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from occmllm import runs as run_folders
-from tests.demo.conftest import BoxExpert, free_port
-from tests.demo.test_app_browser import CHROMIUM, FLAGS
+from tests.demo.conftest import BoxExpert, chromium_page, free_port
 from train import run_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,16 +62,8 @@ def app_url(runs_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url[1])
-        page.wait_for_selector("#run", timeout=30000)
+    with chromium_page(app_url[1]) as page:
         yield page
-        browser.close()
 
 
 def choose(page, dropdown: str, option: str) -> None:

@@ -14,6 +14,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..backgrounds import square_crop
+
 # Debian package -> glob of its real photographs (looked at: all photos of real scenes)
 DEBIAN_PHOTOS = {"mate-backgrounds": "/usr/share/backgrounds/mate/nature/*.jpg"}
 SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "rocket")
@@ -71,15 +73,11 @@ def _short_side(img: Image.Image, side: int = 480) -> Image.Image:
 
 
 def photo(rng, size: int, index: int | None = None) -> tuple[np.ndarray, str]:
-    """A random crop (10-100% of the short side), flipped half the time, with a random tint and exposure."""
+    """A random square crop (30-100% of the short side), mirrored half the time, upside down a fifth of the time,
+    with a random tint and exposure."""
     photos = bank()
     name, img = photos[int(rng.integers(len(photos)))] if index is None else photos[index]
-    w, h = img.size
-    side = int(min(h, w) * rng.uniform(0.3, 1.0))
-    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = img.resize((size, size), Image.BILINEAR, box=(x, y, x + side, y + side))
-    if rng.random() < 0.5:
-        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    crop = square_crop(rng, img, size, 0.3)
     if rng.random() < 0.2:
         crop = crop.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     gain = rng.uniform(0.85, 1.1, 3) * rng.uniform(0.6, 1.1)

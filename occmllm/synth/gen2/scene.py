@@ -16,7 +16,8 @@ from occmllm.render import Light, Part, render_object, render_scene, vertex_norm
 
 from ..geometry import merge
 from ..hand import make_hand
-from ..scene import MIN_VISIBLE, RETRIES, SIZE, Sample, _occupancy, _soften_edges, attributes
+from ..scene import (MIN_VISIBLE, RETRIES, SIZE, Sample, _soften_edges, attributes, ground_truth, look_at,
+                     sample_labels, view_direction, visibility)
 from . import photometric, photos, rooms
 from .products import make_product
 from .skin import dress
@@ -154,8 +155,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     for _ in range(50):
         azimuth = rng.normal(0, 0.7) if rng.random() < 0.25 else rng.uniform(0, 2 * np.pi)
         elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
-        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                             np.sin(elevation)])
+        view = view_direction(g, azimuth, elevation)
         if view @ hand.arm_direction < np.cos(np.radians(40)):
             break
     radius = max(float(np.linalg.norm(obj_v, axis=1).max()), 0.07)
@@ -176,12 +176,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         target = rng.uniform(-0.15, 0.15, 3) * radius
         if not close:  # wider shots: towards the wrist, more of the arm in frame
             target = target + (hand.wrist - grasp_origin) * rng.uniform(0, 0.5)
-        forward = -view
-        up = np.cross(forward, rng.normal(size=3))
-        up /= np.linalg.norm(up)
-        right = np.cross(up, forward)
-        R = np.stack([right, np.cross(forward, right), forward])
-        C = target + view * dist
+        R, C = look_at(rng, view, target, dist)
 
         def to_cam(v):
             return ((v - C) @ R.T).astype(np.float64)
@@ -195,15 +190,11 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
         rgba, depth = render_scene(obj_parts + hand_parts, K, SIZE, lights=lights, ambient=ambient,
                                    texture=atlas.image)
         render, obj_depth = render_object(cam_v, obj_f, K, SIZE, return_depth=True)
-        amodal = obj_depth > 0
-        visible = amodal & (np.abs(depth - obj_depth) < 5e-4)
-        n_amodal = int(amodal.sum())
-        visible_fraction = float(visible.sum() / n_amodal) if n_amodal else 0.0
+        amodal, visible, visible_fraction = visibility(depth, obj_depth)
         if visible_fraction >= MIN_VISIBLE:
             break
         azimuth += np.pi
-        view = g @ np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                             np.sin(elevation)])
+        view = view_direction(g, azimuth, elevation)
 
     if photos.available() and rng.random() < PHOTO_SHARE:
         bg, bg_name = photos.photo(rng, SIZE)
@@ -217,28 +208,12 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     photo, cam_info = photometric.camera(rng, photo)
     photo, border = photometric.crop_border(rng, photo, amodal)
 
-    lo, hi = cam_v.min(0), cam_v.max(0)
-    half = (hi - lo).max() * 0.55
-    centre = (lo + hi) / 2
-    bounds = np.stack([centre - half, centre + half])
-    occupancy = _occupancy(model.solids, R, C, bounds)
-    obj_to_cam = np.eye(4)
-    obj_to_cam[:3, :3], obj_to_cam[:3, 3] = R, -R @ C
-
-    labels = {
-        "class": cls, "visible_fraction": round(visible_fraction, 6), **attrs,
-        "clear": bool(visible_fraction >= clear_threshold),
-        "amodal_pixels": n_amodal, "visible_pixels": int(visible.sum()),
-        "hand_pixels": int(((depth > 0) & ~visible).sum()),
-        "touches_border": bool(amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any()),
-        "camera_distance": round(float(dist), 5), "focal": round(float(fx), 3),
-        "azimuth": round(float(azimuth), 4), "elevation": round(float(elevation), 4),
-        "background": bg_name, "view_attempts": attempt + 1, "left_hand": hand.params["left"],
-        "hand_scale": round(hand.params["scale"], 4),
-        **{k: round(v, 5) for k, v in measures.items()},
-        "generation": 2, "variant": model.params["variant"], "framing": "close" if close else "wide",
-        "sleeve": dressing["sleeve"], "border_px": border, **cam_info,
-    }
+    occupancy, bounds, obj_to_cam = ground_truth(model.solids, R, C, cam_v)
+    camera = {"distance": dist, "focal": fx, "azimuth": azimuth, "elevation": elevation}
+    labels = {**sample_labels(cls, attrs, measures, clear_threshold, amodal, visible, depth, visible_fraction,
+                              camera, bg_name, attempt + 1, hand),
+              "generation": 2, "variant": model.params["variant"], "framing": "close" if close else "wide",
+              "sleeve": dressing["sleeve"], "border_px": border, **cam_info}
     return Sample(index, cls, photo, render, amodal, visible, cam_v.astype(np.float32),
                   obj_f.astype(np.int32), K.astype(np.float32), occupancy, bounds.astype(np.float32),
                   obj_to_cam.astype(np.float32), labels)
