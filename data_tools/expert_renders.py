@@ -8,6 +8,7 @@ from pathlib import Path
 
 from occmllm import expert_renders as library
 from occmllm.expert_renders import FOLDER, render_split
+from occmllm.recon.experts import learned_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth or the same layout)")
     parser.add_argument("--split", default="train", help="split whose photos are rendered (default train)")
-    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 "
-                        "(the default, occmllm/recon/weights) or v5 (occmllm/recon/weights_v5)")
+    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped "
+                        "v4 in occmllm/recon/weights), learned:v5 (occmllm/recon/weights_v5) or learned:FOLDER")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")
@@ -33,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --device {args.device}: no CUDA GPU here (use --device cpu)", file=sys.stderr)
             return 2
     try:
-        counts = render_split(args.data, args.split, args.expert, args.workers, args.limit, overwrite=args.overwrite,
+        expert = str(learned_weights(args.expert, older_spelling_ok=True))
+        counts = render_split(args.data, args.split, expert, args.workers, args.limit, overwrite=args.overwrite,
                               device=args.device, batched=args.batched, batch_size=args.batch_size)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.data / args.split / FOLDER}: {counts['rendered']} rendered, {counts['skipped']} already there, "

@@ -3,8 +3,8 @@
     python -m data_tools.preview data/synth                       # writes data/synth/preview.png
     python -m data_tools.preview data/synth --split test --n 48 --cols 8 --out sheet.png
     python -m data_tools.preview data/synth --with-render          # photo | object render | masks per sample
-    python -m data_tools.preview data/synth --split test --with-render --experts v4 v5 --object-class knife
-                                            # ... | each learned expert's render (v4, v5: shipped; or a folder)
+    python -m data_tools.preview data/synth --split test --with-render --experts learned learned:v5 --object-class knife
+                                            # ... | each learned expert's render
 
 Samples are drawn with a fixed seed (``--seed``), sorted by visible fraction so the sheet reads from hidden to clear.
 In the mask view red is the amodal object mask, yellow the visible part of it. With --experts, each expert's render
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-render", action="store_true", help="also show the object render and the masks")
     p.add_argument("--experts", nargs="+", default=[], metavar="EXPERT", help="also each learned 3D expert's "
-                   "render, labelled with its IoU: shipped names (v4, v5) or trained expert folders")
+                   "render, labelled with its IoU: learned (v4), learned:v5 or learned:FOLDER")
     p.add_argument("--object-class", help="only samples of this class (e.g. knife)")
     p.add_argument("--out", type=Path, help="PNG to write (default DATA/preview[_split].png)")
     args = p.parse_args(argv)
@@ -105,8 +105,9 @@ def main(argv=None) -> int:
         experts = {}
         if args.experts:
             from occmllm.recon import LearnedExpert
+            from occmllm.recon.experts import learned_weights
 
-            experts = {name: LearnedExpert(name) for name in args.experts}
+            experts = {name: LearnedExpert(learned_weights(name, older_spelling_ok=True)) for name in args.experts}
         sheet = contact_sheet(ds, args.n, args.cols, args.seed, args.with_render, experts, args.object_class)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 will really show it (the learned expert's, not the ground-truth ones the generator writes to `{split}/renders/`).
 
     python -m data_tools.expert_renders --data data/synth --split train                  # the shipped learned expert
-    python -m data_tools.expert_renders --data data/synth --split train --expert runs/recon --workers 16 --limit 10000
+    python -m data_tools.expert_renders --data data/synth --split train --expert learned:runs/recon --workers 16 --limit 10000
     python -m data_tools.expert_renders --data data/synth --split test --workers 16 --device cuda  # network on the GPU
 
 Writes `{split}/expert_renders/{id}.png` (the expert's render of the object alone from the photo's camera, as

@@ -5,9 +5,11 @@ renders of a dataset's photos made with the run's expert, which later stages and
     python -m train.expert --preset smoke --data DIR --out OUT [stages.0.steps=50 ...]   # alone: OUT/model
     (the same as: python -m occmllm.recon.train, with the preset's settings)
 A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
-occmllm/recon/weights and says so. `stages.0.shipped=true` (the default preset) uses the shipped expert without
-training one: it was trained on the GPU by occmllm.recon's own recipe and costs minutes to retrain;
-`stages.0.shipped=v5` the wider shipped expert, `stages.0.shipped=FOLDER` any trained expert.
+occmllm/recon/weights and says so. `stages.0.expert` names an expert to use instead of training one, in the spelling
+of the app and the command lines (occmllm.recon.expert_from_spec): `learned` (the default preset: the shipped v4
+expert, trained on the GPU by occmllm.recon's own recipe; minutes to retrain), `learned:v5` the wider shipped expert,
+`learned:FOLDER` any trained expert; `none` (or leaving it out) trains one. The older `stages.0.shipped=true|v5|FOLDER`
+is still read, with a message naming the new spelling.
 """
 
 from __future__ import annotations
@@ -21,26 +23,40 @@ from pathlib import Path
 from train.common import TrainError
 
 
+def chosen_expert(settings: dict) -> tuple[str, object, str] | None:
+    """(setting, its value, the expert spec) of the expert stage 0 uses instead of training one, taken out of
+    `settings`; None to train one. `shipped: true|v5|FOLDER` is the older spelling of `expert: learned[:v5|:FOLDER]`."""
+    expert, shipped = settings.pop("expert", None), settings.pop("shipped", None)
+    if shipped is not None:  # given, it decides (an override of the older key on a preset with the new one)
+        spec = "none" if shipped is False else "learned" if shipped is True else f"learned:{shipped}"
+        print(f">> stages.0.shipped={shipped} is the older spelling of stages.0.expert={spec}", file=sys.stderr)
+        return None if spec == "none" else ("shipped", shipped, spec)
+    if expert in (None, False, "none"):
+        return None
+    return "expert", expert, str(expert)
+
+
 def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:
-    """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads (the shipped one's
-    with `shipped`, or when the data have no shapes). `start` is unused: the expert starts from its own weights."""
+    """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads (the one `expert`
+    names, or the shipped one when the data have no shapes). `start` is unused: the expert starts from its own weights."""
     import torch
 
     from occmllm.recon.train import ExpertTrainConfig, train_expert
 
     settings = dict(settings)
-    shipped = settings.pop("shipped", False)
-    if shipped:  # true: the default shipped expert; a shipped expert's name (v4, v5) or an expert folder: that one
-        from occmllm.recon.experts import weights_folder
+    chosen = chosen_expert(settings)
+    if chosen:
+        from occmllm.recon.experts import learned_weights
 
+        key, value, spec = chosen
         try:
-            folder = weights_folder(None if shipped is True else str(shipped))
-        except FileNotFoundError as error:
-            raise TrainError(f"stages.0.shipped={shipped}: {error}") from None
+            folder = learned_weights(spec)
+        except (ValueError, FileNotFoundError) as error:
+            raise TrainError(f"stages.0.{key}={value}: {error}") from None
         if not (folder / "model.safetensors").is_file():
-            raise TrainError(f"stages.0.shipped={shipped}: {folder} holds no model.safetensors (expected true, "
-                             "v4, v5 or a learned expert folder)")
-        print(f">> stage 0: using the 3D expert {folder} (stages.0.shipped={shipped})")
+            raise TrainError(f"stages.0.{key}={value}: {folder} holds no model.safetensors (expected learned, "
+                             "learned:v4, learned:v5 or learned:FOLDER, a learned expert's folder)")
+        print(f">> stage 0: using the 3D expert {folder} (stages.0.{key}={value})")
         return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):  # the VLM stages' settings, if a preset has them
         settings.pop(key, None)

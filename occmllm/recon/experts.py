@@ -14,6 +14,7 @@ import fnmatch
 import itertools
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,16 @@ def expert_from_spec(spec: str | None):
     raise ValueError(f"expert {spec!r}: expected {SPEC_HELP}")
 
 
-def learned_weights(spec: str) -> Path:
+def learned_weights(spec: str, older_spelling_ok: bool = False) -> Path:
     """The weights folder of a "learned[:NAME|FOLDER]" spec (for what can only take a learned expert, like training
-    on its renders); other specs raise ValueError."""
+    on its renders); other specs raise ValueError. With older_spelling_ok a bare NAME or FOLDER (what the tools took
+    before) is read too, with a FutureWarning naming the spec to write instead."""
     kind, _, arg = str(spec).partition(":")
     if kind != "learned":
+        if older_spelling_ok and ":" not in str(spec):
+            warnings.warn(f"expert {spec!r}: write 'learned:{spec}' (the spelling of every --expert)", FutureWarning,
+                          stacklevel=2)
+            return weights_folder(spec)
         raise ValueError(f"expert {spec!r}: expected learned, learned:NAME (shipped: {', '.join(SHIPPED)}) or "
                          "learned:FOLDER")
     return weights_folder(arg or None)

@@ -220,6 +220,7 @@ def test_numbers_written_the_usual_way_are_numbers():
 def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
     """A typo in a preset would otherwise stop a GPU run after its data were made; here it fails in a second."""
     from occmllm.recon.train import ExpertTrainConfig
+    from train import expert as train_expert_stage
     from train.mpo import MPOConfig
     from train.recipe_config import load_preset, settings_as, stage_settings
     from train.score import SCoReConfig
@@ -228,8 +229,8 @@ def test_every_stage_setting_of_a_preset_is_known_to_its_trainer(preset):
     config = load_preset(preset)
     for stage in run_all.STAGES:
         settings = stage_settings(config, stage)
-        if stage.kind == "expert":  # train.expert reads `shipped` itself, the rest is ExpertTrainConfig's
-            settings.pop("shipped", None)
+        if stage.kind == "expert":  # train.expert reads `expert` (`shipped`) itself, the rest is ExpertTrainConfig's
+            train_expert_stage.chosen_expert(settings)
             assert isinstance(ExpertTrainConfig.from_dict(settings), ExpertTrainConfig)
             continue
         for key in ("limit", "renders", "extra_data"):  # read by the stage's data, not by its trainer
