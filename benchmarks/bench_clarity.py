@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
     from occmllm import formats, prompts
+    from occmllm.dataset import kind_folder
     from occmllm.images import load_image
     from occmllm.vlm import VLM
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     right, clear, confidence, logprob, render_right = [], [], [], [], []
     for start in tqdm(range(0, len(convs), args.batch_size), desc="photos", unit="batch"):
         batch = convs[start:start + args.batch_size]
-        images = [load_image(args.data / args.split / "images" / c.images[0]) for c in batch]
+        images = [load_image(kind_folder(args.data, args.split, "images") / c.images[0]) for c in batch]
         answers, scores = vlm.generate_batch(images, [prompts.Q1] * len(images), with_logprobs=True)
         logprob.extend(scores.tolist())
         posterior = vlm.class_posterior(images)

@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=50, help="photos timed part by part (0: skip)")
     args = parser.parse_args(argv)
 
-    from occmllm.expert_renders import FOLDER, render_split
+    from occmllm.dataset import EXPERT_RENDERS, kind_folder
+    from occmllm.expert_renders import render_split
 
-    folder = args.data / args.split / FOLDER
+    folder = kind_folder(args.data, args.split, EXPERT_RENDERS)
     for mode in args.modes:
         shutil.rmtree(folder, ignore_errors=True)
         device = "cpu" if mode == "per-worker-cpu" else args.device
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         expert = LearnedExpert(args.expert, device=args.device)
-        photos = [args.data / args.split / "images" / c.images[0]
+        photos = [kind_folder(args.data, args.split, "images") / c.images[0]
                   for c in formats.read_conversations(args.data / f"{args.split}_Q1.jsonl")[: args.parts]]
         times: dict[str, list[float]] = {}
         for photo in photos:

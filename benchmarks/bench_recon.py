@@ -27,8 +27,8 @@ import numpy as np
 import trimesh
 from tqdm import tqdm
 
+from occmllm.dataset import load_shape, manifest_rows, sample_path
 from occmllm.recon import LearnedExpert, OracleExpert
-from occmllm.dataset import load_shape
 from occmllm.recon.data import list_ids
 from occmllm.recon.scores import compare_meshes, depth_aligned
 
@@ -39,25 +39,6 @@ def bucket_of(fraction: float | None) -> str | None:
     if fraction is None:
         return None
     return next(name for name, lo, hi in BUCKETS if lo <= fraction < hi)
-
-
-def read_manifest(root: Path) -> dict:
-    """{id: row} from manifest.parquet, or from the `labels` JSON in each shape file when there is no manifest."""
-    path = root / "manifest.parquet"
-    if not path.is_file():
-        import json
-
-        rows = {}
-        for shape in sorted((root / "shapes").glob("*.npz")):
-            with np.load(shape) as data:
-                if "labels" in data:
-                    rows[shape.stem] = json.loads(str(data["labels"]))
-        return rows
-    import pandas as pd
-
-    frame = pd.read_parquet(path)
-    frame["id"] = frame["id"].astype(str).str.zfill(8)
-    return frame.set_index("id").to_dict("index")
 
 
 def table(rows: list[dict], key: str, title: str) -> None:
@@ -104,8 +85,8 @@ def vlm_accuracy(model_path: str, data: Path, split: str, ids: list[str], manife
     correct = {"photo": 0, "learned render": 0, "oracle render": 0}
     for sid in tqdm(hidden, desc="VLM", leave=False):
         truth = manifest[sid]["class"]
-        photo = data / split / "images" / f"{sid}.jpg"
-        K = load_shape(data / split / "shapes" / f"{sid}.npz").K
+        photo = sample_path(data, split, "images", sid)
+        K = load_shape(sample_path(data, split, "shapes", sid)).K
         images = {"photo": photo, "learned render": expert.reconstruct(photo, K=K).render,
                   "oracle render": oracle.reconstruct(sid).render}
         for name, image in images.items():
@@ -132,11 +113,11 @@ def _init_worker(expert_path, threshold: float = 0.5) -> None:
 def score_one(task: tuple) -> dict:
     """Reconstruct one test photo (with its true K) and score it against the true mesh, absolute and depth-aligned."""
     data, split, sid, fraction = task
-    shape = load_shape(Path(data) / split / "shapes" / f"{sid}.npz")
+    shape = load_shape(sample_path(data, split, "shapes", sid))
     vertices, faces, K = shape.vertices, shape.faces.astype(np.int64), shape.K
     truth = trimesh.Trimesh(vertices, faces, process=False)
     start = time.perf_counter()
-    rec = _EXPERT.reconstruct(Path(data) / split / "images" / f"{sid}.jpg", K=K)
+    rec = _EXPERT.reconstruct(sample_path(data, split, "images", sid), K=K)
     seconds = time.perf_counter() - start
     absolute = compare_meshes(rec.mesh if rec.ok else None, truth)
     aligned = compare_meshes(depth_aligned(rec.mesh, truth) if rec.ok else None, truth)
@@ -163,7 +144,7 @@ def ceiling(data: Path, split: str, ids: list[str], config, targets: str = "soft
         ds.surface = torch.zeros_like(ds.surface)  # every solid cell 2 (inside), the surface cells too
     ious = {}
     for i, sid in enumerate(ds.ids):
-        shape = load_shape(data / split / "shapes" / f"{sid}.npz")
+        shape = load_shape(sample_path(data, split, "shapes", sid))
         vertices, faces, K = shape.vertices, shape.faces.astype(np.int64), shape.K
         target = ds.targets_at(torch.tensor([i]), ds.windows[i:i + 1], ds.K[i:i + 1])[0].numpy()
         u0, v0, r, z = (float(x) for x in ds.windows[i])
@@ -204,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     data = Path(args.data)
     ids = list_ids(data, args.split)
     ids = ids[: args.limit] if args.limit else ids
-    manifest = read_manifest(data / args.split)
+    manifest = manifest_rows(data / args.split, from_shapes=True)
     print(f"3D expert {args.expert or 'occmllm/recon/weights'} on {len(ids)} photos of {data / args.split}")
     if args.vlm_only:
         if not args.model:
@@ -230,9 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     expert = LearnedExpert(args.expert, threshold=args.threshold)
     times = []
     for sid in ids[: args.timing]:
-        K = load_shape(data / args.split / "shapes" / f"{sid}.npz").K
+        K = load_shape(sample_path(data, args.split, "shapes", sid)).K
         start = time.perf_counter()
-        expert.reconstruct(data / args.split / "images" / f"{sid}.jpg", K=K)
+        expert.reconstruct(sample_path(data, args.split, "images", sid), K=K)
         times.append(time.perf_counter() - start)
     if times:
         print(f"\nreconstruct() time per photo (network + marching cubes + render, {args.threads} thread, "

@@ -19,13 +19,12 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from occmllm.recon import LearnedExpert  # noqa: E402
-from occmllm.dataset import load_shape  # noqa: E402
+from occmllm.dataset import kind_folder, load_shape, manifest_rows, sample_path  # noqa: E402
 from occmllm.images import as_rgb_array  # noqa: E402
+from occmllm.recon import LearnedExpert  # noqa: E402
 from occmllm.recon.data import object_extent, window_of  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
-from benchmarks.bench_recon import read_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     e = LearnedExpert(args.expert) if args.expert else LearnedExpert()
     c, m = e.config, e.model
     data = args.data / args.split
-    ids = sorted(p.stem for p in (data / "shapes").glob("*.npz"))
+    ids = sorted(p.stem for p in kind_folder(args.data, args.split, "shapes").glob("*.npz"))
     if args.object_class:
-        manifest = read_manifest(data)
+        manifest = manifest_rows(data, from_shapes=True)
         ids = [i for i in ids if manifest.get(i, {}).get("class") == args.object_class]
     ids = ids[args.start: args.start + args.limit]
     if not ids:
@@ -76,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for sid in ids:
-        shape = load_shape(data / "shapes" / f"{sid}.npz")
+        shape = load_shape(sample_path(args.data, args.split, "shapes", sid))
         vertices, faces, K = shape.vertices, shape.faces, shape.K
         truth = trimesh.Trimesh(vertices, faces, process=False)
-        photo = as_rgb_array(data / "images" / f"{sid}.jpg", c.image_size)
+        photo = as_rgb_array(sample_path(args.data, args.split, "images", sid), c.image_size)
         box, prob, _, _ = e.predict(photo, K)
         u0, v0, r, _ = (float(t) for t in window_of(object_extent(vertices, K), c.pad)[0])
         meshes = {"predicted window": mesh_of(box, prob, K),

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from occmllm import expert_renders as library
-from occmllm.expert_renders import FOLDER, render_split
+from occmllm.dataset import EXPERT_RENDERS, kind_folder
+from occmllm.expert_renders import render_split
 from occmllm.recon.experts import learned_weights
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.data / args.split / FOLDER}: {counts['rendered']} rendered, {counts['skipped']} already there, "
+    print(f"{kind_folder(args.data, args.split, EXPERT_RENDERS)}: {counts['rendered']} rendered, {counts['skipped']} already there, "
           f"{counts['nothing']} with nothing reconstructed")
     return 0
 

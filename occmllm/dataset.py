@@ -7,8 +7,11 @@
     shape = ds.load_shape("00000042")            # Shape: vertices, faces, K, occupancy, bounds, object_to_camera
     amodal, visible = ds.load_masks("00000042")  # bool 256x256 each
 
-Layout: DIR/{split}/images/{id}.jpg, renders/{id}.png, masks/{id}.png (R amodal, G visible), shapes/{id}.npz,
-manifest.parquet. Only ids in the manifest are trusted (a killed generator run may leave unlisted files).
+Layout (the one place it is written down; the generator, training, the evaluation and the tools go through
+`sample_path`, `kind_folder`, `manifest_path` and `manifest_rows`): DIR/{split}/images/{id}.jpg, renders/{id}.png,
+masks/{id}.png (R amodal, G visible), shapes/{id}.npz (written last: a sample is complete once it is there),
+manifest.parquet, and expert_renders/{id}.png once a 3D expert has rendered the split (occmllm.expert_renders).
+Only ids in the manifest are trusted (a killed generator run may leave unlisted files).
 Shape frame: camera frame, OpenCV axes (x right, y down, z forward), metres; ``occupancy`` is a bool grid
 indexed ``[ix, iy, iz]`` whose cell centres are ``bounds[0] + (i + 0.5) * (bounds[1] - bounds[0]) / n``.
 """
@@ -26,6 +29,41 @@ from PIL import Image
 from occmllm.images import as_rgb_array
 
 SPLITS = ("train", "test")
+FILE_TYPES = {"images": ".jpg", "renders": ".png", "masks": ".png", "shapes": ".npz", "expert_renders": ".png"}
+GENERATED_KINDS = ("images", "renders", "masks", "shapes")  # what the generator writes for each sample, shapes last
+EXPERT_RENDERS = "expert_renders"  # the 3D expert's render of each photo, as the 3D route shows it to the model
+MANIFEST = "manifest.parquet"
+
+
+def kind_folder(root: str | Path, split: str, kind: str) -> Path:
+    """DIR/{split}/{kind}: the folder of one kind of file (images, renders, masks, shapes, expert_renders)."""
+    return Path(root) / split / kind
+
+
+def sample_path(root: str | Path, split: str, kind: str, sid: str) -> Path:
+    """DIR/{split}/{kind}/{id}.{jpg|png|npz}."""
+    return kind_folder(root, split, kind) / f"{sid}{FILE_TYPES[kind]}"
+
+
+def manifest_path(root: str | Path, split: str) -> Path:
+    return Path(root) / split / MANIFEST
+
+
+def manifest_rows(split_folder: str | Path, from_shapes: bool = False) -> dict[str, dict]:
+    """{id: manifest row} of DIR/{split} (`split_folder`); with no manifest, {} or (from_shapes) the labels each
+    complete sample's shape file holds."""
+    path = Path(split_folder) / MANIFEST
+    if path.is_file():
+        frame = pd.read_parquet(path)
+        frame["id"] = frame["id"].astype(str)
+        return {row["id"]: row for row in frame.to_dict("records")}
+    rows = {}
+    if from_shapes:
+        for shape in sorted((Path(split_folder) / "shapes").glob("*.npz")):
+            with np.load(shape, allow_pickle=False) as data:
+                if "labels" in data:
+                    rows[shape.stem] = {"id": shape.stem, **json.loads(str(data["labels"]))}
+    return rows
 
 
 @dataclass
@@ -81,7 +119,7 @@ class SynthDataset:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root, self.split = Path(root), split
         self.folder = self.root / split
-        manifest = self.folder / "manifest.parquet"
+        manifest = manifest_path(self.root, split)
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest}: no manifest (make the dataset with `python -m data_tools.synth "
                                     f"--out {self.root} --n N`, and let it finish or re-run it to finish)")
@@ -95,16 +133,16 @@ class SynthDataset:
         return self.manifest.loc[self.manifest["id"] == sid].iloc[0].to_dict()
 
     def image_path(self, sid: str) -> Path:
-        return self.folder / "images" / f"{sid}.jpg"
+        return sample_path(self.root, self.split, "images", sid)
 
     def render_path(self, sid: str) -> Path:
-        return self.folder / "renders" / f"{sid}.png"
+        return sample_path(self.root, self.split, "renders", sid)
 
     def mask_path(self, sid: str) -> Path:
-        return self.folder / "masks" / f"{sid}.png"
+        return sample_path(self.root, self.split, "masks", sid)
 
     def shape_path(self, sid: str) -> Path:
-        return self.folder / "shapes" / f"{sid}.npz"
+        return sample_path(self.root, self.split, "shapes", sid)
 
     def load_image(self, sid: str) -> np.ndarray:
         return as_rgb_array(self.image_path(sid))

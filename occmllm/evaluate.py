@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from occmllm import metrics, prompts
+from occmllm.dataset import manifest_rows
 from occmllm.images import ImageError, load_image
 
 
@@ -56,18 +57,6 @@ def read_test_set(data: str | Path, images: str | Path) -> list[TestItem]:
         image = Path(images) / conv.images[0]
         items.append(TestItem(conv.id or image.stem, image, label))
     return items
-
-
-def read_manifest(images: str | Path) -> dict[str, dict]:
-    """{id: manifest row} from IMAGES/../manifest.parquet (synthetic layout), or {} when there is none."""
-    path = Path(images).parent / "manifest.parquet"
-    if not path.is_file():
-        return {}
-    import pandas as pd
-
-    frame = pd.read_parquet(path)
-    frame["id"] = frame["id"].astype(str)
-    return {row["id"]: row for row in frame.to_dict("records")}
 
 
 @functools.cache
@@ -262,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"model: {vlm.describe()}\ndata: {args.data} ({len(items)} images)", file=sys.stderr)
-    manifest = read_manifest(args.images)
+    manifest = manifest_rows(Path(args.images).parent)
     start = time.perf_counter()
     results, records = evaluate(vlm, items, expert=expert, batch_size=args.batch_size, describe=args.describe,
                                 manifest=manifest, fuse=args.fuse)

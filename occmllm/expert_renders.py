@@ -23,7 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-FOLDER = "expert_renders"
+from occmllm.dataset import EXPERT_RENDERS, kind_folder
+
 _expert = None
 
 
@@ -140,8 +141,8 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     annotation = Path(data) / f"{split}_Q1.jsonl"
     if not annotation.is_file():
         raise ValueError(f"{annotation}: not found (a dataset folder from data_tools.synth has one per split)")
-    images = Path(data) / split / "images"
-    out = Path(data) / split / FOLDER
+    images = kind_folder(data, split, "images")
+    out = kind_folder(data, split, EXPERT_RENDERS)
     out.mkdir(parents=True, exist_ok=True)
     identity, record = expert_identity(expert), out / "expert.json"
     if record.is_file() and not overwrite:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from occmllm import formats
+from occmllm.dataset import manifest_path
 from occmllm.prompts import parse_object
 
 from .synth import writer
@@ -77,12 +78,12 @@ def write_relabelled(data: Path, split: str, m: pd.DataFrame) -> tuple[pd.DataFr
     """Write a relabelled manifest of `split` and every label file made from it, and update meta.json's lengths.
     Returns (manifest, {file name: records})."""
     data = Path(data)
-    manifest_path = data / split / "manifest.parquet"
+    manifest = manifest_path(data, split)
     settings = data / ".synth" / "settings.json"
     seed = json.loads(settings.read_text()).get("seed", 0) if settings.is_file() else 0
-    tmp = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
+    tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
     m.to_parquet(tmp, index=False)
-    os.replace(tmp, manifest_path)
+    os.replace(tmp, manifest)
     counts = writer.write_label_files(data, split, m, seed)
     meta_path = data / "meta.json"
     meta = formats.read_meta(meta_path) if meta_path.is_file() else {}

@@ -597,8 +597,10 @@ def _resolve(folder: Path, name: str) -> Path | None:
 
 
 def _guess_root(folder: Path, path: Path) -> Path:
+    from occmllm.dataset import kind_folder
+
     split = path.name.split("_")[0]
-    for candidate in (folder / split / "images", folder / "images", folder):
+    for candidate in (kind_folder(folder, split, "images"), folder / "images", folder):
         if candidate.is_dir():
             return candidate.resolve()
     return folder.resolve()

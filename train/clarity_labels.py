@@ -72,7 +72,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from occmllm.expert_renders import FOLDER
+    from occmllm.dataset import EXPERT_RENDERS, kind_folder, manifest_path
     from occmllm.relabel import relabel, routing_threshold, set_clear, write_relabelled
     from occmllm import prompts
     from occmllm.evaluate import read_test_set, thread_map
@@ -86,7 +86,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
     vlm = VLM.load(model)
     size = (config.get("evaluate", {}) or {}).get("batch_size", 32)
     predictions, logprob, on_render = {}, {}, {}
-    renders = folder / "train" / FOLDER
+    renders = kind_folder(folder, "train", EXPERT_RENDERS)
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
         photos = thread_map(lambda item: load_image(item.image), batch)  # decoded in threads
@@ -103,7 +103,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
         on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
 
     # --- the labels: the rule applied, the clarity files rewritten ---
-    manifest = pd.read_parquet(folder / "train" / "manifest.parquet")
+    manifest = pd.read_parquet(manifest_path(folder, "train"))
     m = relabel(manifest, predictions, "error", f"run_all: {model}")
     summary = {"model": str(model), "rule": rule, "photos": len(m), "q1_right": int(m["clear"].sum())}
     if rule == "route":

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from occmllm import formats, prompts
+from occmllm.dataset import EXPERT_RENDERS, sample_path
 from train.common import TrainError
 
 # data kind -> the part of the file name after "{split}_"
@@ -144,7 +145,7 @@ def conversation_turns(conv: formats.Conversation) -> list[tuple[str, str]]:
     return [(q["value"], a["value"]) for q, a in zip(body[::2], body[1::2])]
 
 
-RENDER_FOLDERS = {"oracle": ("renders",), "expert": ("expert_renders",), "both": ("renders", "expert_renders")}
+RENDER_FOLDERS = {"oracle": ("renders",), "expert": (EXPERT_RENDERS,), "both": ("renders", EXPERT_RENDERS)}
 
 
 def read_samples(source: Source, limit: int | None = None, renders: bool | str = False) -> list[Sample]:
@@ -155,18 +156,19 @@ def read_samples(source: Source, limit: int | None = None, renders: bool | str =
     folders = RENDER_FOLDERS["oracle"] if renders is True else RENDER_FOLDERS.get(renders, ()) if renders else ()
     if renders and not folders:
         raise TrainError(f"renders must be true, oracle, expert or both, not {renders!r}")
-    samples = []
+    samples, split_folder = [], source.image_root.parent  # DIR/{split}, whose images/ the file names
     for conv in formats.read_conversations(source.annotation)[:limit]:
         image = source.image_root / conv.images[0]
         turns = conversation_turns(conv)
         samples.append(Sample(image, turns, conv.id))
         if folders and turns[0][0] == prompts.Q1:
             for folder in folders:
-                render = source.image_root.parent / folder / f"{Path(conv.images[0]).stem}.png"
+                render = sample_path(split_folder.parent, split_folder.name, folder, Path(conv.images[0]).stem)
                 if render.is_file():
                     samples.append(Sample(render, turns[:1], conv.id))
-    if renders in ("expert", "both") and not any((source.image_root.parent / "expert_renders").glob("*.png")):
-        raise TrainError(f"{source.image_root.parent / 'expert_renders'}: no expert renders; make them with "
+    expert_renders = split_folder / EXPERT_RENDERS
+    if renders in ("expert", "both") and not any(expert_renders.glob("*.png")):
+        raise TrainError(f"{expert_renders}: no expert renders; make them with "
                          f"python -m data_tools.expert_renders --data DIR --split {source.split}")
     return samples
 

@@ -57,9 +57,9 @@ def evaluation_expert(route: str, expert: Path | None, data_dir: Path):
         return None
     import json
 
-    from occmllm.expert_renders import FOLDER
+    from occmllm.dataset import EXPERT_RENDERS, kind_folder
 
-    marker = Path(data_dir) / "test" / FOLDER / "COMPLETE_all"
+    marker = kind_folder(data_dir, "test", EXPERT_RENDERS) / "COMPLETE_all"
     if marker.is_file() and json.loads(marker.read_text()).get("expert") == str(expert):
         from occmllm.recon import FolderExpert
 
@@ -72,7 +72,8 @@ def evaluation_expert(route: str, expert: Path | None, data_dir: Path):
 def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: dict) -> dict:
     """occmllm.evaluate on the test split: the paper's three scores and Decision under 40% visible."""
     from occmllm import metrics
-    from occmllm.evaluate import evaluate, read_manifest, read_test_set
+    from occmllm.dataset import manifest_rows
+    from occmllm.evaluate import evaluate, read_test_set
     from occmllm.vlm import VLM
     from train.data import DataDir
 
@@ -82,7 +83,7 @@ def evaluate_model(model: Path, data_dir: Path, expert: Path | None, settings: d
     expert_model = evaluation_expert(settings.get("expert", "learned"), expert, data_dir)
     fuse = bool(settings.get("fuse")) and expert_model is not None  # (fuses_after() has picked the stages)
     results, records = evaluate(vlm, items, expert=expert_model, batch_size=settings.get("batch_size", 32),
-                                manifest=read_manifest(source.image_root), progress=True, fuse=fuse)
+                                manifest=manifest_rows(Path(source.image_root).parent), progress=True, fuse=fuse)
     summary = metrics.summary(results)
     hidden = metrics.mostly_hidden(results)
     row = {"n": summary["n"], "description": summary["description"], "reflection": summary["reflection"],

@@ -41,6 +41,7 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
     names, or the shipped one when the data have no shapes). `start` is unused: the expert starts from its own weights."""
     import torch
 
+    from occmllm.dataset import kind_folder
     from occmllm.recon.train import ExpertTrainConfig, train_expert
 
     settings = dict(settings)
@@ -60,7 +61,7 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
         return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):  # the VLM stages' settings, if a preset has them
         settings.pop(key, None)
-    if not (Path(data_dir) / "train" / "shapes").is_dir():
+    if not kind_folder(data_dir, "train", "shapes").is_dir():
         from occmllm.recon.experts import WEIGHTS
 
         print(f">> {data_dir}/train/shapes not found: no shapes to train the 3D expert on; using the shipped "
@@ -85,10 +86,11 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
     expert|both`; the test photos for `evaluate.fuse`), made once by data_tools.expert_renders with the run's expert
     (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait.
     `background`: beside a GPU stage (train/prefetch.py): on the CPU, fewer processes, no progress bar."""
-    from occmllm.expert_renders import FOLDER, render_split
+    from occmllm.dataset import EXPERT_RENDERS, kind_folder
+    from occmllm.expert_renders import render_split
     from train.run_folder import wait_for
 
-    folder = Path(data_dir) / split / FOLDER
+    folder = kind_folder(data_dir, split, EXPERT_RENDERS)
     marker = folder / f"COMPLETE_{limit or 'all'}"
     if not rank0:
         wait_for(marker)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from occmllm.dataset import load_shape
+from occmllm.dataset import kind_folder, load_shape, sample_path
 from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import cube_around, voxelize_parts
 from occmllm.recon.model import OccupancyNetConfig
@@ -41,11 +41,11 @@ SHARD = 1024
 
 def list_ids(data_dir: str | Path, split: str) -> list[str]:
     """Ids that have both a photo and a shape file, sorted."""
-    root = Path(data_dir) / split
-    if not (root / "shapes").is_dir():
-        raise FileNotFoundError(f"{root / 'shapes'}: no such folder (expected the synthetic dataset layout: "
+    shapes = kind_folder(data_dir, split, "shapes")
+    if not shapes.is_dir():
+        raise FileNotFoundError(f"{shapes}: no such folder (expected the synthetic dataset layout: "
                                 f"DIR/{{split}}/shapes/{{id}}.npz; make one with `python -m data_tools.synth`)")
-    return sorted(p.stem for p in (root / "shapes").glob("*.npz") if (root / "images" / f"{p.stem}.jpg").is_file())
+    return sorted(p.stem for p in shapes.glob("*.npz") if sample_path(data_dir, split, "images", p.stem).is_file())
 
 
 def gt_occupancy(vertices: np.ndarray, faces: np.ndarray, res: int = GT_RES):
@@ -128,7 +128,7 @@ def prepare_cache(data_dir: str | Path, split: str, cache_dir: str | Path, worke
         chunk = max(1, min(64, math.ceil(len(missing) / (4 * workers))))
         chunks = [missing[i:i + chunk] for i in range(0, len(missing), chunk)]
         left = {k: sum(sid not in shards[k] for sid in group) for k, group in by_shard.items()}
-        paths = lambda group: [str(data_dir / split / "shapes" / f"{sid}.npz") for sid in group]  # noqa: E731
+        paths = lambda group: [str(sample_path(data_dir, split, "shapes", sid)) for sid in group]  # noqa: E731
         bar = tqdm(total=len(missing), desc=f"voxelizing {split} shapes ({workers} workers)", disable=not progress)
 
         def take(group, results):
@@ -175,8 +175,7 @@ def load_images(data_dir: str | Path, split: str, ids: list[str], cache_dir: str
     """All photos of `ids` as uint8 (N, 256, 256, 3), decoded in `workers` processes straight into a memory-mapped
     file, CACHE_DIR/images_{split}.npy (with its ids beside it: a later call with the same ids, e.g. another process of
     a torchrun launch, only maps it). Returned memory-mapped (read-only)."""
-    root = Path(data_dir) / split / "images"
-    paths = [str(root / f"{sid}.jpg") for sid in ids]
+    paths = [str(sample_path(data_dir, split, "images", sid)) for sid in ids]
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path, id_file = image_cache(cache_dir, split)
     if path.is_file() and id_file.is_file() and id_file.read_text().split() == list(ids):

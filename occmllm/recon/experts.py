@@ -202,14 +202,14 @@ class OracleExpert:
     of the 3D route). reconstruct() takes a sample id (or a photo path DIR/{split}/images/{id}.jpg)."""
 
     def __init__(self, data_dir: str | Path, split: str = "test", size: int = 256):
-        self.root, self.size = Path(data_dir) / split, size
+        self.data_dir, self.split, self.size = Path(data_dir), split, size
 
     def reconstruct(self, image_or_id, K=None, views: bool = False) -> Reconstruction:
-        from occmllm.dataset import load_shape
+        from occmllm.dataset import load_shape, sample_path
 
         t0 = time.perf_counter()
         sid = Path(str(image_or_id)).stem
-        path = self.root / "shapes" / f"{sid}.npz"
+        path = sample_path(self.data_dir, self.split, "shapes", sid)
         if not path.is_file():
             return nothing_reconstructed(f"{path}: no ground-truth shape", self.size)
         shape = load_shape(path)

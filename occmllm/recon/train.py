@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from occmllm.dataset import kind_folder
 from occmllm.recon.data import DeviceDataset, image_cache
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss, widened
 
@@ -273,7 +274,7 @@ def device_splits(data_dir: str | Path, out: Path, network: OccupancyNetConfig, 
     data = DeviceDataset(data_dir, "train", network, out, device, cfg.limit, cfg.workers, cfg.progress and main,
                          cfg.thin_targets)
     test = None
-    if main and (Path(data_dir) / "test" / "shapes").is_dir() and cfg.eval_every > 0:
+    if main and kind_folder(data_dir, "test", "shapes").is_dir() and cfg.eval_every > 0:
         test = DeviceDataset(data_dir, "test", network, out, device, min(cfg.limit or cfg.eval_limit, cfg.eval_limit),
                              cfg.workers, cfg.progress, cfg.thin_targets)
     if cfg.distributed and main:

@@ -19,9 +19,9 @@ import pandas as pd
 from PIL import Image
 
 from occmllm import formats
+from occmllm.dataset import GENERATED_KINDS as KINDS
+from occmllm.dataset import SPLITS, kind_folder, manifest_path, sample_path
 
-SPLITS = ("train", "test")
-KINDS = {"images": ".jpg", "renders": ".png", "masks": ".png", "shapes": ".npz"}
 JPEG_QUALITY = 90
 PNG_LEVEL = 1  # zlib level: 1 writes 2x faster than 6 for ~1 KB more per sample (measured)
 PLAN_SHARE = 0.3  # share of the balanced CoT mix asked the Q0 plan question (18 of the seed's 60 sample lines)
@@ -30,10 +30,6 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 def sample_id(index: int) -> str:
     return f"{index:08d}"
-
-
-def sample_path(root: Path, split: str, kind: str, sid: str) -> Path:
-    return Path(root) / split / kind / f"{sid}{KINDS[kind]}"
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -101,7 +97,7 @@ def read_row(root: Path, split: str, sid: str) -> dict:
 def make_dirs(root: Path) -> None:
     for split in SPLITS:
         for kind in KINDS:
-            (Path(root) / split / kind).mkdir(parents=True, exist_ok=True)
+            kind_folder(root, split, kind).mkdir(parents=True, exist_ok=True)
 
 
 def remove_partial(root: Path) -> int:
@@ -109,7 +105,7 @@ def remove_partial(root: Path) -> int:
     removed = 0
     for split in SPLITS:
         for kind in KINDS:
-            folder = Path(root) / split / kind
+            folder = kind_folder(root, split, kind)
             if not folder.is_dir():
                 continue
             with os.scandir(folder) as it:
@@ -121,7 +117,7 @@ def remove_partial(root: Path) -> int:
 
 
 def complete_ids(root: Path, split: str) -> set[str]:
-    folder = Path(root) / split / "shapes"
+    folder = kind_folder(root, split, "shapes")
     if not folder.is_dir():
         return set()
     with os.scandir(folder) as it:
@@ -191,7 +187,7 @@ def write_manifest(root: Path, split: str, rows: list[dict]) -> pd.DataFrame:
     m = pd.DataFrame(rows) if rows else pd.DataFrame(columns=MANIFEST_FIRST)
     m = m[MANIFEST_FIRST + sorted(c for c in m.columns if c not in MANIFEST_FIRST)]
     m = m.sort_values("id").reset_index(drop=True)
-    path = Path(root) / split / "manifest.parquet"
+    path = manifest_path(root, split)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     m.to_parquet(tmp, index=False)
     os.replace(tmp, path)
