@@ -34,12 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2000, help="photos rendered per mode (default 2000)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 (the default) "
-                        "or v5")
+    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped v4), learned:v5 or "
+                        "learned:FOLDER (a bare v5 or FOLDER is still read)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--modes", nargs="+", default=["per-worker", "batched", "per-worker-cpu"])
     parser.add_argument("--parts", type=int, default=50, help="photos timed part by part (0: skip)")
     args = parser.parse_args(argv)
+    from occmllm.recon.experts import learned_weights
+
+    args.expert = str(learned_weights(args.expert, older_spelling_ok=True))
 
     from occmllm.dataset import EXPERT_RENDERS, kind_folder
     from occmllm.expert_renders import render_split

@@ -2,7 +2,7 @@
 from reading the expert's renders instead of the photos of heavily hidden objects.
 
     python -m benchmarks.bench_recon --data data/synth                       # shipped weights, 300 photos
-    python -m benchmarks.bench_recon --data data/synth --expert runs/recon --limit 0 --workers 16  # all
+    python -m benchmarks.bench_recon --data data/synth --expert learned:runs/recon --limit 0 --workers 16  # all
     python -m benchmarks.bench_recon --data data/synth --model runs/vlm/final          # + VLM accuracy
 
 Prints, overall and per visible-fraction bucket (from DIR/test/manifest.parquet): mean volumetric IoU, Chamfer
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from occmllm.dataset import load_shape, manifest_rows, sample_path
 from occmllm.recon import LearnedExpert, OracleExpert
+from occmllm.recon.experts import learned_weights
 from occmllm.recon.data import list_ids
 from occmllm.recon.scores import compare_meshes, depth_aligned
 
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/synth", help="synthetic dataset folder (made by data_tools.synth)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--expert", default=None, help="learned expert folder, or a shipped expert: v4 "
-                        "(the default, occmllm/recon/weights) or v5 (occmllm/recon/weights_v5)")
+    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped v4), learned:v5 or "
+                        "learned:FOLDER (a bare v5 or FOLDER is still read)")
     parser.add_argument("--limit", type=int, default=300, help="first N test photos (0: all)")
     parser.add_argument("--timing", type=int, default=50, help="photos timed for the speed figure (one process, "
                         "after the scoring)")
@@ -182,11 +183,12 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    args.expert = str(learned_weights(args.expert, older_spelling_ok=True))  # a weights folder, for the workers too
     data = Path(args.data)
     ids = list_ids(data, args.split)
     ids = ids[: args.limit] if args.limit else ids
     manifest = manifest_rows(data / args.split, from_shapes=True)
-    print(f"3D expert {args.expert or 'occmllm/recon/weights'} on {len(ids)} photos of {data / args.split}")
+    print(f"3D expert {args.expert} on {len(ids)} photos of {data / args.split}")
     if args.vlm_only:
         if not args.model:
             parser.error("--vlm-only needs --model")

@@ -14,12 +14,13 @@
 # occmllm/recon/weights) --seed S (the dataset's seed, default 0) --split-test F (share of test photos, default 0.1)
 # --thin-targets (train thin parts' surface cells as inside: occmllm.recon.data.thin_as_inside)
 # --gpus N (train on N GPUs of the box under torchrun, DDP: --batch-size per GPU; default 1)
+# --generation G (the synthetic data's generation: 1, as the shipped experts were trained and measured, or 2)
 # Results: OUT_DIR/recon/{config.json,model.safetensors} (drop into occmllm/recon/weights), OUT_DIR/bench.txt,
 # OUT_DIR/bench.json, OUT_DIR/loss.csv, OUT_DIR/eval.csv, OUT_DIR/log.txt (everything printed).
 set -euo pipefail
 START=$(date +%s)
 N=32000; DATA=data/synth; RUN=runs/recon_gpu; TOTAL=8.5; DEVICE=cuda; BATCH=256; LR=2e-3
-WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1; SPLIT_TEST=0.1; THIN=""
+WORKERS=$(nproc); BENCH_LIMIT=600; OUT_DIR=${OUT:-out}; TINY=""; MINUTES=""; WIDTH=""; INIT=""; SEED=0; GPUS=1; SPLIT_TEST=0.1; THIN=""; GEN=1
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
     --out-dir) OUT_DIR=$2; shift 2;; --tiny) TINY=--tiny; shift;; --minutes) MINUTES=$2; shift 2;; --width) WIDTH=$2; shift 2;;
     --init) INIT="--init $2"; shift 2;; --seed) SEED=$2; shift 2;; --gpus) GPUS=$2; shift 2;;
     --split-test) SPLIT_TEST=$2; shift 2;; --thin-targets) THIN=--thin-targets; shift;;
-    -h|--help) sed -n 2,18p "$0"; exit 0;;
+    --generation) GEN=$2; shift 2;;
+    -h|--help) sed -n 2,19p "$0"; exit 0;;
     *) echo "gpu_recon.sh: unknown option $1 (see --help)" >&2; exit 2;;
   esac
 done
@@ -45,7 +47,8 @@ $PY -c "import torch, trimesh, skimage, pyrender; print('torch', torch.__version
 have=$(ls "$DATA/train/shapes" 2>/dev/null | wc -l || true); have_test=$(ls "$DATA/test/shapes" 2>/dev/null | wc -l || true)
 if [ $((have + have_test)) -lt "$N" ]; then
   echo "== [$(elapsed) s] generating $N samples into $DATA ($((have + have_test)) there)"
-  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed "$SEED" --workers "$WORKERS" --split-test "$SPLIT_TEST" 2>&1 | quiet | tail -5
+  $PY -m data_tools.synth --out "$DATA" --n "$N" --seed "$SEED" --workers "$WORKERS" --split-test "$SPLIT_TEST" \
+    --generation "$GEN" 2>&1 | quiet | tail -5
 fi
 echo "== [$(elapsed) s] dataset: $(ls "$DATA/train/shapes" | wc -l) train, $(ls "$DATA/test/shapes" | wc -l) test"
 
@@ -67,6 +70,6 @@ cp "$RUN/loss.csv" "$RUN/eval.csv" "$OUT_DIR/" 2>/dev/null || true
 echo "== [$(elapsed) s] trained; weights in $OUT_DIR/recon"
 
 # 4. benchmark on the test split: IoU / Chamfer / F-score per visible-fraction bucket + reconstruct() time
-$PY -m benchmarks.bench_recon --data "$DATA" --expert "$RUN" --limit "$BENCH_LIMIT" --workers "$WORKERS" \
+$PY -m benchmarks.bench_recon --data "$DATA" --expert "learned:$RUN" --limit "$BENCH_LIMIT" --workers "$WORKERS" \
   --timing 30 --json "$OUT_DIR/bench.json" 2>&1 | quiet | tee "$OUT_DIR/bench.txt"
 echo "== [$(elapsed) s] done"

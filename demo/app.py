@@ -41,7 +41,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         annotate_tab.build(studio, app)
         review_tab.build(studio)
         export_tab.build(studio)
-        runs_tab.build(studio.config.runs_dir, explore_model=explore_model)
+        runs_tab.build(studio.config.runs_dir, explore_model=explore_model,
+                       models=(DEFAULT_MODEL, studio.config.model))
     return app
 
 

@@ -55,7 +55,7 @@ def build(studio: Studio) -> gr.Dropdown:
                         temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature")
                         top_p = gr.Slider(0.1, 1.0, 1.0, step=0.05, label="Top-p")
             with gr.Column(scale=7):
-                status = gr.HTML(model_banner(studio), elem_id="status")
+                status = gr.HTML(model_banner(studio, studio.config.model), elem_id="status")
                 steps = gr.HTML(views.steps_html([]), elem_id="steps")
                 final = gr.HTML("", elem_id="final")
                 with gr.Row():
@@ -68,7 +68,7 @@ def build(studio: Studio) -> gr.Dropdown:
                 mesh_file = gr.File(visible=False, elem_id="mesh-file")  # the GLB, for the API and the viewer
 
         def explore(image, model_name, expert_spec, force, desc, do_sample, temp, p, fused=False):
-            outputs = dict(status=model_banner(studio), steps=views.steps_html([]), final="", mesh=None,
+            outputs = dict(status=model_banner(studio, model_name), steps=views.steps_html([]), final="", mesh=None,
                            renders=[], trace=None)
             done, mesh = [], None
             try:
@@ -81,6 +81,7 @@ def build(studio: Studio) -> gr.Dropdown:
                         outputs["final"] = views.final_html(event.trace)
                         outputs["trace"] = event.trace_path
                         outputs["mesh"] = mesh
+                        outputs["status"] = model_banner(studio, model_name)  # loaded now
                         note = event.expert_note
                         if (event.trace.render_missing or note) and (force or any(s.name == "reconstruct" for s in done)):
                             outputs["status"] += views.banner("3D route asked for but not available: " + (
@@ -108,9 +109,9 @@ def build(studio: Studio) -> gr.Dropdown:
     return model
 
 
-def model_banner(studio: Studio) -> str:
-    """A warning when the loaded model is the untrained default, else which model answers ("" before it is loaded)."""
-    loaded = studio._models.get(studio.config.model)
+def model_banner(studio: Studio, name: str | None) -> str:
+    """A warning when the model `name` is the untrained default, else which model answers ("" before it is loaded)."""
+    loaded = studio.loaded_model(name)
     if loaded is not None and not loaded.trained:
         return views.banner("<b>The default model is untrained</b> (random weights): its answers mean nothing yet. "
                             "Train it with <code>train/run_all.py</code> or choose a checkpoint folder under "

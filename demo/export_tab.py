@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
+import uuid
 
 import gradio as gr
 
@@ -31,23 +30,19 @@ def build(studio: Studio) -> gr.Tab:
         export_file = gr.File(label="Download", elem_id="export-file")
 
         def export_fn():
-            from occmllm.export import export
-            from occmllm.validate import validate
+            from occmllm.export import export_zip
 
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            folder = studio.runs / f"export-{stamp}"
+            archive = studio.runs / f"occmllm-export-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.zip"
             try:
-                summary = export(studio.store, folder)
+                summary = export_zip(studio.store, archive, check=True)
             except StoreError as e:
                 return views.banner(views.esc(e), "error"), None
-            files = [folder / "meta.json"] + ([folder / "preferences_trl.jsonl"] if summary.pairs else [])
-            report = validate(files)
-            archive = shutil.make_archive(str(studio.runs / f"occmllm-export-{stamp}"), "zip", folder)
-            verdict = (views.banner("validated with data_tools.validate: ok", "ok") if not report.errors else
-                       views.banner("validation problems:<br>" + "<br>".join(map(views.esc, report.errors[:10])),
+            verdict = (views.banner("validated with occmllm.validate (as data_tools.validate): ok", "ok")
+                       if not summary.problems else
+                       views.banner("validation problems:<br>" + "<br>".join(map(views.esc, summary.problems[:10])),
                                     "error"))
-            summary_line = summary.line().replace(str(folder), Path(archive).name)
-            return views.banner(views.esc(summary_line), "info") + verdict, archive
+            summary_line = summary.line().replace(str(archive), archive.name)
+            return views.banner(views.esc(summary_line), "info") + verdict, str(archive)
 
         export_button.click(export_fn, None, [export_note, export_file], api_name="export")
     return tab

@@ -24,8 +24,9 @@ SHOW_EXPLORE = """() => { const tab = [...document.querySelectorAll('button[role
     .find(b => b.innerText.trim() === 'Explore'); if (tab) tab.click(); }"""
 
 
-def build(root: str | Path, explore_model: gr.Dropdown | None = None) -> gr.Tab:
-    """The Runs tab inside the app's Blocks; `explore_model`: Explore's model dropdown, which "Open in Explore" sets."""
+def build(root: str | Path, explore_model: gr.Dropdown | None = None, models: tuple[str, ...] = ("default",)) -> gr.Tab:
+    """The Runs tab inside the app's Blocks; `explore_model`: Explore's model dropdown, which "Open in Explore" sets
+    (its choices then: `models`, the ones Explore started with, and the run's model)."""
     root = Path(root)
     with gr.Tab("Runs", id="runs") as tab:
         with gr.Row():
@@ -120,7 +121,8 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None) -> gr.Tab:
                 if model is None:
                     return gr.update(), views.banner(f"{views.esc(name or 'no run')}: no trained model to open "
                                                      "(no final/ and no stage model)", "warn")
-                return (gr.update(choices=["default", str(model)], value=str(model)),
+                choices = list(dict.fromkeys([*models, str(model)]))
+                return (gr.update(choices=choices, value=str(model)),
                         views.banner(f"Explore now uses <code>{views.esc(model)}</code>.", "ok"))
 
             open_button.click(open_fn, [chosen], [explore_model, about], api_name="open_run").then(

@@ -51,7 +51,6 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
 
     from demo.app import serve
     from demo.studio import Studio, StudioConfig
-    from tests.demo.conftest import free_port
 
     work = Path(tempfile.mkdtemp(prefix="occmllm-shots-"))
     if dataset is None and not only_runs:
@@ -62,15 +61,15 @@ def shoot(out: Path, dataset: Path | None, example: str, width: int = 1400, fuse
         runs = work / "runs"
         compare = make_runs(runs)
     studio = Studio(StudioConfig(work / "data", expert=expert, overlap=2, runs_dir=runs))
-    studio.model("default")
     if not only_runs:
+        studio.model("default")
         studio.load_dataset(dataset)
     # a few judgments by two annotators, so that progress, the review table and agreement have something to show
     for name, choices in (("ana", "AABAtA"), ("ben", "ABBAAt")) if not only_runs else ():
         for choice in choices:
             item = studio.next_item(name, 2)
             studio.store.add_judgment(name, item, {"t": "tie"}.get(choice, choice))
-    app, url = serve(studio, port=free_port(), block=False, quiet=True)
+    app, url = serve(studio, block=False, quiet=True)  # Gradio takes a free port from 7860 on
     out.mkdir(parents=True, exist_ok=True)
     shots = []
     try:

@@ -33,6 +33,11 @@ CANDIDATE_MODES = {
 }
 
 
+def model_name(name: str | None) -> str:
+    """A model box's value as the studio keys its models: "default" for an empty box."""
+    return (name or DEFAULT_MODEL).strip() or DEFAULT_MODEL
+
+
 class StudioError(RuntimeError):
     """Something the user can fix (bad folder, missing model, ...); shown in the page as it is."""
 
@@ -91,7 +96,7 @@ class Studio:
         """A loaded VLM by name ("default" or a local checkpoint folder); StudioError with the reason otherwise."""
         from occmllm.vlm import VLM, ModelLoadError
 
-        name = (name or DEFAULT_MODEL).strip() or DEFAULT_MODEL
+        name = model_name(name)
         with self._lock:
             if name not in self._models:
                 import warnings
@@ -103,6 +108,10 @@ class Studio:
                 except (ModelLoadError, OSError, ValueError) as e:
                     raise StudioError(f"model {name!r} cannot be loaded: {e}") from None
             return self._models[name]
+
+    def loaded_model(self, name: str | None):
+        """The VLM `name` names when it is loaded already, else None (never loads one)."""
+        return self._models.get(model_name(name))
 
     def expert(self, spec: str | None):
         """(expert or None, message): a 3D expert by spec, or None with the reason it is unavailable."""

@@ -269,14 +269,21 @@ def plan_weights(source_names: list[str], family: str) -> dict[str, tuple[str, s
     return plan
 
 
-def _tensor(source: _Source, name: str, part: str | None, llm: dict):
-    tensor = source.get(name)
+def _tensor(source: _Source, name: str, part: str | None, llm: dict, fused: dict):
+    """The source tensor `name`, or its q / k / v `part` (a copy of its own). `fused` keeps the last fused tensor's
+    three parts, so that each fused tensor is read and split once (the native q, k, v come one after the other)."""
     if part is None:
-        return tensor
-    if name.startswith("vision_model."):  # InternViT: [q; k; v] stacked along the output dimension
-        return tensor.chunk(3, dim=0)["qkv".index(part)]
-    q, k, v = _internlm2_split(tensor, llm["num_attention_heads"], llm.get("num_key_value_heads") or llm["num_attention_heads"])
-    return {"q": q, "k": k, "v": v}[part].contiguous()
+        return source.get(name)
+    if name not in fused:
+        fused.clear()
+        tensor = source.get(name)
+        if name.startswith("vision_model."):  # InternViT: [q; k; v] stacked along the output dimension
+            parts = tensor.chunk(3, dim=0)
+        else:
+            parts = _internlm2_split(tensor, llm["num_attention_heads"],
+                                     llm.get("num_key_value_heads") or llm["num_attention_heads"])
+        fused[name] = dict(zip("qkv", parts))
+    return fused[name][part].clone()  # not a view that keeps the whole fused tensor alive
 
 
 # --- config -------------------------------------------------------------------------------------------------------
@@ -488,33 +495,39 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, system_message: str 
         raise ConversionError(f"{src}: weights do not match the native model: missing {missing[:6]}, unexpected "
                               f"{extra[:6]}")
     names = list(expected)
-    shards, shard, size = [], {}, 0
+    written, shard, size, fused = [], {}, 0, {}  # written: (file, names, bytes) of each shard on disk
+
+    def write_shard():  # as soon as it is full: the whole model is never in memory at once
+        file = dst / f".shard-{len(written) + 1:05d}.safetensors"
+        save_file(shard, str(file), metadata={"format": "pt"})
+        written.append((file, list(shard), size))
+
     bar = _progress(len(names), "converting weights", progress)
     for name in names:
         source_name, part = plan[name]
-        tensor = _tensor(source, source_name, part, config["llm_config"])
+        tensor = _tensor(source, source_name, part, config["llm_config"], fused)
         if tuple(tensor.shape) != expected[name]:
             raise ConversionError(f"{src}: {source_name} has shape {tuple(tensor.shape)}, the native {name} needs "
                                   f"{expected[name]}")
         shard[name] = tensor.contiguous()
         size += tensor.numel() * tensor.element_size()
         if size >= SHARD_BYTES:
-            shards.append(shard)
+            write_shard()
             shard, size = {}, 0
         bar.update(1)
     bar.close()
-    shards.append(shard)
-    if len(shards) == 1:
-        save_file(shards[0], str(dst / "model.safetensors"), metadata={"format": "pt"})
+    if shard or not written:
+        write_shard()
+    if len(written) == 1:
+        written[0][0].rename(dst / "model.safetensors")
     else:
-        weight_map, total = {}, 0
-        for index, part_dict in enumerate(shards, 1):
-            file = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
-            save_file(part_dict, str(dst / file), metadata={"format": "pt"})
-            weight_map.update({name: file for name in part_dict})
-            total += sum(t.numel() * t.element_size() for t in part_dict.values())
+        weight_map = {}
+        for index, (file, shard_names, _) in enumerate(written, 1):
+            final = f"model-{index:05d}-of-{len(written):05d}.safetensors"
+            file.rename(dst / final)
+            weight_map.update({name: final for name in shard_names})
         (dst / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+            {"metadata": {"total_size": sum(n for _, _, n in written)}, "weight_map": weight_map}, indent=2) + "\n")
     native.save_pretrained(str(dst))
     sep_id = tokenizer.convert_tokens_to_ids(template.sep)
     GenerationConfig(eos_token_id=sep_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
@@ -569,6 +582,9 @@ def converted_folder(src: str | os.PathLike, progress: bool = True) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             convert(src, work, progress=progress)
+            umask = os.umask(0)
+            os.umask(umask)
+            work.chmod(0o777 & ~umask)  # mkdtemp made it 0700: others sharing the model folder read the cache too
             if target.exists():
                 shutil.rmtree(target)
             work.rename(target)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from occmllm.dataset import EXPERT_RENDERS, kind_folder
+from occmllm.dataset import EXPERT_RENDERS, kind_folder, sample_path
 
 _expert = None
 
@@ -36,6 +36,11 @@ def _start(expert: str | None, device: str = "cpu") -> None:
 
     torch.set_num_threads(1)
     _expert = LearnedExpert(expert, device=device) if expert else LearnedExpert(device=device)
+
+
+def _forget_expert() -> None:
+    global _expert
+    _expert = None
 
 
 def _render(job: tuple[str, str]) -> str | None:
@@ -157,7 +162,7 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     record.write_text(json.dumps(identity, indent=1) + "\n")
     jobs, skipped = [], 0
     for conv in formats.read_conversations(annotation)[:limit]:
-        target = out / f"{Path(conv.images[0]).stem}.png"
+        target = sample_path(data, split, EXPERT_RENDERS, Path(conv.images[0]).stem)
         if target.is_file() and not overwrite:
             skipped += 1
         else:
@@ -178,12 +183,17 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
             with _one_thread_children():
                 pool = get_context("spawn").Pool(workers, initializer=_start, initargs=(expert, device))
             results = pool.imap(_render, jobs, chunksize=8)
-        for message in results:
-            nothing += message is not None
-            bar.update(1)
-            if slots is not None:
-                slots.release()
-        if pool is not None:
-            pool.close()
-            pool.join()
+        try:
+            for message in results:
+                nothing += message is not None
+                bar.update(1)
+                if slots is not None:
+                    slots.release()
+            if pool is not None:
+                pool.close()
+                pool.join()
+        finally:  # an error or Ctrl-C: no worker process, and no expert in this process, outlives the call
+            if pool is not None:
+                pool.terminate()
+            _forget_expert()
     return {"rendered": len(jobs) - nothing, "skipped": skipped, "nothing": nothing}

@@ -67,6 +67,7 @@ class ExportSummary:
     images: int = 0
     files: list[str] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # what validation found (export_zip(check=True))
 
     def line(self) -> str:
         left = ", ".join(f"{n} {why}" for why, n in sorted(self.left_out.items())) or "nothing"
@@ -210,11 +211,18 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
     return summary
 
 
-def export_zip(db: str | os.PathLike | Store, zip_path: str | os.PathLike) -> ExportSummary:
-    """Export into a temporary folder and pack it as `zip_path` (the folder's files at the zip's top level)."""
+def export_zip(db: str | os.PathLike | Store, zip_path: str | os.PathLike, check: bool = False) -> ExportSummary:
+    """Export into a temporary folder and pack it as `zip_path` (the folder's files at the zip's top level). With
+    `check`, the export is validated first (occmllm.validate: its meta.json and the TRL pairs) and
+    `summary.problems` lists what is wrong (empty: valid)."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory(prefix="occmllm-export-") as tmp:
         summary = export(db, tmp)
+        if check:
+            from occmllm.validate import validate
+
+            files = [Path(tmp) / "meta.json"] + ([Path(tmp) / FILES["trl"]] if summary.pairs else [])
+            summary.problems = [problem.replace(tmp, zip_path.name) for problem in validate(files).errors]
         zip_path.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
             for path in sorted(Path(tmp).rglob("*")):

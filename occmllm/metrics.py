@@ -63,8 +63,8 @@ class ImageResult:
 
 
 def decide(q1: str, clarity: str, render_answer: str | None, render_missing: bool = False) -> str:
-    """The final answer by the seed's rule: the render's answer when the clarity answer is "No" (UNPARSED when the
-    render is missing), else the Q1 answer."""
+    """The final answer as it is scored (the seed's rule): the render's answer when the clarity answer is "No"
+    (UNPARSED when the render is missing), the Q1 answer when it is "Yes", UNPARSED when it is neither."""
     if clarity == prompts.NO:
         return prompts.UNPARSED if render_missing or render_answer is None else render_answer
     return q1 if clarity == prompts.YES else prompts.UNPARSED

@@ -15,10 +15,13 @@ Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
   reconstruct when the clarity answer is "No" (or `force_3d`): expert.reconstruct(photo) -> mesh + render (+ the
               expert's extra views, where it made them), written to `out_dir` as mesh.glb, render.png, views.png
   identify_3d Q1 on the render, in a new conversation
-  decide      the render's answer when routed to 3D and a render exists, else the Q1 answer (the seed's rule); with
+  decide      the answer shown: the render's answer when routed to 3D and a render exists, else the Q1 answer; with
               `fuse=True` and a render: the class the photo and the render support together (the model's Q1
               class probabilities on both, multiplied: `VLM.class_posterior`). Routed to 3D with no expert (or no
               render): "3D required", and the note says that the first answer was kept and why.
+              Scoring is stricter (`metrics.decide`, the seed's rule as occmllm.evaluate counts it): a missing render
+              after "No", or a clarity answer that is neither yes nor no, is wrong there, while the trace still
+              shows the first answer.
 With `probabilities=True` the identify steps also carry the model's probabilities of the eight classes
 (`info["classes"]`), so that a reader sees when the model is guessing.
 """
@@ -63,7 +66,7 @@ class Trace:
     model: str
     model_trained: bool
     steps: list[Step] = field(default_factory=list)
-    final: str | None = None  # parsed class or UNPARSED
+    final: str | None = None  # the answer shown (parsed class or UNPARSED); metrics.decide scores the steps
     final_text: str | None = None  # the raw answer the final class comes from
     used_3d: bool = False  # an expert was called
     required_3d: bool = False  # routed to 3D: the clarity answer was "No" (or 3D was forced), expert or not
@@ -105,9 +108,9 @@ def fuse_posteriors(photo: np.ndarray, render: np.ndarray) -> int:
     return int(np.argmax(np.log(np.asarray(photo) + 1e-12) + np.log(np.asarray(render) + 1e-12)))
 
 
-def _class_probabilities(vlm, image) -> dict[str, float]:
-    """The model's probabilities of "The object is {class}." for the eight classes (VLM.class_posterior)."""
-    return dict(zip(prompts.CLASSES, np.round(vlm.class_posterior([image])[0], 4).tolist()))
+def _rounded(posterior: np.ndarray) -> dict[str, float]:
+    """Class probabilities as a step shows them: {class: p} to 4 places."""
+    return dict(zip(prompts.CLASSES, np.round(posterior, 4).tolist()))
 
 
 def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = False, sampling: Sampling | None = None,
@@ -137,8 +140,10 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     t0 = time.perf_counter()
     raw_q1, history, info = _ask(vlm, photo, prompts.Q1, None, sampling)
     q1 = prompts.parse_object(raw_q1)
+    posteriors = {}  # the model's class probabilities (VLM.class_posterior) of "photo" / "render", computed once
     if probabilities:
-        info = {**info, "classes": _class_probabilities(vlm, photo)}
+        posteriors["photo"] = vlm.class_posterior([photo])[0]
+        info = {**info, "classes": _rounded(posteriors["photo"])}
     step = Step("identify", prompts.STEP_IDENTIFY, prompts.Q1, raw_q1, q1, time.perf_counter() - t0, info=info)
     trace.steps.append(step)
     yield step
@@ -185,7 +190,8 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
             render_raw, _, info = _ask(vlm, render, prompts.Q1, None, sampling)
             render_answer = prompts.parse_object(render_raw)
             if probabilities:
-                info = {**info, "classes": _class_probabilities(vlm, render)}
+                posteriors["render"] = vlm.class_posterior([render])[0]
+                info = {**info, "classes": _rounded(posteriors["render"])}
             step = Step("identify_3d", prompts.STEP_IDENTIFY, prompts.Q1, render_raw, render_answer,
                         time.perf_counter() - t0, files=dict(files), info=info)
             trace.steps.append(step)
@@ -196,11 +202,11 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     fused = None
     if fuse and render_answer is not None:
         t0 = time.perf_counter()
-        posterior = vlm.class_posterior([photo, render])
-        fused = prompts.CLASSES[fuse_posteriors(posterior[0], posterior[1])]
-        fuse_info = {"fused": fused, "seconds": time.perf_counter() - t0,
-                     "photo": dict(zip(prompts.CLASSES, np.round(posterior[0], 4).tolist())),
-                     "render": dict(zip(prompts.CLASSES, np.round(posterior[1], 4).tolist()))}
+        if len(posteriors) < 2:  # not shown with the steps: both now, in one batch
+            posteriors["photo"], posteriors["render"] = vlm.class_posterior([photo, render])
+        fused = prompts.CLASSES[fuse_posteriors(posteriors["photo"], posteriors["render"])]
+        fuse_info = {"fused": fused, "seconds": time.perf_counter() - t0, "photo": _rounded(posteriors["photo"]),
+                     "render": _rounded(posteriors["render"])}
     if fused is not None:
         trace.final, trace.final_text = fused, prompts.identify_answer(fused)
     elif clarity == prompts.NO:

@@ -12,6 +12,7 @@ Ids without a prediction are an error unless ``--missing`` says what to do with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from occmllm.dataset import manifest_path
 from occmllm.prompts import parse_object
 
 from .synth import writer
+from .synth.generate import STATE
 
 
 def relabel(manifest: pd.DataFrame, predictions: dict[str, str], missing: str, source: str) -> pd.DataFrame:
@@ -79,7 +81,7 @@ def write_relabelled(data: Path, split: str, m: pd.DataFrame) -> tuple[pd.DataFr
     Returns (manifest, {file name: records})."""
     data = Path(data)
     manifest = manifest_path(data, split)
-    settings = data / ".synth" / "settings.json"
+    settings = data / STATE / "settings.json"
     seed = json.loads(settings.read_text()).get("seed", 0) if settings.is_file() else 0
     tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
     m.to_parquet(tmp, index=False)
@@ -87,7 +89,9 @@ def write_relabelled(data: Path, split: str, m: pd.DataFrame) -> tuple[pd.DataFr
     counts = writer.write_label_files(data, split, m, seed)
     meta_path = data / "meta.json"
     meta = formats.read_meta(meta_path) if meta_path.is_file() else {}
-    for name, length in counts.items():
-        meta[name[: -len(".jsonl")]] = formats.MetaEntry(root=f"{split}/images", annotation=name, length=length)
+    for name, length in counts.items():  # only the lengths change: an entry keeps its other keys (e.g. generation)
+        key = name[: -len(".jsonl")]
+        meta[key] = (dataclasses.replace(meta[key], length=length) if key in meta else
+                     formats.MetaEntry(root=f"{split}/images", annotation=name, length=length))
     formats.write_meta(meta_path, meta)
     return m, counts

@@ -29,9 +29,13 @@ import pandas as pd
 # the evaluation after each stage, in results.json's names -> what the results table calls them
 METRICS = {"decision": "Decision", "description": "Description", "reflection": "Reflection",
            "routed_to_3d": "routed to 3D", "decision_visible_under_40": "Decision (visible < 40%)"}
-HIGHER_IS_BETTER = {"decision", "description", "reflection", "decision_visible_under_40", "decision_fused",
-                    "decision_fused_visible_under_40"}  # routed_to_3d is neither better nor worse
-FINAL = "4c"
+NEITHER_BETTER_NOR_WORSE = {"routed_to_3d"}  # every other metric: higher is better
+FINAL = "4c"  # the last stage of the recipe: its model is the run's final one (OUT/final)
+
+
+def stage_folder(run: Path, stage_id: str) -> Path:
+    """OUT/stage_{id}: a stage's folder in a run (DONE, loss.csv, model/)."""
+    return Path(run) / f"stage_{stage_id}"
 
 
 def stage_key(stage_id: str) -> tuple[int, str]:
@@ -63,7 +67,7 @@ class Run:
     @property
     def final_stage(self) -> str | None:
         """The last stage with a Decision (the final model's when 4c is done)."""
-        scored = [s for s in self.results if isinstance(self.row(s).get("decision"), (int, float))]
+        scored = [s for s in self.results if number(self.row(s).get("decision")) is not None]
         return max(scored, key=stage_key) if scored else None
 
     @property
@@ -77,7 +81,7 @@ class Run:
         if (self.path / "final" / "config.json").is_file():
             return self.path / "final"
         for stage in sorted(self.done, key=stage_key, reverse=True):
-            model = self.path / f"stage_{stage}" / "model"
+            model = stage_folder(self.path, stage) / "model"
             if stage != "0" and (model / "config.json").is_file():
                 return model
         return None
@@ -111,7 +115,7 @@ class Run:
         pieces = self.timing.get("pieces")
         pieces = dict(pieces) if isinstance(pieces, dict) else {}
         pieces["whole run"] = self.timing.get("total_s")
-        pieces = {str(k): float(v) for k, v in pieces.items() if isinstance(v, (int, float))}
+        pieces = {str(k): number(v) for k, v in pieces.items() if number(v) is not None}
         return pd.DataFrame({"piece": list(pieces), "seconds": list(pieces.values())})
 
     def curves(self) -> dict[str, pd.DataFrame]:
@@ -242,7 +246,7 @@ def compare(a: Run, b: Run) -> pd.DataFrame:
             sign = 0 if diff is None or math.isclose(diff, 0, abs_tol=1e-9) else (1 if diff > 0 else -1)
             rows.append({"stage": stage, "what": row_b.get("what") or row_a.get("what", ""), "metric": label,
                          "A": va, "B": vb, "B - A": diff,
-                         "better": sign if key in HIGHER_IS_BETTER else 0})
+                         "better": 0 if key in NEITHER_BETTER_NOR_WORSE else sign})
     return pd.DataFrame(rows, columns=["stage", "what", "metric", "A", "B", "B - A", "better"])
 
 
@@ -254,9 +258,9 @@ def metrics_frame(runs: list[Run], keys: list[str] | None = None) -> pd.DataFram
         for stage in sorted(run.results, key=stage_key):
             row = run.row(stage)
             for key in keys:
-                if isinstance(row.get(key), (int, float)):
+                if number(row.get(key)) is not None:
                     rows.append({"stage": stage, "order": _order(stage), "metric": METRICS.get(key, key),
-                                 "value": float(row[key]), "run": run.name})
+                                 "value": number(row[key]), "run": run.name})
     return pd.DataFrame(rows, columns=["stage", "order", "metric", "value", "run"])
 
 

@@ -225,12 +225,7 @@ def validate(paths: list[Path], fmt: str | None = None, images_root: Path | None
             if kind == "meta":
                 validate_meta(path, obj, classes, index, report)
             elif kind == "predictions":
-                for p in formats.predictions_problems(obj):
-                    report.error(path, None, p)
-                for key, answer in (obj.items() if isinstance(obj, dict) else ()):
-                    if isinstance(answer, str) and prompts.parse_object(answer) not in classes:
-                        report.error(path, _line_of_key(path, key), f"{key}: unknown class in answer {answer!r}")
-                report.records[str(path)] = len(obj) if isinstance(obj, dict) else 0
+                validate_predictions(path, obj, classes, report)
             else:
                 report.error(path, None, "not a meta or predictions file")
             continue
@@ -239,10 +234,30 @@ def validate(paths: list[Path], fmt: str | None = None, images_root: Path | None
     return report
 
 
-def _line_of_key(path: Path, key: str) -> int | None:
-    needle = f'"{key}"'
+def validate_predictions(path: Path, obj: Any, classes: set[str], report: Report) -> None:
+    """A predictions file {id: answer}: its shape, and every answer a known class (the file read once for the lines
+    of the wrong ones)."""
+    for problem in formats.predictions_problems(obj):
+        report.error(path, None, problem)
+    answers = obj if isinstance(obj, dict) else {}
+    wrong = {key: answer for key, answer in answers.items()
+             if isinstance(answer, str) and prompts.answer_problem(prompts.Q1, answer, classes)}
+    lines = _lines_of_keys(path, set(wrong)) if wrong else {}
+    for key, answer in wrong.items():
+        report.error(path, lines.get(key), f"{key}: unknown class in answer {answer!r}")
+    report.records[str(path)] = len(answers)
+
+
+def _lines_of_keys(path: Path, keys: set[str]) -> dict[str, int]:
+    """{key: the line where a JSON object's member `"key": ...` starts} for the keys found (first occurrence)."""
+    needles = {f'"{key}"': key for key in keys}
+    lines = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, text in enumerate(f, 1):
-            if text.lstrip().startswith(needle):
-                return number
-    return None
+            start = text.lstrip()
+            if start.startswith('"'):
+                end = start.find('"', 1)
+                key = needles.get(start[: end + 1]) if end > 0 else None
+                if key is not None and key not in lines:
+                    lines[key] = number
+    return lines

@@ -114,6 +114,21 @@ def is_export(data_dir: Path) -> bool:
     return (Path(data_dir) / "meta.json").is_file() and DataDir(data_dir).is_export
 
 
+def data_settings(stage, settings: dict, export: bool) -> dict:
+    """A stage's settings for the data it reads: `renders` is off on an export of the app (its photos come without
+    the generator's or the expert's renders)."""
+    if export and settings.get("renders"):
+        print(f">> stage {stage.id}: renders={settings['renders']} is off on an export (its photos have no renders)",
+              flush=True)
+        return {**settings, "renders": False}
+    return settings
+
+
+def reads_expert_renders(stage, settings: dict) -> bool:
+    """Whether the stage trains on the 3D expert's renders of its photos (which must then be made first)."""
+    return settings.get("renders") in ("expert", "both") and stage.kind != "expert"
+
+
 def check_inputs(stages: list, data_dir: Path, base: Path, evaluate: bool) -> None:
     """Everything that can be checked before training: the model folder and every data file a stage reads."""
     from train.common import check_model_folder

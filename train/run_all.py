@@ -78,15 +78,17 @@ sys.path.insert(0, str(REPO))  # `python train/run_all.py` from anywhere
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from occmllm.runs import FINAL, stage_folder  # noqa: E402
 from train import tracking  # noqa: E402
 from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity_labels  # noqa: E402
 from train.common import TrainError, fsdp_requested, use_fsdp  # noqa: E402
 from train.evaluation import evaluate_stage, evaluates  # noqa: E402
 from train.expert import make_expert_renders  # noqa: E402
-from train.inputs import base_model_path, check_inputs, is_export, prepare_inputs  # noqa: E402
+from train.inputs import (base_model_path, check_inputs, data_settings, is_export, prepare_inputs,  # noqa: E402
+                          reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
 from train.recipe_config import Stage, load_config, report_to, stage_settings  # noqa: E402
-from train.run_folder import (RunClock, finished_expert, is_done, mark_done, read_results, stage_folder,  # noqa: E402
+from train.run_folder import (RunClock, finished_expert, is_done, mark_done, read_results,  # noqa: E402
                               start_model, starts_from, wait_for, write_results, write_run_info)
 
 STAGES = [
@@ -100,7 +102,6 @@ STAGES = [
     Stage("4c", "sft", "SFT CoT mix", ("cot",), ("projector", "lm"), "4b", 6),
 ]
 BY_ID = {s.id: s for s in STAGES}
-FINAL = "4c"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,12 +194,8 @@ def run(args) -> int:
                     stage_data = clarity_data(stage, config, out, expert, rank0)
             print(f">> stage {stage.id}: {stage.what}", flush=True)
             t0 = time.time()
-            settings = stage_settings(config, stage)
-            if export and settings.get("renders"):  # the app's photos come without the generator's or expert's renders
-                print(f">> stage {stage.id}: renders={settings['renders']} is off on an export (its photos have no "
-                      "renders)", flush=True)
-                settings["renders"] = False
-            if settings.get("renders") in ("expert", "both") and stage.kind != "expert":
+            settings = data_settings(stage, stage_settings(config, stage), export)
+            if reads_expert_renders(stage, settings):
                 with clock.piece(f"stage {stage.id} expert renders"):
                     make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
             if rank0 and prefetch is None:

@@ -16,11 +16,8 @@ import shlex
 import time
 from pathlib import Path
 
+from occmllm.runs import stage_folder
 from train.common import TrainError
-
-
-def stage_folder(out: Path, stage_id: str) -> Path:
-    return out / f"stage_{stage_id}"
 
 
 def is_done(out: Path, stage_id: str) -> bool:

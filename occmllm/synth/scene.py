@@ -105,6 +105,19 @@ def view_direction(grasp_rotation: np.ndarray, azimuth: float, elevation: float)
                                       np.sin(elevation)])
 
 
+def choose_view(rng, grasp_rotation: np.ndarray, arm_direction: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(azimuth, elevation, view direction) of the camera: VIEW_FROM_HAND_SHARE of the views from the back-of-hand
+    side (azimuth near 0), where the hand hides most, the rest from anywhere; never from along the forearm (the
+    camera would sit in the sleeve)."""
+    for _ in range(50):
+        azimuth = rng.normal(0, 0.7) if rng.random() < VIEW_FROM_HAND_SHARE else rng.uniform(0, 2 * np.pi)
+        elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
+        view = view_direction(grasp_rotation, azimuth, elevation)
+        if view @ arm_direction < np.cos(np.radians(40)):
+            break
+    return azimuth, elevation, view
+
+
 def look_at(rng, view: np.ndarray, target: np.ndarray, dist: float) -> tuple[np.ndarray, np.ndarray]:
     """(R, C): the world -> camera rotation (rows, OpenCV axes: x right, y down, z forward) of a camera `dist` from
     `target` along `view`, rolled at random about its axis; C the camera centre."""
@@ -188,13 +201,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     fx = rng.uniform(380, 560)
     K = np.array([[fx, 0, SIZE / 2], [0, fx, SIZE / 2], [0, 0, 1.0]])
     g = model.grasp.rotation
-    for _ in range(50):  # not from along the forearm (the camera would sit in the sleeve)
-        # half the views from the back-of-hand side (azimuth near 0), where the hand hides most
-        azimuth = rng.normal(0, 0.7) if rng.random() < VIEW_FROM_HAND_SHARE else rng.uniform(0, 2 * np.pi)
-        elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
-        view = view_direction(g, azimuth, elevation)
-        if view @ hand.arm_direction < np.cos(np.radians(40)):
-            break
+    azimuth, elevation, view = choose_view(rng, g, hand.arm_direction)
     radius = max(float(np.linalg.norm(obj_v, axis=1).max()), 0.07)  # small objects: keep the hand in frame too
     grey = rng.uniform(0.3, 0.85)
     shades = [_shade(rng, grey), _shade(rng, np.clip(grey * rng.uniform(0.45, 1.35), 0.1, 0.95)),

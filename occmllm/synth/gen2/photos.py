@@ -8,6 +8,7 @@ Only photos of real scenes are used (the packages' abstract wallpapers are not).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 
@@ -27,8 +28,15 @@ _bank: list[tuple[str, Image.Image]] | None = None
 
 
 def debian_files() -> list[str]:
-    patterns = os.environ[ENV].split(os.pathsep) if ENV in os.environ else list(DEBIAN_PHOTOS.values())
-    return sorted(f for p in patterns if p for f in glob.glob(p))
+    """The real photographs: DEBIAN_PHOTOS' files, or those of $OCCMLLM_BACKGROUND_DIRS (looked up once per value:
+    generation asks for every sample)."""
+    return list(_files(os.environ.get(ENV)))
+
+
+@functools.lru_cache(maxsize=8)
+def _files(patterns: str | None) -> tuple[str, ...]:
+    globs = patterns.split(os.pathsep) if patterns is not None else list(DEBIAN_PHOTOS.values())
+    return tuple(sorted(f for p in globs if p for f in glob.glob(p)))
 
 
 def available() -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import Solid, cylinder, extrude, revolve, rotation_x, rotation_y, rounded_rectangle, slab, transform
-from ..objects import FAMILIES, Grasp, ObjectModel
+from ..objects import FAMILIES, Grasp, ObjectModel, _signed_area, _smoothstep, _u
 from . import textures as tx
 
 
@@ -39,16 +39,8 @@ class Material:
     tiles: float = 1.0  # repeats per unit when ``repeat``
 
 
-def _u(rng, lo, hi):
-    return float(rng.uniform(lo, hi))
-
-
 def _choice(rng, items):
     return items[int(rng.integers(len(items)))]
-
-
-def _smoothstep(t):
-    return t * t * (3 - 2 * t)
 
 
 def scaled(solid: Solid, sx: float, sy: float, sz: float = 1.0) -> Solid:
@@ -450,8 +442,7 @@ def knife(rng) -> ObjectModel:
     edge = np.column_stack([x_tip + (x_tip + wb / 2) * np.cos(ang) * (1 if variant == "pocket" else 0.999),
                             y_edge + (Lb - y_edge) * np.sin(ang)])
     poly = np.concatenate([[[-wb / 2, 0.0], [wb / 2, 0.0], [wb / 2, Lb * 0.8]], edge[::-1][:-1]])
-    x, y = poly[:, 0], poly[:, 1]
-    if 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)) < 0:
+    if _signed_area(poly) < 0:
         poly = poly[::-1]
     solids = [extrude(poly, -0.001, 0.001, shade=1)]
     solids.append(transform(slab(wh, Lh, th, min(wh, th) * 0.49, corner_points=5), None, (0, -Lh / 2, 0)))

@@ -16,8 +16,8 @@ from occmllm.render import Light, Part, render_object, render_scene, vertex_norm
 
 from ..geometry import merge
 from ..hand import make_hand
-from ..scene import (MIN_VISIBLE, RETRIES, SIZE, Sample, _soften_edges, attributes, ground_truth, look_at,
-                     sample_labels, view_direction, visibility)
+from ..scene import (MIN_VISIBLE, RETRIES, SIZE, Sample, _soften_edges, attributes, choose_view, ground_truth,
+                     look_at, sample_labels, view_direction, visibility)
 from . import photometric, photos, rooms
 from .products import make_product
 from .skin import dress
@@ -152,12 +152,7 @@ def make_sample(seed: int, index: int, clear_threshold: float = 0.5, cls: str | 
     fx = rng.uniform(300, 600)
     K = np.array([[fx, 0, SIZE / 2], [0, fx, SIZE / 2], [0, 0, 1.0]])
     g = model.grasp.rotation
-    for _ in range(50):
-        azimuth = rng.normal(0, 0.7) if rng.random() < 0.25 else rng.uniform(0, 2 * np.pi)
-        elevation = np.clip(rng.normal(0, 0.6), -1.3, 1.3)
-        view = view_direction(g, azimuth, elevation)
-        if view @ hand.arm_direction < np.cos(np.radians(40)):
-            break
+    azimuth, elevation, view = choose_view(rng, g, hand.arm_direction)
     radius = max(float(np.linalg.norm(obj_v, axis=1).max()), 0.07)
     close = rng.random() < CLOSE_SHARE
     key = Light(tuple(rng.uniform([-1, -1, 0.2], [1, 1, 1.5])), float(rng.uniform(0.6, 1.0)),
