@@ -83,9 +83,11 @@ def build(studio: Studio) -> gr.Dropdown:
                         outputs["mesh"] = mesh
                         outputs["status"] = model_banner(studio, model_name)  # loaded now
                         note = event.expert_note
-                        if (event.trace.render_missing or note) and (force or any(s.name == "reconstruct" for s in done)):
+                        reconstruct = event.trace.step("reconstruct")
+                        if (event.trace.render_missing or note) and (force or reconstruct is not None):
                             outputs["status"] += views.banner("3D route asked for but not available: " + (
-                                note or done[-2].info.get("message", "no render")), "warn")
+                                note or (reconstruct.info.get("message") if reconstruct else None) or "no render"),
+                                "warn")
                     else:  # a Step
                         done.append(event)
                         mesh = event.files.get("mesh") or mesh

@@ -14,7 +14,8 @@ import pandas as pd
 from demo import views
 from demo.studio import Studio
 from occmllm import prompts
-from occmllm.store import CHOICES
+from occmllm.store import CHOICES, filter_judgments
+from occmllm.store import agreement as agreement_of
 
 
 def build(studio: Studio) -> gr.Tab:
@@ -32,9 +33,10 @@ def build(studio: Studio) -> gr.Tab:
         disagreements = gr.Dataframe(label="Items where annotators disagree", interactive=False, max_height=300)
 
         def review_fn(annotator, choice, text):
-            frame = studio.store.judgments_frame(annotator or None, choice or None, text or None)
             everything = studio.store.judgments_frame()
-            agreement = studio.store.agreement()
+            frame = filter_judgments(everything, annotator or None, choice or None, text or None)
+            ratings = studio.store.ratings()
+            agreement = agreement_of(ratings)
             if everything.empty:
                 summary = views.banner("No judgments yet. They appear here as annotators work.", "info")
             elif agreement.method == "none":
@@ -56,7 +58,7 @@ def build(studio: Studio) -> gr.Tab:
             shown = frame.drop(columns=["image", "source_a", "source_b", "model_id"], errors="ignore")
             shown = shown.assign(question=shown.question.map(prompts.strip_image))[
                 ["id", "time", "annotator", "choice", "correction", "question", "candidate_a", "candidate_b", "item_id"]]
-            disagree = studio.store.disagreements()
+            disagree = studio.store.disagreements(ratings)
             disagree = disagree.assign(question=disagree.question.map(prompts.strip_image))
             return summary, per_annotator, shown, disagree, gr.update(choices=names, value=annotator or "")
 

@@ -82,13 +82,11 @@ def final_html(trace) -> str:
     changed = trace.used_3d and before != trace.final
     tag = ('<span class="pill pill-changed">changed by 3D</span>' if changed else
            '<span class="pill pill-kept">kept</span>')
-    required = trace.used_3d or trace.required_3d
-    route = prompts.THREE_D_REQUIRED if required else prompts.NO_3D_REQUIRED
+    decide = trace.step("decide")  # its heading says whether 3D was required, its note why an answer was kept
+    route = decide.heading if decide else ""
+    note = decide.info.get("note", "") if decide and not decide.info.get("fused") else ""
     detail = f"first answer: <b>{esc(before)}</b> → final: <b>{esc(trace.final)}</b>" if changed else \
-        f"the first answer stands ({esc(route)})"
-    if required and trace.render_missing:
-        detail = (f"the first answer was kept: {esc(route)}, but "
-                  + ("no 3D expert is configured" if not trace.used_3d else "the expert made no render"))
+        (esc(note) if trace.render_missing and note else f"the first answer stands ({esc(route)})")
     return (f'<div class="final"><div class="final-label">Final decision</div>'
             f'<div class="final-answer">{esc(trace.final)} {tag}</div><div class="final-detail">{detail} · '
             f'{trace.seconds:.2f} s in total</div></div>')

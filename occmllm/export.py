@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from occmllm import formats, prompts
-from occmllm.store import Store, StoreError
+from occmllm.store import Store, StoreError, copy_image
 
 FILES = {"preferences": "preferences.jsonl", "trl": "preferences_trl.jsonl", "sft": "sft.jsonl",
          "self_correction": "self_correction.jsonl", "labels": "labels.jsonl"}
@@ -111,7 +111,7 @@ def export(db: str | os.PathLike | Store, out: str | os.PathLike) -> ExportSumma
     def image_name(path: str) -> str | None:
         if path not in images:
             try:
-                images[path] = _copy_image(path, out / "images")
+                images[path] = copy_image(path, out / "images")
             except OSError:
                 return None
         return images[path]
@@ -230,9 +230,3 @@ def export_zip(db: str | os.PathLike | Store, zip_path: str | os.PathLike, check
                     z.write(path, path.relative_to(tmp).as_posix())
     summary.out = str(zip_path)
     return summary
-
-
-def _copy_image(src: str, folder: Path) -> str:
-    from occmllm.store import copy_image
-
-    return copy_image(src, folder)

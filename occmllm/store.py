@@ -418,15 +418,8 @@ class Store:
         columns = ["id", "time", "annotator", "item_id", "question", "candidate_a", "candidate_b", "choice",
                    "correction", "source_a", "source_b", "model_id", "image"]
         frame = pd.DataFrame(self.judgments(), columns=columns)
-        if annotator:
-            frame = frame[frame.annotator == annotator]
-        if choice:
-            frame = frame[frame.choice == choice]
-        if search:
-            text = frame[["question", "candidate_a", "candidate_b", "correction", "item_id"]].fillna("").agg(" ".join, axis=1)
-            frame = frame[text.str.contains(search, case=False, regex=False)]
         frame = frame.assign(time=pd.to_datetime(frame.time, unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"))
-        return frame.iloc[::-1].reset_index(drop=True)
+        return filter_judgments(frame.iloc[::-1].reset_index(drop=True), annotator, choice, search)
 
     # --- progress and agreement ----------------------------------------------------------------------
     def progress(self, annotator: str | None, overlap: int = 1) -> Progress:
@@ -466,18 +459,31 @@ class Store:
     def agreement(self) -> Agreement:
         return agreement(self.ratings())
 
-    def disagreements(self):
-        """Overlapped items whose annotators chose differently, as a DataFrame (item, question, candidates, votes)."""
+    def disagreements(self, ratings: dict[str, dict[str, str]] | None = None):
+        """Overlapped items whose annotators chose differently, as a DataFrame (item, question, candidates, votes);
+        `ratings`: self.ratings() when the caller has them already."""
         import pandas as pd
 
         rows = []
-        for id, votes in self.ratings().items():
+        for id, votes in (self.ratings() if ratings is None else ratings).items():
             if len(votes) >= 2 and len(set(votes.values())) > 1:
                 item = self.item(id)
                 rows.append({"item_id": id, "question": item.question if item else "",
                              "candidate_a": item.candidate_a if item else "", "candidate_b": item.candidate_b if item else "",
                              "votes": ", ".join(f"{a}: {c}" for a, c in sorted(votes.items()))})
         return pd.DataFrame(rows, columns=["item_id", "question", "candidate_a", "candidate_b", "votes"])
+
+
+def filter_judgments(frame, annotator: str | None = None, choice: str | None = None, search: str | None = None):
+    """The rows of a judgments_frame by one annotator, with one choice, or with `search` in their texts."""
+    if annotator:
+        frame = frame[frame.annotator == annotator]
+    if choice:
+        frame = frame[frame.choice == choice]
+    if search:
+        text = frame[["question", "candidate_a", "candidate_b", "correction", "item_id"]].fillna("").agg(" ".join, axis=1)
+        frame = frame[text.str.contains(search, case=False, regex=False)]
+    return frame.reset_index(drop=True)
 
 
 def _name(annotator: str) -> str:

@@ -84,8 +84,8 @@ from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity
 from train.common import TrainError, fsdp_requested, use_fsdp  # noqa: E402
 from train.evaluation import evaluate_stage, evaluates  # noqa: E402
 from train.expert import make_expert_renders  # noqa: E402
-from train.inputs import (base_model_path, check_inputs, data_settings, is_export, prepare_inputs,  # noqa: E402
-                          reads_expert_renders)
+from train.inputs import (base_model_path, check_inputs, data_folder, data_settings, is_export,  # noqa: E402
+                          prepare_inputs, reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
 from train.recipe_config import Stage, load_config, report_to, stage_settings  # noqa: E402
 from train.run_folder import (RunClock, finished_expert, is_done, mark_done, read_results,  # noqa: E402
@@ -255,7 +255,7 @@ def run_stage(stage: Stage, settings: dict, start: Path | None, data_dir: Path, 
 def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, model: str | None) -> None:
     print(f"preset -> {out}")
     print(f"  data : {data or (config.get('data') or {}).get('dir') or 'generate: ' + json.dumps((config.get('data') or {}).get('generate', {}))}")
-    base = base_model_path(config, model, out, bool(data) and is_export(Path(data)))
+    base = base_model_path(config, model, out, is_export(data_folder(config, data, out)))
     print(f"  model: {base if base != out / 'base' else 'build default architecture: ' + json.dumps((config.get('model') or {}).get('build', {}))}")
     print(f"  track: {report_to(config)}")
     print(f"  lora : {bool(config.get('lora'))}   fsdp: {bool(config.get('fsdp'))}   prefetch: {config.get('prefetch', 'auto')}   seed: {config.get('seed', 0)}   evaluate: {json.dumps(config.get('evaluate', {}))}")

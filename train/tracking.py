@@ -137,14 +137,6 @@ class Tracker:
             self._writer = None
         self.stage_name = None
 
-    @contextlib.contextmanager
-    def stage(self, name: str, config: dict | None = None):
-        self.start_stage(name, config)
-        try:
-            yield self
-        finally:
-            self.end_stage()
-
     def close(self) -> None:
         """End the open stage; wait for trackio's process to write everything (it exits on the end of its input)."""
         self.end_stage()
@@ -171,12 +163,11 @@ class Tracker:
                 env.update(TRACKIO_DIR=str(self.folder.resolve()), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
                            GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=os.pathsep.join(
                                [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-                log = open(self.out / "tracker.log", "a")
-                self._process = subprocess.Popen(
-                    [sys.executable, "-m", "train.tracking", "--trackio", str(self.folder.resolve()), "--project",
-                     self.project], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-                    text=True)
-                log.close()
+                with open(self.out / "tracker.log", "a") as log:  # the child keeps its own handle
+                    self._process = subprocess.Popen(
+                        [sys.executable, "-m", "train.tracking", "--trackio", str(self.folder.resolve()), "--project",
+                         self.project], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                        env=env, text=True)
             self._process.stdin.write(json.dumps(message) + "\n")
             self._process.stdin.flush()
         except OSError as error:  # the child died (see tracker.log): training goes on without it
@@ -219,10 +210,6 @@ def log(metrics: dict, step: int | None = None, prefix: str = "train/") -> None:
     """Log `metrics` (names get `prefix`) to the open stage of the active tracker; nothing when there is none."""
     if _active is not None:
         _active.log({f"{prefix}{k}": v for k, v in metrics.items()}, step)
-
-
-def active() -> Tracker | None:
-    return _active
 
 
 # --- trackio's process -----------------------------------------------------------------------------
