@@ -51,6 +51,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 MARKER = "occmllm_converted.json"
 CACHE_NAME = "occmllm_native"
 FORMAT_VERSION = 1  # bump when the converted folder's layout changes: older caches are rebuilt
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 SHARD_BYTES = 4 * 1024**3
 
 
@@ -118,8 +119,7 @@ def check_chat_layout(folder: str | os.PathLike) -> dict:
         problems.append("dynamic tiles without a thumbnail")
     if arch == "InternLM2ForCausalLM" and llm.get("bias"):
         problems.append("InternLM2 with bias=true")
-    if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
-                                                 "pytorch_model.bin", "pytorch_model.bin.index.json")):
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
         problems.append("no weights (model.safetensors / pytorch_model.bin, or their .index.json)")
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         problems.append("no tokenizer (tokenizer.model, tokenizer.json or vocab.json + merges.txt)")

@@ -39,11 +39,11 @@ import torch
 from PIL import Image
 
 from occmllm import prompts
+from occmllm.convert import WEIGHT_FILES
 from occmllm.default_model import DEFAULT_MODEL
 from occmllm.images import load_image
 from occmllm.processors import image_only_processor_class
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 NO_PREFIX_REUSE = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"}  # M-RoPE position ids are built from the image grid
 

@@ -72,7 +72,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from occmllm.dataset import EXPERT_RENDERS, kind_folder, manifest_path
+    from occmllm.dataset import EXPERT_RENDERS, manifest_path, sample_path
     from occmllm.relabel import relabel, routing_threshold, set_clear, write_relabelled
     from occmllm import prompts
     from occmllm.evaluate import read_test_set, thread_map
@@ -86,7 +86,9 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
     vlm = VLM.load(model)
     size = (config.get("evaluate", {}) or {}).get("batch_size", 32)
     predictions, logprob, on_render = {}, {}, {}
-    renders = kind_folder(folder, "train", EXPERT_RENDERS)
+    def render_of(item):  # the 3D expert's render of a clarity photo
+        return sample_path(folder, "train", EXPERT_RENDERS, item.id)
+
     for start in tqdm(range(0, len(items), size), desc="clarity labels: Q1", unit="batch"):
         batch = items[start: start + size]
         photos = thread_map(lambda item: load_image(item.image), batch)  # decoded in threads
@@ -97,8 +99,8 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
         predictions.update((item.id, answer) for item, answer in zip(batch, answers))
         logprob.update((item.id, float(score)) for item, score in zip(batch, scores))
         # the model's answer on the expert's render (no render: nothing reconstructed, counted wrong)
-        rendered = [i for i in batch if (renders / f"{i.id}.png").is_file()]
-        answers = vlm.generate_batch(thread_map(lambda i: load_image(renders / f"{i.id}.png"), rendered),
+        rendered = [i for i in batch if render_of(i).is_file()]
+        answers = vlm.generate_batch(thread_map(lambda i: load_image(render_of(i)), rendered),
                                      [prompts.Q1] * len(rendered))
         on_render.update((item.id, answer) for item, answer in zip(rendered, answers))
 
