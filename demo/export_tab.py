@@ -37,7 +37,7 @@ def build(studio: Studio) -> gr.Tab:
                 summary = export_zip(studio.store, archive, check=True)
             except StoreError as e:
                 return views.banner(views.esc(e), "error"), None
-            verdict = (views.banner("validated with occmllm.validate (as data_tools.validate): ok", "ok")
+            verdict = (views.banner("validated (the checks of python -m data_tools.validate): ok", "ok")
                        if not summary.problems else
                        views.banner("validation problems:<br>" + "<br>".join(map(views.esc, summary.problems[:10])),
                                     "error"))
