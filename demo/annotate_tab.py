@@ -79,100 +79,112 @@ def build(studio: Studio, app: gr.Blocks) -> gr.Tab:
                     sources_note = gr.HTML("")
 
         item_outputs = [note, progress, item_photo, question, cand_a, cand_b, correction, shown, waiting]
-
-        def fail(e):
-            return (views.banner(views.esc(e), "error"),) + (gr.skip(),) * (len(item_outputs) - 1)
-
-        def start_fn(typed, k, request: gr.Request):
-            try:
-                annotator = annotator_name(typed, request)
-                k = int(k or 1)
-                return item_screen(studio, studio.next_item(annotator, k), annotator, k)
-            except (StudioError, ImageError, StoreError, ValueError) as e:
-                return fail(e)
-
-        def poll_fn(typed, k, on_screen, request: gr.Request):
-            """While preparing: show the next item once it has its answers (nothing changes otherwise)."""
-            try:
-                annotator = annotator_name(typed, request)
-                if on_screen:
-                    return (gr.skip(),) * (len(item_outputs) - 1) + (gr.Timer(active=False),)
-                k = int(k or 1)
-                item = studio.next_item(annotator, k)
-                if isinstance(item, Preparing):
-                    return (gr.skip(),) * len(item_outputs)
-                return item_screen(studio, item, annotator, k)
-            except (StudioError, ImageError, StoreError, ValueError) as e:
-                return fail(e)
-
-        def judge_fn(typed, k, choice, text, on_screen, request: gr.Request):
-            try:
-                annotator = annotator_name(typed, request)
-                k = int(k or 1)
-                item_id, _, version = (on_screen or "").partition(":")
-                item = studio.store.item(item_id) if item_id else None
-                if item is None:
-                    here = studio.store.screen(annotator) or studio.next_item(annotator, k)
-                    return item_screen(studio, here, annotator, k, "no item was on your screen, nothing was stored: "
-                                       "here is your current item", "warn")
-                typed_text = (text or "").strip()
-                a, b = (item.candidate_a or "").strip(), (item.candidate_b or "").strip()
-                if choice == "enter":  # the text decides: A's text, B's text, or a correction of both
-                    choice = "A" if typed_text == a else "B" if typed_text == b else "both_bad"
-                fix = "" if typed_text in (a, b) else typed_text  # the untouched pre-filled answer is no correction
-                row = studio.store.add_judgment(annotator, item_id, choice, fix or None, shown=version)
-                message = f"saved #{row}: {CHOICE_LABELS[choice]}" + (" with correction" if fix else "")
-                return item_screen(studio, studio.next_item(annotator, k), annotator, k, message, "ok")
-            except StaleJudgment as e:  # nothing stored: show what the annotator should be looking at
-                here = studio.store.screen(annotator) or studio.next_item(annotator, k)
-                return item_screen(studio, here, annotator, k, f"not saved: {e}. Your current item is shown.", "warn")
-            except (StudioError, ImageError, StoreError, ValueError) as e:
-                return fail(e)
-
-        def undo_fn(typed, k, request: gr.Request):
-            try:
-                annotator = annotator_name(typed, request)
-                k = int(k or 1)
-                item = studio.store.undo_last(annotator)
-                if item is None:
-                    return item_screen(studio, studio.store.screen(annotator) or studio.next_item(annotator, k),
-                                       annotator, k, "nothing to undo", "info")
-                return item_screen(studio, item, annotator, k, "undone: your last judgment was removed", "info")
-            except (StudioError, StoreError, ValueError) as e:
-                return fail(e)
-
-        base = [name, overlap]
-        start.click(start_fn, base, item_outputs, api_name="start")
-        waiting.tick(poll_fn, base + [shown], item_outputs, api_visibility="private", show_progress="hidden",
-                     queue=False)
-        for button, choice in ((btn_a, "A"), (btn_b, "B"), (btn_tie, "tie"), (btn_bad, "both_bad"), (skip, "skip"),
-                               (submit, "enter")):
-            button.click(judge_fn, base + [gr.State(choice), correction, shown], item_outputs,
-                         api_name=f"judge_{choice}", show_progress="hidden", queue=False)
-        correction.submit(judge_fn, base + [gr.State("enter"), correction, shown], item_outputs,
-                          api_name="judge_enter_key", show_progress="hidden", queue=False)
-        undo.click(undo_fn, base, item_outputs, api_name="undo", show_progress="hidden", queue=False)
-
-        def load_fn(path):
-            try:
-                message = studio.load_dataset(path.strip())
-                app.allowed_paths = list(dict.fromkeys([*app.allowed_paths, *studio.image_folders()]))
-                return views.banner(views.esc(message), "ok")
-            except StudioError as e:
-                return views.banner(views.esc(e), "error")
-
-        def add_fn(files, which):
-            try:
-                paths = [f if isinstance(f, str) else f.name for f in (files or [])]
-                if not paths:
-                    return views.banner("choose some photos first", "info")
-                return views.banner(views.esc(studio.add_photos(paths, QUESTIONS[which])), "ok")
-            except (StudioError, StoreError) as e:
-                return views.banner(views.esc(e), "error")
-
-        load.click(load_fn, [folder], [sources_note], api_name="load_dataset")
-        add.click(add_fn, [uploads, upload_question], [sources_note], api_name="add_photos")
+        judging_events(studio, [name, overlap], item_outputs, start, waiting,
+                       {"A": btn_a, "B": btn_b, "tie": btn_tie, "both_bad": btn_bad, "skip": skip, "enter": submit},
+                       correction, shown, undo)
+        sources_events(studio, app, folder, load, uploads, upload_question, add, sources_note)
     return tab
+
+
+def judging_events(studio: Studio, base: list, item_outputs: list, start, waiting, buttons: dict, correction, shown,
+                   undo) -> None:
+    """The judging handlers: start, the timer that polls while answers are prepared, a judgment per button
+    (`buttons`: choice -> button; "enter" judges by the correction's text), Enter in the correction box, undo.
+    `base`: the annotator's name box and k; `item_outputs`: what item_screen fills."""
+
+    def fail(e):
+        return (views.banner(views.esc(e), "error"),) + (gr.skip(),) * (len(item_outputs) - 1)
+
+    def start_fn(typed, k, request: gr.Request):
+        try:
+            annotator = annotator_name(typed, request)
+            k = int(k or 1)
+            return item_screen(studio, studio.next_item(annotator, k), annotator, k)
+        except (StudioError, ImageError, StoreError, ValueError) as e:
+            return fail(e)
+
+    def poll_fn(typed, k, on_screen, request: gr.Request):
+        """While preparing: show the next item once it has its answers (nothing changes otherwise)."""
+        try:
+            annotator = annotator_name(typed, request)
+            if on_screen:
+                return (gr.skip(),) * (len(item_outputs) - 1) + (gr.Timer(active=False),)
+            k = int(k or 1)
+            item = studio.next_item(annotator, k)
+            if isinstance(item, Preparing):
+                return (gr.skip(),) * len(item_outputs)
+            return item_screen(studio, item, annotator, k)
+        except (StudioError, ImageError, StoreError, ValueError) as e:
+            return fail(e)
+
+    def judge_fn(typed, k, choice, text, on_screen, request: gr.Request):
+        try:
+            annotator = annotator_name(typed, request)
+            k = int(k or 1)
+            item_id, _, version = (on_screen or "").partition(":")
+            item = studio.store.item(item_id) if item_id else None
+            if item is None:
+                here = studio.store.screen(annotator) or studio.next_item(annotator, k)
+                return item_screen(studio, here, annotator, k, "no item was on your screen, nothing was stored: "
+                                   "here is your current item", "warn")
+            typed_text = (text or "").strip()
+            a, b = (item.candidate_a or "").strip(), (item.candidate_b or "").strip()
+            if choice == "enter":  # the text decides: A's text, B's text, or a correction of both
+                choice = "A" if typed_text == a else "B" if typed_text == b else "both_bad"
+            fix = "" if typed_text in (a, b) else typed_text  # the untouched pre-filled answer is no correction
+            row = studio.store.add_judgment(annotator, item_id, choice, fix or None, shown=version)
+            message = f"saved #{row}: {CHOICE_LABELS[choice]}" + (" with correction" if fix else "")
+            return item_screen(studio, studio.next_item(annotator, k), annotator, k, message, "ok")
+        except StaleJudgment as e:  # nothing stored: show what the annotator should be looking at
+            here = studio.store.screen(annotator) or studio.next_item(annotator, k)
+            return item_screen(studio, here, annotator, k, f"not saved: {e}. Your current item is shown.", "warn")
+        except (StudioError, ImageError, StoreError, ValueError) as e:
+            return fail(e)
+
+    def undo_fn(typed, k, request: gr.Request):
+        try:
+            annotator = annotator_name(typed, request)
+            k = int(k or 1)
+            item = studio.store.undo_last(annotator)
+            if item is None:
+                return item_screen(studio, studio.store.screen(annotator) or studio.next_item(annotator, k),
+                                   annotator, k, "nothing to undo", "info")
+            return item_screen(studio, item, annotator, k, "undone: your last judgment was removed", "info")
+        except (StudioError, StoreError, ValueError) as e:
+            return fail(e)
+
+    start.click(start_fn, base, item_outputs, api_name="start")
+    waiting.tick(poll_fn, base + [shown], item_outputs, api_visibility="private", show_progress="hidden",
+                 queue=False)
+    for choice, button in buttons.items():
+        button.click(judge_fn, base + [gr.State(choice), correction, shown], item_outputs,
+                     api_name=f"judge_{choice}", show_progress="hidden", queue=False)
+    correction.submit(judge_fn, base + [gr.State("enter"), correction, shown], item_outputs,
+                      api_name="judge_enter_key", show_progress="hidden", queue=False)
+    undo.click(undo_fn, base, item_outputs, api_name="undo", show_progress="hidden", queue=False)
+
+
+def sources_events(studio: Studio, app: gr.Blocks, folder, load, uploads, upload_question, add, note) -> None:
+    """The "Items to annotate" panel's handlers: load a dataset folder (its images become servable), add photos."""
+    def load_fn(path):
+        try:
+            message = studio.load_dataset(path.strip())
+            app.allowed_paths = list(dict.fromkeys([*app.allowed_paths, *studio.image_folders()]))
+            return views.banner(views.esc(message), "ok")
+        except StudioError as e:
+            return views.banner(views.esc(e), "error")
+
+    def add_fn(files, which):
+        try:
+            paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+            if not paths:
+                return views.banner("choose some photos first", "info")
+            return views.banner(views.esc(studio.add_photos(paths, QUESTIONS[which])), "ok")
+        except (StudioError, StoreError) as e:
+            return views.banner(views.esc(e), "error")
+
+    load.click(load_fn, [folder], [note], api_name="load_dataset")
+    add.click(add_fn, [uploads, upload_question], [note], api_name="add_photos")
 
 
 def annotator_name(typed: str, request: gr.Request | None) -> str:
