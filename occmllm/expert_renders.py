@@ -133,9 +133,8 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     """Write the expert's renders of a split's photos; returns {"rendered", "skipped", "nothing"} counts.
     device: where the network runs. Every worker reconstructs its photos whole (the network on `device`, one photo at
     a time), unless `batched`: then this process runs the network on `batch_size` photos at a time and the workers
-    only mesh and render. On an H100 box (16 cores) batched was the slower (109 against 151 photos/s with 16
-    workers, 92 against 115 with 12: benchmarks/bench_expert_renders.py); marching cubes and the render are
-    what cost (24 and 10 ms a photo there), not the network (6 ms).
+    only mesh and render (the slower of the two where it was measured: marching cubes and the render cost more than
+    the network; README, `benchmarks/bench_expert_renders.py`).
     Raises ValueError when the folder holds renders of another expert (unless overwrite: then all are redone)."""
     from multiprocessing import get_context
 

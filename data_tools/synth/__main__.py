@@ -19,8 +19,7 @@ occmllm/synth/scene.py. `python -m data_tools.relabel` applies the seed's rule (
 Deterministic: sample i is made from (seed, i) alone (same machine and Mesa build -> same bytes, any --workers).
 Resumable: re-running the same command into the same folder skips complete samples (those whose shape file exists,
 written last) and only rewrites the split files. Ctrl-C stops cleanly; so does a full disk.
-Speed (benchmarks/bench_synth.py, 2 workers on this project's 2 cores, nearly idle): generation 2 about 44 ms of
-CPU and 31 KB of disk per sample, 45 samples/s wall; generation 1 about 27 ms, 36 KB, 76 samples/s.
+Speed and disk per sample: the README's results table (`python -m benchmarks.bench_synth`).
 """
 
 from __future__ import annotations

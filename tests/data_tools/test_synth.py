@@ -16,6 +16,7 @@ from data_tools.synth import __main__ as synth
 from occmllm.synth import writer
 from occmllm.synth.scene import make_sample
 from occmllm import formats
+from occmllm.contact_sheet import LABEL_H
 from occmllm.dataset import SynthDataset
 from occmllm.prompts import CLASSES, identify_answer, parse_object
 from occmllm.render import project, render_object
@@ -216,10 +217,10 @@ def test_preview_puts_each_experts_render_beside_the_truth(dataset, tmp_path, ca
     assert preview.main([str(dataset), "--with-render", "--experts", "v4", "--object-class", cls, "--cols", "1",
                          "--out", str(sheet)]) == 0
     img = np.asarray(Image.open(sheet).convert("RGB"))
-    assert img.shape[:2] == (n * (256 + preview.LABEL_H) + (n - 1) * 4, 4 * 256)
+    assert img.shape[:2] == (n * (256 + LABEL_H) + (n - 1) * 4, 4 * 256)
     first = ds.manifest[ds.manifest["class"] == cls].sort_values("visible_fraction")["id"].iloc[0]
     truth = ds.load_render(first).any(2)
-    expert = img[preview.LABEL_H:preview.LABEL_H + 256, 3 * 256:].astype(int)
+    expert = img[LABEL_H:LABEL_H + 256, 3 * 256:].astype(int)
     drawn = (expert.max(2) - expert.min(2) < 8) & (expert.max(2) > 20)  # grey object pixels, not the yellow label
     assert (drawn & truth).sum() > 0.3 * drawn.sum() > 0
     assert preview.main([str(dataset), "--object-class", "teapot", "--out", str(tmp_path / "x.png")]) == 2
@@ -232,7 +233,7 @@ def test_preview_and_relabel(dataset, tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert preview.main([str(dataset), "--n", "6", "--cols", "3", "--out", str(sheet)]) == 0
     img = Image.open(sheet)
-    assert img.size == (3 * 256 + 2 * 4, 2 * (256 + preview.LABEL_H) + 4)
+    assert img.size == (3 * 256 + 2 * 4, 2 * (256 + LABEL_H) + 4)
 
     work = tmp_path / "relabel"
     import shutil
