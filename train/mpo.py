@@ -19,6 +19,7 @@ the other stages' names, and no Hub Space or sync that transformers' trackio cal
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from train.common import (LossLog, StageConfig, TrainError, add_lora, finish_stage, load_policy, seed_everything,
-                          set_trainable)
+from train.common import (LossLog, StageConfig, TrainError, accumulation, add_lora, finish_stage, load_policy,
+                          seed_everything, set_trainable)
 from train.data import read_pairs, stage_data_dir
 from train.recipe_config import run_one_stage, settings_as
 
@@ -162,7 +163,7 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     args = DPOConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        gradient_accumulation_steps=accumulation(cfg, int(os.environ.get("WORLD_SIZE", "1"))), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
         beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights), max_length=None,
         save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, logging_steps=1, report_to="none",

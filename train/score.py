@@ -19,7 +19,8 @@ Stage I (the first `stage1_epochs`): maximise r2 while a strong KL (`kl_first`) 
     loss = -A(r2) logp(a2) + kl_first KL(a1) + kl KL(a2)
 Stage II: both attempts, attempt 2 with the self-correction bonus alpha (r2 - r1), KL penalty:
     loss = -A(r1) logp(a1) - A(r2 + alpha (r2 - r1)) logp(a2) + kl (KL(a1) + KL(a2))
-A(x) = x - batch mean of x (REINFORCE with a baseline). Loss CSV, tqdm, checkpoints, DDP through accelerate as
+A(x) = x - batch mean of x (REINFORCE with a baseline; each batch of `batch_size` on a process has its own, and
+`grad_accum` (or `global_batch`, common.accumulation) batches make one optimizer step). Loss CSV, tqdm, checkpoints, DDP through accelerate as
 in train/sft.py.
 `clarity_kl` > 0 (not in the seed; the default preset sets it) adds clarity_kl * KL(reference || policy) of the first
 answer token of the clarity question (Q6) asked after attempt 1: attempt 2 is a class sentence after a second user
@@ -36,6 +37,7 @@ or corrected answer: run_all reads `annotated_labels`), with the same baselines 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -47,8 +49,9 @@ import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, StageConfig, TrainError, add_lora, cosine_with_warmup, finish_stage, is_fsdp,
-                          load_policy, make_accelerator, seed_everything, set_trainable, trainable_parameters)
+from train.common import (LossLog, StageConfig, TrainError, accumulation, add_lora, cosine_with_warmup, finish_stage,
+                          is_fsdp, load_policy, make_accelerator, seed_everything, set_trainable,
+                          trainable_parameters)
 from train.data import (Sample, collate, encode_sample, read_samples, read_stage_samples, render,
                         stage_data_dir)
 from train.recipe_config import run_one_stage, settings_as
@@ -68,6 +71,7 @@ class SCoReConfig(StageConfig):
     max_grad_norm: float = 1.0
     clarity_kl: float = 0.0  # keep the clarity answer (Q6 after attempt 1) at the reference's (0: the seed's SCoRe)
     correction_weight: float = 0.0  # supervised term on annotated corrections of a wrong attempt 1 (0: the seed's)
+    grad_accum: int = 1  # batches per optimizer step (each batch its own baseline); global_batch sets it
     exact_kl: bool = False  # exact per-token KL over the vocabulary instead of the sampled k3 estimate
     synced_gpus: bool = False  # set by train_score under FSDP (sampling keeps every rank in step)
 
@@ -254,7 +258,8 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     params = trainable_parameters(policy)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank, world = accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = max(1, math.ceil(len(samples) / world / cfg.batch_size))
+    grad_accum = accumulation(cfg, world)
+    steps_per_epoch = max(1, math.ceil(len(samples) / world / (cfg.batch_size * grad_accum)))
     stage1_steps = max(1, math.ceil(steps_per_epoch * cfg.stage1_epochs))
     total_steps = stage1_steps + max(1, math.ceil(steps_per_epoch * cfg.stage2_epochs))
     if cfg.max_steps:
@@ -279,23 +284,32 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         stage = 1 if step < stage1_steps else 2
         epoch, within = divmod(step if stage == 1 else step - stage1_steps, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + 1000 * stage + epoch, rank, world)
-        chunk = order[within * cfg.batch_size:(within + 1) * cfg.batch_size] or order[: cfg.batch_size]
-        if len(chunk) == 1:  # a last batch of 1 has no baseline: filled from the epoch's start
-            chunk = chunk + order[: cfg.batch_size - 1]
-        images = [load_image(samples[i].image) for i in chunk]
         policy.train()
-        loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg, stage)
-        if cfg.correction_weight and corrections:  # the annotated corrections, `batch_size` a step, in a seeded order
-            per_epoch = max(1, math.ceil(len(corrections) / world / cfg.batch_size))
-            fix_epoch, fix_within = divmod(step, per_epoch)
-            fix_order = epoch_order(len(corrections), cfg.seed + 7000 + fix_epoch, rank, world)
-            fix_chunk = (fix_order[fix_within * cfg.batch_size:(fix_within + 1) * cfg.batch_size]
-                         or fix_order[: cfg.batch_size])
-            fixes = [corrections[i] for i in fix_chunk]
-            correction = correction_loss(policy, processor, fixes, [load_image(s.image) for s in fixes])
-            loss = loss + cfg.correction_weight * correction
-            stats["correction"] = correction.item()
-        accelerator.backward(loss)
+        loss_sum, parts = 0.0, []
+        for micro in range(grad_accum):  # `grad_accum` batches of `batch_size` per optimizer step
+            first = (within * grad_accum + micro) * cfg.batch_size
+            chunk = order[first:first + cfg.batch_size] or order[: cfg.batch_size]
+            if len(chunk) == 1:  # a last batch of 1 has no baseline: filled from the epoch's start
+                chunk = chunk + order[: cfg.batch_size - 1]
+            images = [load_image(samples[i].image) for i in chunk]
+            with contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(policy):
+                loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg,
+                                         stage)
+                if cfg.correction_weight and corrections:  # annotated corrections, `batch_size` a batch, seeded order
+                    per_epoch = max(1, math.ceil(len(corrections) / world / cfg.batch_size))
+                    fix_epoch, fix_within = divmod(step * grad_accum + micro, per_epoch)
+                    fix_order = epoch_order(len(corrections), cfg.seed + 7000 + fix_epoch, rank, world)
+                    fix_chunk = (fix_order[fix_within * cfg.batch_size:(fix_within + 1) * cfg.batch_size]
+                                 or fix_order[: cfg.batch_size])
+                    fixes = [corrections[i] for i in fix_chunk]
+                    correction = correction_loss(policy, processor, fixes, [load_image(s.image) for s in fixes])
+                    loss = loss + cfg.correction_weight * correction
+                    stats["correction"] = correction.item()
+                accelerator.backward(loss / grad_accum)
+            loss_sum += loss.item() / grad_accum
+            parts.append(stats)
+        stats = {k: (sum(p[k] for p in parts) / len(parts) if not k.startswith("answer") else v)
+                 for k, v in parts[-1].items()}
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -303,7 +317,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         optimizer.zero_grad()
         step += 1
         if accelerator.is_main_process:
-            log.write(step=step, stage=stage, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+            log.write(step=step, stage=stage, loss=loss_sum, lr=scheduler.get_last_lr()[0],
                       **{k: v for k, v in stats.items() if not k.startswith("answer")})
         bar.update(1)
         bar.set_postfix(stage=stage, r1=f"{stats['reward1']:.2f}", r2=f"{stats['reward2']:.2f}",
