@@ -166,6 +166,42 @@ class StageConfig:
     seed: int = 0
     bf16: bool = False
     max_steps: int | None = None  # stop early (tests)
+    global_batch: int | None = None  # samples per optimizer step over all processes: sets grad_accum (accumulation)
+
+
+def accumulation(cfg: StageConfig, world: int) -> int:
+    """The gradient accumulation of a stage on `world` processes: `cfg.grad_accum` (1 where the stage has none), or
+    with `cfg.global_batch` the one that makes global_batch = batch_size x world x accumulation, so that an optimizer
+    step sees the same number of samples on 1, 2 or 8 GPUs."""
+    if not cfg.global_batch:
+        return getattr(cfg, "grad_accum", 1)
+    per_pass = cfg.batch_size * world
+    if cfg.global_batch % per_pass:
+        raise TrainError(f"global_batch {cfg.global_batch} is not a multiple of batch_size {cfg.batch_size} x "
+                         f"{world} process(es) = {per_pass}: change batch_size or global_batch")
+    return cfg.global_batch // per_pass
+
+
+def start_process_group(timeout_minutes: float | None) -> None:
+    """Under torchrun / accelerate launch (WORLD_SIZE > 1), set up the process group now with a `timeout_minutes`
+    timeout (NCCL's default is 10 minutes: a rank waiting longer at a barrier or collective kills the run); every
+    later Accelerator keeps it. Nothing on one process or without a timeout."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not timeout_minutes:
+        return
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=float(timeout_minutes)))
+
+
+def wait_for_all_ranks() -> None:
+    """A barrier of every process of a multi-process run (nothing on one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
 
 def save_model(model: torch.nn.Module, processor, folder: Path, source: Path | None = None,
                state_dict: dict | None = None, **info) -> Path:

@@ -4,6 +4,12 @@
     python -m train.mpo --preset smoke --data DIR --model START --out OUT [mpo.beta=0.2 ...]   # alone
 Loss = 0.8 x DPO (sigmoid) + 0.2 x BCO-pair + 1.0 x SFT on the chosen answer, beta 0.1, against a frozen copy of the
 starting model (with --lora: the starting model itself with the adapter switched off, which is the same thing).
+`reward_shift: true` (the real preset) makes the BCO-pair term the seed's: its trainer (InternVL's MPO, on an older
+trl) shifts the rewards r = beta (log pi - log ref) by delta, the running mean of every batch's mean reward (chosen and
+rejected together, one value per process a batch, updated before use):
+    bco_pair = -log sigmoid(r_chosen - delta) - log sigmoid(-(r_rejected - delta))
+trl 1.16's bco_pair has no shift (delta = 0), which `reward_shift: false` (smoke, default) keeps. The running mean is
+saved with the trainer's checkpoints (bco_running.json) and read back on resume.
 trl is imported here only, so the other stages run without it. Resumes from the trainer's last checkpoint.
 Every trl log (loss, learning rate, rewards/chosen, rewards/margins, rewards/accuracies, logps...) goes to loss.csv and
 the run's tracker (train/tracking.py) through LossLog, not through trl's `report_to`: one tracker run per stage with
@@ -13,14 +19,16 @@ the other stages' names, and no Hub Space or sync that transformers' trackio cal
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from train.common import (LossLog, StageConfig, TrainError, add_lora, finish_stage, load_policy, seed_everything,
-                          set_trainable)
+from train.common import (LossLog, StageConfig, TrainError, accumulation, add_lora, finish_stage, load_policy,
+                          seed_everything, set_trainable)
 from train.data import read_pairs, stage_data_dir
 from train.recipe_config import run_one_stage, settings_as
 
@@ -36,6 +44,95 @@ class MPOConfig(StageConfig):
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid", "bco_pair", "sft"])
     loss_weights: list[float] = field(default_factory=lambda: [0.8, 0.2, 1.0])
     num_workers: int = 0
+    reward_shift: bool = False  # BCO-pair rewards minus their running mean, as the seed's trainer (see above)
+
+
+class RunningMean:
+    """The running mean of the BCO-pair rewards, as older trl's `RunningMoments.mean`: every update adds one value per
+    process (its batch's mean reward), gathered across the processes, each value counted once."""
+
+    FILE = "bco_running.json"
+
+    def __init__(self, mean: float = 0.0, count: int = 0):
+        self.mean, self.count = mean, count
+
+    def update(self, value: torch.Tensor, accelerator=None) -> float:
+        values = value.detach().float().reshape(1)
+        if accelerator is not None and accelerator.num_processes > 1:
+            values = accelerator.gather(values)
+        self.count += values.numel()
+        self.mean += (values.sum().item() - values.numel() * self.mean) / self.count
+        return self.mean
+
+
+def bco_pair_shifted(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, beta: float,
+                     running: RunningMean, accelerator=None, update: bool = True) -> torch.Tensor:
+    """The seed's per-pair BCO-pair loss: rewards beta * (log pi - log ref), shifted by the running mean of the batch
+    mean rewards, `running` updated with this batch first (`update=False`: evaluation, the mean as it is)."""
+    chosen, rejected = beta * chosen_logratios, beta * rejected_logratios
+    delta = running.update(torch.cat([chosen, rejected]).mean(), accelerator) if update else running.mean
+    return -F.logsigmoid(chosen - delta) - F.logsigmoid(-(rejected - delta))
+
+
+def shifted_bco_trainer(dpo_trainer):
+    """trl's DPOTrainer class `dpo_trainer` with the seed's shifted BCO-pair term in place of trl's.
+    trl computes the whole loss in one method, so this one lets trl compute the other terms (bco_pair taken out of its
+    `loss_types`), reads the policy's and the reference's per-token log-probabilities of the same batch from the
+    model calls trl makes (a forward hook on each model: the policy's call first, the reference's second, with the
+    adapter off under LoRA), and adds weight x the shifted term, summed over the answer tokens as trl sums them."""
+
+    class MPOTrainer(dpo_trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if "bco_pair" not in self.loss_types or self.precompute_ref_logps or self.ld_alpha is not None:
+                raise TrainError("mpo.reward_shift needs bco_pair in mpo.loss_type (and reference log-probabilities "
+                                 "computed per batch, no ld_alpha)")
+            index = self.loss_types.index("bco_pair")
+            self.bco_weight = self.loss_weights[index]
+            self.loss_types = [t for i, t in enumerate(self.loss_types) if i != index]
+            self.loss_weights = [w for i, w in enumerate(self.loss_weights) if i != index]
+            self.running = RunningMean()
+            self._log_probs: list[torch.Tensor] = []
+
+            def record(module, args, kwargs, output):
+                if kwargs.get("fused_lm_head"):
+                    self._log_probs.append(output.log_probs)
+
+            for model in {id(m): m for m in (self.model, self.ref_model) if m is not None}.values():
+                model.register_forward_hook(record, with_kwargs=True)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            self._log_probs.clear()
+            result = super()._compute_loss(model, inputs, return_outputs)
+            loss, outputs = result if return_outputs else (result, None)
+            if len(self._log_probs) < 2:
+                raise RuntimeError("MPO reward_shift: expected the policy's and the reference's forward passes")
+            length = inputs["completion_mask"].shape[1] - 1  # the shifted answer mask, as trl counts positions
+            policy, reference = (log_probs[:, -length:].sum(1) for log_probs in self._log_probs[:2])
+            chosen, rejected = (policy - reference.detach()).chunk(2)
+            training = self.model.training
+            term = bco_pair_shifted(chosen, rejected, self.beta, self.running, self.accelerator, update=training)
+            self._metrics["train" if training else "eval"]["bco_pair/delta"].append(self.running.mean)
+            loss = loss + self.bco_weight * term.mean()
+            return (loss, outputs) if return_outputs else loss
+
+        def _save_optimizer_and_scheduler(self, output_dir):
+            super()._save_optimizer_and_scheduler(output_dir)
+            if self.args.should_save:
+                import json
+
+                (Path(output_dir) / RunningMean.FILE).write_text(
+                    json.dumps({"mean": self.running.mean, "count": self.running.count}))
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            saved = Path(checkpoint) / RunningMean.FILE if checkpoint else None
+            if saved is not None and saved.is_file():
+                import json
+
+                self.running = RunningMean(**json.loads(saved.read_text()))
+
+    return MPOTrainer
 
 
 def preference_records(pairs) -> list[dict]:
@@ -55,6 +152,8 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
+    if cfg.reward_shift and "bco_pair" not in cfg.loss_type:
+        raise TrainError(f"mpo.reward_shift shifts the bco_pair term, and mpo.loss_type {cfg.loss_type} has none")
     seed_everything(cfg.seed)
     model, processor = load_policy(start)
     set_trainable(model, cfg.parts)
@@ -64,7 +163,7 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     args = DPOConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        gradient_accumulation_steps=accumulation(cfg, int(os.environ.get("WORLD_SIZE", "1"))), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
         beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights), max_length=None,
         save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, logging_steps=1, report_to="none",
@@ -80,7 +179,8 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
                           lr=logs.get("learning_rate"), **{k: v for k, v in logs.items()  # all to the tracker
                                                             if k not in ("loss", "learning_rate", "epoch", "step")})
 
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, processing_class=processor,
+    trainer_class = shifted_bco_trainer(DPOTrainer) if cfg.reward_shift else DPOTrainer
+    trainer = trainer_class(model=model, ref_model=ref_model, args=args, processing_class=processor,
                          train_dataset=Dataset.from_list(preference_records(pairs)), callbacks=[CSVLog()])
     return trainer, model, processor
 

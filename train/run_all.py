@@ -35,7 +35,11 @@ A run started again skips the stages that have OUT/stage_X/DONE and continues th
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 A stage whose `starts` stage is neither in this run nor done in OUT starts from the base model, and says so (e.g.
 `--stages 3a` alone: MPO on the base model). Data without a test split (an export) are not evaluated, with a note;
-`evaluate.enabled=true` then stops the run, `false` skips evaluation on any data.
+`evaluate.enabled=true` then stops the run, `false` skips evaluation on any data. On several processes rank 0
+evaluates while the others wait at a barrier after the stage; `dist_timeout_minutes` (the real preset: 240) sets the
+process group's timeout, NCCL's 10 minutes otherwise, which a long evaluation would exceed.
+`global_batch` (in a stage's settings) fixes the samples per optimizer step whatever the number of processes:
+grad_accum = global_batch / (batch_size x processes), an error when it does not divide (train/common.py).
 On an export of the app (data_tools.export) the base model is the shipped default model, whose answers the annotators
 judged (occmllm/default_model/weights; --model or the preset's model.path for another); stage 1 (and the other Q1
 SFT stages) learns the corrected answers (sft.jsonl), 3a the preference pairs (preferences.jsonl), 4a scores its
@@ -81,7 +85,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from occmllm.runs import FINAL, stage_folder  # noqa: E402
 from train import tracking  # noqa: E402
 from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity_labels  # noqa: E402
-from train.common import TrainError, fsdp_requested, use_fsdp  # noqa: E402
+from train.common import (TrainError, fsdp_requested, start_process_group, use_fsdp,  # noqa: E402
+                          wait_for_all_ranks)
 from train.evaluation import evaluate_stage, evaluates  # noqa: E402
 from train.expert import make_expert_renders  # noqa: E402
 from train.inputs import (base_model_path, check_inputs, data_folder, data_settings, is_export,  # noqa: E402
@@ -153,6 +158,7 @@ def run(args) -> int:
     if args.dry_run:
         print_plan(stages, config, out, args.data, args.model)
         return 0
+    start_process_group(config.get("dist_timeout_minutes"))  # multi-GPU: a rank may wait long for rank 0's work
     out.mkdir(parents=True, exist_ok=True)
     clock = RunClock(out)
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -219,6 +225,8 @@ def run(args) -> int:
                 write_results(out, results)
                 mark_done(out, stage.id, row)
             print(f">> stage {stage.id} finished in {row['minutes']} min: {json.dumps(row)}", flush=True)
+            if stage.kind != "expert":  # (stage 0: only rank 0 gets here, the others went on after its DONE file)
+                wait_for_all_ranks()  # the others wait here, not in the next stage's collectives, while rank 0 evaluates
         if prefetch is not None:
             prefetch.join()
 

@@ -9,12 +9,18 @@ Per batch of Q1 images (the class is only used to score answers, never shown to 
   3. rewards r1, r2 = 1 when `prompts.parse_object` of the attempt names the right class, else 0;
   4. log-probabilities of the sampled tokens only (up to and including the end-of-turn token), under the policy and
      under a frozen copy of the starting model (the reference), both of the distribution that was sampled (logits at
-     `temperature`, the suppressed special tokens left out); per-token KL estimate k3 = e^(ref-pi) - (ref-pi) - 1.
+     `temperature`, the suppressed special tokens left out); the KL of each answer to the reference: by default the
+     sampled estimate k3 = e^(ref-pi) - (ref-pi) - 1 per token; `exact_kl: true` (the real preset) the exact per-token
+     KL, sum over the vocabulary of pi (log pi - log ref) at every answer position (the logits are there anyway).
+Sampling uses a clean generation config (do_sample, `temperature`, `top_p`, no top-k, no repetition penalty, n-gram
+ban or bad words): a checkpoint's own generation_config.json (e.g. repetition_penalty 1.3) would make the samples
+off-policy. A per-process batch of 1 is refused: its baseline A(x) = x - mean(x) is 0, so no policy gradient.
 Stage I (the first `stage1_epochs`): maximise r2 while a strong KL (`kl_first`) keeps attempt 1 at the reference:
     loss = -A(r2) logp(a2) + kl_first KL(a1) + kl KL(a2)
 Stage II: both attempts, attempt 2 with the self-correction bonus alpha (r2 - r1), KL penalty:
     loss = -A(r1) logp(a1) - A(r2 + alpha (r2 - r1)) logp(a2) + kl (KL(a1) + KL(a2))
-A(x) = x - batch mean of x (REINFORCE with a baseline). Loss CSV, tqdm, checkpoints, DDP through accelerate as
+A(x) = x - batch mean of x (REINFORCE with a baseline; each batch of `batch_size` on a process has its own, and
+`grad_accum` (or `global_batch`, common.accumulation) batches make one optimizer step). Loss CSV, tqdm, checkpoints, DDP through accelerate as
 in train/sft.py.
 `clarity_kl` > 0 (not in the seed; the default preset sets it) adds clarity_kl * KL(reference || policy) of the first
 answer token of the clarity question (Q6) asked after attempt 1: attempt 2 is a class sentence after a second user
@@ -31,6 +37,7 @@ or corrected answer: run_all reads `annotated_labels`), with the same baselines 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -42,8 +49,9 @@ import torch
 from tqdm.auto import tqdm
 
 from occmllm import prompts
-from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, is_fsdp, load_policy,
-                          make_accelerator, seed_everything, set_trainable, trainable_parameters)
+from train.common import (LossLog, StageConfig, TrainError, accumulation, add_lora, cosine_with_warmup, finish_stage,
+                          is_fsdp, load_policy, make_accelerator, seed_everything, set_trainable,
+                          trainable_parameters)
 from train.data import (Sample, collate, encode_sample, read_samples, read_stage_samples, render,
                         stage_data_dir)
 from train.recipe_config import run_one_stage, settings_as
@@ -63,6 +71,8 @@ class SCoReConfig(StageConfig):
     max_grad_norm: float = 1.0
     clarity_kl: float = 0.0  # keep the clarity answer (Q6 after attempt 1) at the reference's (0: the seed's SCoRe)
     correction_weight: float = 0.0  # supervised term on annotated corrections of a wrong attempt 1 (0: the seed's)
+    grad_accum: int = 1  # batches per optimizer step (each batch its own baseline); global_batch sets it
+    exact_kl: bool = False  # exact per-token KL over the vocabulary instead of the sampled k3 estimate
     synced_gpus: bool = False  # set by train_score under FSDP (sampling keeps every rank in step)
 
 
@@ -77,16 +87,40 @@ def suppressed_ids(tokenizer) -> list[int]:
     return sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
 
 
+SAMPLING_KEEPS = ("eos_token_id", "bos_token_id", "decoder_start_token_id")  # the checkpoint's, for its turn's end
+
+
+def sampling_config(model, tokenizer, cfg: SCoReConfig):
+    """The generation config SCoRe samples with: plain sampling from softmax(logits / temperature) with top-p, the
+    special tokens suppressed, and nothing of the checkpoint's generation_config.json but its special token ids
+    (transformers fills every value a passed config leaves unset from the model's own, hence the explicit 1.0 / 0)."""
+    from transformers import GenerationConfig
+
+    own = getattr(model, "generation_config", None)
+    keep = {key: getattr(own, key) for key in SAMPLING_KEEPS if getattr(own, key, None) is not None}
+    return GenerationConfig(**keep, pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=cfg.temperature,
+                            top_p=cfg.top_p, top_k=0, min_p=None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+                            repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+                            encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_length=0, min_new_tokens=None,
+                            max_new_tokens=cfg.max_new_tokens, num_beams=1, num_return_sequences=1,
+                            suppress_tokens=suppressed_ids(tokenizer), begin_suppress_tokens=None, bad_words_ids=None,
+                            sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None,
+                            renormalize_logits=False, watermarking_config=None)
+
+
 @torch.no_grad()
 def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
     """Sample one answer per prompt. Returns (inputs of the prompt + answer, answer mask, answer texts)."""
     tokenizer = processor.tokenizer
     inputs = _inputs(processor, images, texts, model.device)
     prompt_length = inputs["input_ids"].shape[1]
-    sequences = model.generate(**inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                               max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               suppress_tokens=suppressed_ids(tokenizer),
-                               synced_gpus=cfg.synced_gpus)  # FSDP: every rank runs as many forward passes
+    config = sampling_config(model, tokenizer, cfg)
+    saved, model.generation_config = model.generation_config, config  # generate() fills unset values from it
+    try:
+        sequences = model.generate(**inputs, generation_config=config,
+                                   synced_gpus=cfg.synced_gpus)  # FSDP: every rank runs as many forward passes
+    finally:
+        model.generation_config = saved
     answer = sequences[:, prompt_length:]
     ended = (answer == tokenizer.eos_token_id).int().cumsum(1)
     answer_mask = (ended == 0) | ((ended == 1) & (answer == tokenizer.eos_token_id))  # up to and incl. the first eos
@@ -98,11 +132,11 @@ def sample_attempt(model, processor, images, texts, cfg: SCoReConfig):
     return full, answer_mask, texts_out
 
 
-def answer_logps(model, full: dict, answer_mask: torch.Tensor, temperature: float = 1.0,
-                 suppress: list[int] | None = None) -> torch.Tensor:
-    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length), under the
-    distribution `sample_attempt` draws from: logits / `temperature`, the `suppress` token ids impossible (top-p < 1
-    is not reproduced)."""
+def answer_distributions(model, full: dict, answer_mask: torch.Tensor, temperature: float = 1.0,
+                         suppress: list[int] | None = None) -> torch.Tensor:
+    """Log-probabilities over the vocabulary at every answer position, shape (batch, answer length, vocabulary),
+    of the distribution `sample_attempt` draws from: logits / `temperature`, the `suppress` token ids impossible
+    (-inf; top-p < 1 is not reproduced)."""
     attention = full["attention_mask"]
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: positions as generate() used them
     logits = model(**full, position_ids=position_ids, use_cache=False).logits
@@ -110,9 +144,31 @@ def answer_logps(model, full: dict, answer_mask: torch.Tensor, temperature: floa
     logits = logits[:, -length - 1:-1].float() / temperature
     if suppress:
         logits[..., suppress] = float("-inf")
-    targets = full["input_ids"][:, -length:]
-    logps = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    return logits.log_softmax(-1)
+
+
+def sampled_logps(distributions: torch.Tensor, full: dict, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length)."""
+    targets = full["input_ids"][:, -answer_mask.shape[1]:]
+    logps = distributions.gather(-1, targets[..., None])[..., 0]
     return logps.masked_fill(~answer_mask.bool(), 0.0)  # padding after eos may be a suppressed id: -inf there
+
+
+def answer_logps(model, full: dict, answer_mask: torch.Tensor, temperature: float = 1.0,
+                 suppress: list[int] | None = None) -> torch.Tensor:
+    """Per-token log-probabilities of the sampled answer tokens (0 elsewhere), shape (batch, answer length), under the
+    distribution `sample_attempt` draws from (answer_distributions)."""
+    return sampled_logps(answer_distributions(model, full, answer_mask, temperature, suppress), full, answer_mask)
+
+
+def kl_exact(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence KL(policy || reference): at each answer position (`mask`) the exact KL of the two distributions
+    over the vocabulary (log-probabilities, shape (batch, length, vocabulary)), sum of p (log p - log q), summed over
+    the positions. Tokens impossible under both (suppressed: -inf) add 0, with a finite gradient."""
+    possible = torch.isfinite(policy) & torch.isfinite(reference)
+    log_p, log_q = policy.masked_fill(~possible, 0.0), reference.masked_fill(~possible, 0.0)
+    per_token = (log_p.exp() * possible * (log_p - log_q)).sum(-1)
+    return (per_token * mask).sum(1)
 
 
 def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -156,10 +212,17 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
     r1, r2 = rewards_of(answers1, labels, mask1.device), rewards_of(answers2, labels, mask2.device)
 
     sampled = dict(temperature=cfg.temperature, suppress=suppressed_ids(processor.tokenizer))
-    logp1, logp2 = answer_logps(policy, full1, mask1, **sampled), answer_logps(policy, full2, mask2, **sampled)
+    dist1, dist2 = (answer_distributions(policy, full1, mask1, **sampled),
+                    answer_distributions(policy, full2, mask2, **sampled))
     with torch.no_grad():
-        ref1, ref2 = answer_logps(reference, full1, mask1, **sampled), answer_logps(reference, full2, mask2, **sampled)
-    kl1, kl2 = kl_k3(logp1, ref1, mask1), kl_k3(logp2, ref2, mask2)
+        ref_dist1, ref_dist2 = (answer_distributions(reference, full1, mask1, **sampled),
+                                answer_distributions(reference, full2, mask2, **sampled))
+    logp1, logp2 = sampled_logps(dist1, full1, mask1), sampled_logps(dist2, full2, mask2)
+    if cfg.exact_kl:
+        kl1, kl2 = kl_exact(dist1, ref_dist1, mask1), kl_exact(dist2, ref_dist2, mask2)
+    else:
+        ref1, ref2 = sampled_logps(ref_dist1, full1, mask1), sampled_logps(ref_dist2, full2, mask2)
+        kl1, kl2 = kl_k3(logp1, ref1, mask1), kl_k3(logp2, ref2, mask2)
     advantage = lambda x: x - x.mean()  # noqa: E731
     if stage == 1:
         loss = (-advantage(r2) * logp2.sum(1) + cfg.kl_first * kl1 + cfg.kl * kl2).mean()
@@ -181,6 +244,9 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     annotated self-`corrections`); save to `out/model`; resume from `out/checkpoint`."""
     from occmllm.images import load_image
 
+    if cfg.batch_size < 2:
+        raise TrainError(f"score.batch_size {cfg.batch_size}: SCoRe needs at least 2 samples per process and step; "
+                         "with 1 the baseline (the batch's mean reward) equals the reward and the policy gradient is 0")
     accelerator = make_accelerator(cfg.bf16)
     seed_everything(cfg.seed + accelerator.process_index)
     cfg.synced_gpus = is_fsdp(accelerator) and accelerator.num_processes > 1
@@ -192,7 +258,8 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
     params = trainable_parameters(policy)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rank, world = accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = max(1, math.ceil(len(samples) / world / cfg.batch_size))
+    grad_accum = accumulation(cfg, world)
+    steps_per_epoch = max(1, math.ceil(len(samples) / world / (cfg.batch_size * grad_accum)))
     stage1_steps = max(1, math.ceil(steps_per_epoch * cfg.stage1_epochs))
     total_steps = stage1_steps + max(1, math.ceil(steps_per_epoch * cfg.stage2_epochs))
     if cfg.max_steps:
@@ -217,21 +284,32 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         stage = 1 if step < stage1_steps else 2
         epoch, within = divmod(step if stage == 1 else step - stage1_steps, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + 1000 * stage + epoch, rank, world)
-        chunk = order[within * cfg.batch_size:(within + 1) * cfg.batch_size] or order[: cfg.batch_size]
-        images = [load_image(samples[i].image) for i in chunk]
         policy.train()
-        loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg, stage)
-        if cfg.correction_weight and corrections:  # the annotated corrections, `batch_size` a step, in a seeded order
-            per_epoch = max(1, math.ceil(len(corrections) / world / cfg.batch_size))
-            fix_epoch, fix_within = divmod(step, per_epoch)
-            fix_order = epoch_order(len(corrections), cfg.seed + 7000 + fix_epoch, rank, world)
-            fix_chunk = (fix_order[fix_within * cfg.batch_size:(fix_within + 1) * cfg.batch_size]
-                         or fix_order[: cfg.batch_size])
-            fixes = [corrections[i] for i in fix_chunk]
-            correction = correction_loss(policy, processor, fixes, [load_image(s.image) for s in fixes])
-            loss = loss + cfg.correction_weight * correction
-            stats["correction"] = correction.item()
-        accelerator.backward(loss)
+        loss_sum, parts = 0.0, []
+        for micro in range(grad_accum):  # `grad_accum` batches of `batch_size` per optimizer step
+            first = (within * grad_accum + micro) * cfg.batch_size
+            chunk = order[first:first + cfg.batch_size] or order[: cfg.batch_size]
+            if len(chunk) == 1:  # a last batch of 1 has no baseline: filled from the epoch's start
+                chunk = chunk + order[: cfg.batch_size - 1]
+            images = [load_image(samples[i].image) for i in chunk]
+            with contextlib.nullcontext() if micro == grad_accum - 1 else accelerator.no_sync(policy):
+                loss, stats = score_step(policy, reference, processor, images, [labels_of[i] for i in chunk], cfg,
+                                         stage)
+                if cfg.correction_weight and corrections:  # annotated corrections, `batch_size` a batch, seeded order
+                    per_epoch = max(1, math.ceil(len(corrections) / world / cfg.batch_size))
+                    fix_epoch, fix_within = divmod(step * grad_accum + micro, per_epoch)
+                    fix_order = epoch_order(len(corrections), cfg.seed + 7000 + fix_epoch, rank, world)
+                    fix_chunk = (fix_order[fix_within * cfg.batch_size:(fix_within + 1) * cfg.batch_size]
+                                 or fix_order[: cfg.batch_size])
+                    fixes = [corrections[i] for i in fix_chunk]
+                    correction = correction_loss(policy, processor, fixes, [load_image(s.image) for s in fixes])
+                    loss = loss + cfg.correction_weight * correction
+                    stats["correction"] = correction.item()
+                accelerator.backward(loss / grad_accum)
+            loss_sum += loss.item() / grad_accum
+            parts.append(stats)
+        stats = {k: (sum(p[k] for p in parts) / len(parts) if not k.startswith("answer") else v)
+                 for k, v in parts[-1].items()}
         if cfg.max_grad_norm:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -239,7 +317,7 @@ def train_score(start: Path, out: Path, samples: list[Sample], cfg: SCoReConfig,
         optimizer.zero_grad()
         step += 1
         if accelerator.is_main_process:
-            log.write(step=step, stage=stage, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+            log.write(step=step, stage=stage, loss=loss_sum, lr=scheduler.get_last_lr()[0],
                       **{k: v for k, v in stats.items() if not k.startswith("answer")})
         bar.update(1)
         bar.set_postfix(stage=stage, r1=f"{stats['reward1']:.2f}", r2=f"{stats['reward2']:.2f}",

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from train.common import (LossLog, StageConfig, add_lora, cosine_with_warmup, finish_stage, load_policy,
-                          make_accelerator, seed_everything, set_trainable, trainable_parameters)
+from train.common import (LossLog, StageConfig, accumulation, add_lora, cosine_with_warmup, finish_stage,
+                          load_policy, make_accelerator, seed_everything, set_trainable, trainable_parameters)
 from train.data import (EncodedCache, SFTDataset, Sample, augment_batch, collate, read_stage_samples,
                         stage_data_dir)
 from train.recipe_config import run_one_stage, settings_as
@@ -66,8 +66,9 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     dataset = SFTDataset(samples, processor)
     cache = build_cache(dataset, pad_id, cfg, accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
+    grad_accum = accumulation(cfg, world)
     batches_per_epoch = math.ceil(len(samples) / world / cfg.batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / grad_accum))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -94,7 +95,7 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     while step < total_steps:
         epoch = step // max(1, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + epoch, rank, world)
-        skip = (step - epoch * steps_per_epoch) * cfg.grad_accum * cfg.batch_size
+        skip = (step - epoch * steps_per_epoch) * grad_accum * cfg.batch_size
         if cache is not None:
             chunks = [order[i: i + cfg.batch_size] for i in range(skip, len(order), cfg.batch_size)]
             loader, n_batches = (cache.batch(c, accelerator.device, hflip=cfg.hflip, augment=cfg.augment) for c in chunks), len(chunks)
@@ -107,10 +108,10 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             if cache is None:
                 batch = augment_batch(batch, cfg.hflip, cfg.augment)
-            last = (index + 1) % cfg.grad_accum == 0 or index == n_batches - 1
+            last = (index + 1) % grad_accum == 0 or index == n_batches - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 loss = forward(**batch).loss
-                accelerator.backward(loss / cfg.grad_accum)
+                accelerator.backward(loss / grad_accum)
             if not last:
                 continue
             if cfg.max_grad_norm:
