@@ -19,6 +19,7 @@ the other stages' names, and no Hub Space or sync that transformers' trackio cal
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -119,8 +120,6 @@ def shifted_bco_trainer(dpo_trainer):
         def _save_optimizer_and_scheduler(self, output_dir):
             super()._save_optimizer_and_scheduler(output_dir)
             if self.args.should_save:
-                import json
-
                 (Path(output_dir) / RunningMean.FILE).write_text(
                     json.dumps({"mean": self.running.mean, "count": self.running.count}))
 
@@ -128,8 +127,6 @@ def shifted_bco_trainer(dpo_trainer):
             super()._load_optimizer_and_scheduler(checkpoint)
             saved = Path(checkpoint) / RunningMean.FILE if checkpoint else None
             if saved is not None and saved.is_file():
-                import json
-
                 self.running = RunningMean(**json.loads(saved.read_text()))
 
     return MPOTrainer
@@ -163,7 +160,8 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     args = DPOConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=accumulation(cfg, int(os.environ.get("WORLD_SIZE", "1"))), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+        gradient_accumulation_steps=accumulation(cfg, int(os.environ.get("WORLD_SIZE", "1"))),
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
         beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights), max_length=None,
         save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, logging_steps=1, report_to="none",

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from occmllm.images import load_image
+from tests.train.test_mpo_score import independent_logratios
 from train.data import DataDir, read_pairs
 
 
@@ -58,7 +58,7 @@ def test_bco_pair_running_mean_gathers_every_process():
 
 
 def test_mpo_loss_with_reward_shift_equals_independent_terms_over_two_batches(tiny_model, toy_data, tmp_path):
-    from train.mpo import MPOConfig, build_trainer, sequence_logps
+    from train.mpo import MPOConfig, build_trainer
 
     pairs = read_pairs(DataDir(toy_data).require("dpo", "train"), limit=4)
     beta = 1.0  # rewards of order 1: the shift changes the loss by far more than the tolerance (checked below)
@@ -75,17 +75,7 @@ def test_mpo_loss_with_reward_shift_equals_independent_terms_over_two_batches(ti
         batch = trainer.data_collator([trainer.train_dataset[i] for i in indices])
         with torch.no_grad():
             loss = trainer.compute_loss(trainer.model, batch).item()
-        chosen_tokens, dc, dr = [], [], []
-        for image_path, pair in batch_pairs:
-            image = load_image(image_path)
-            pc, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.chosen)
-            pr, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.rejected)
-            rc, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.chosen)
-            rr, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.rejected)
-            chosen_tokens.append(pc)
-            dc.append(pc.sum() - rc.sum())
-            dr.append(pr.sum() - rr.sum())
-        dc, dr = torch.stack(dc), torch.stack(dr)
+        chosen_tokens, dc, dr = independent_logratios(trainer, processor, batch_pairs)
         batch_means.append(torch.cat([beta * dc, beta * dr]).mean().item())
         delta = sum(batch_means) / len(batch_means)
         sigmoid = (-F.logsigmoid(beta * (dc - dr))).mean()

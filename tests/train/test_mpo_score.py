@@ -16,8 +16,26 @@ from occmllm.images import load_image
 from train.data import DataDir, Sample, read_pairs, read_samples
 
 
+def independent_logratios(trainer, processor, pairs):
+    """(the chosen answers' per-token log-probabilities, log pi - log ref of each chosen and each rejected answer),
+    encoded by train.data (train.mpo.sequence_logps), not by trl: the independent side of the MPO loss tests."""
+    from train.mpo import sequence_logps
+
+    chosen_tokens, dc, dr = [], [], []
+    for image_path, pair in pairs:
+        image = load_image(image_path)
+        pc, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.chosen)
+        pr, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.rejected)
+        rc, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.chosen)
+        rr, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.rejected)
+        chosen_tokens.append(pc)
+        dc.append(pc.sum() - rc.sum())
+        dr.append(pr.sum() - rr.sum())
+    return chosen_tokens, torch.stack(dc), torch.stack(dr)
+
+
 def test_mpo_loss_equals_independent_three_terms(tiny_model, toy_data, tmp_path):
-    from train.mpo import MPOConfig, build_trainer, sequence_logps
+    from train.mpo import MPOConfig, build_trainer
 
     pairs = read_pairs(DataDir(toy_data).require("dpo", "train"), limit=4)
     trainer, model, processor = build_trainer(tiny_model, tmp_path, pairs, MPOConfig(batch_size=4))
@@ -32,17 +50,8 @@ def test_mpo_loss_equals_independent_three_terms(tiny_model, toy_data, tmp_path)
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch).item()
 
-    beta, chosen_tokens, dc, dr = 0.1, [], [], []
-    for image_path, pair in pairs:
-        image = load_image(image_path)
-        pc, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.chosen)
-        pr, _ = sequence_logps(trainer.model, processor, image, pair.question, pair.rejected)
-        rc, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.chosen)
-        rr, _ = sequence_logps(trainer.ref_model, processor, image, pair.question, pair.rejected)
-        chosen_tokens.append(pc)
-        dc.append(pc.sum() - rc.sum())
-        dr.append(pr.sum() - rr.sum())
-    dc, dr = torch.stack(dc), torch.stack(dr)
+    beta = 0.1
+    chosen_tokens, dc, dr = independent_logratios(trainer, processor, pairs)
     sigmoid = (-F.logsigmoid(beta * (dc - dr))).mean()
     bco_pair = (-F.logsigmoid(beta * dc) - F.logsigmoid(-beta * dr)).mean()
     sft = -torch.cat(chosen_tokens).mean()
