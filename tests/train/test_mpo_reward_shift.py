@@ -84,7 +84,8 @@ def test_mpo_loss_with_reward_shift_equals_independent_terms_over_two_batches(ti
         unshifted = (-F.logsigmoid(beta * dc) - F.logsigmoid(-beta * dr)).mean()
         assert abs(0.2 * (bco_pair - unshifted)) > 1e-3  # the shift is not trivially 0: trl's term would fail here
         assert loss == pytest.approx((0.8 * sigmoid + 0.2 * bco_pair + 1.0 * sft).item(), abs=1e-4)
-        assert trainer.running.mean == pytest.approx(delta, abs=1e-6)
+        # float32 log-probabilities of a padded batch (trl) and of one pair at a time (here) differ in the 6th digit
+        assert trainer.running.mean == pytest.approx(delta, abs=1e-5)
 
 
 def test_mpo_with_reward_shift_trains_and_checkpoints_its_running_mean(tiny_model, toy_data, tmp_path):
