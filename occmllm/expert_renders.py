@@ -127,6 +127,20 @@ def expert_identity(expert: str | None) -> dict[str, str]:
     return {"expert": str(folder), "weights_sha256": digest}
 
 
+def other_expert(data: Path, split: str, expert: str | None) -> str | None:
+    """What made the renders in DIR/{split}/expert_renders when it was not `expert` ("another expert (FOLDER,
+    weights ...)", or "an unknown expert" for renders without expert.json); None when they are `expert`'s or none."""
+    out = kind_folder(data, split, EXPERT_RENDERS)
+    record = out / "expert.json"
+    if record.is_file():
+        made_by = json.loads(record.read_text())
+        if made_by.get("weights_sha256") != expert_identity(expert)["weights_sha256"]:
+            return (f"another expert ({made_by.get('expert')}, weights "
+                    f"{str(made_by.get('weights_sha256'))[:12]}...)")
+        return None
+    return "an unknown expert (no expert.json)" if out.is_dir() and any(out.glob("*.png")) else None
+
+
 def render_split(data: Path, split: str, expert: str | None = None, workers: int = 1, limit: int | None = None,
                  progress: bool = True, overwrite: bool = False, device: str = "cpu",
                  batched: bool = False, batch_size: int = 64) -> dict[str, int]:
@@ -149,15 +163,10 @@ def render_split(data: Path, split: str, expert: str | None = None, workers: int
     out = kind_folder(data, split, EXPERT_RENDERS)
     out.mkdir(parents=True, exist_ok=True)
     identity, record = expert_identity(expert), out / "expert.json"
-    if record.is_file() and not overwrite:
-        made_by = json.loads(record.read_text())
-        if made_by.get("weights_sha256") != identity["weights_sha256"]:
-            raise ValueError(f"{out}: holds renders of another expert ({made_by.get('expert')}, weights "
-                             f"{str(made_by.get('weights_sha256'))[:12]}...), not of {identity['expert']} (weights "
-                             f"{identity['weights_sha256'][:12]}...); pass --overwrite to render every photo again")
-    elif not record.is_file() and any(out.glob("*.png")) and not overwrite:
-        raise ValueError(f"{out}: holds renders of an unknown expert (no expert.json); pass --overwrite to render "
-                         f"every photo again")
+    other = other_expert(data, split, expert)
+    if other and not overwrite:
+        raise ValueError(f"{out}: holds renders of {other}, not of {identity['expert']} (weights "
+                         f"{identity['weights_sha256'][:12]}...); pass --overwrite to render every photo again")
     record.write_text(json.dumps(identity, indent=1) + "\n")
     jobs, skipped = [], 0
     for conv in formats.read_conversations(annotation)[:limit]:

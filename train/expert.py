@@ -87,7 +87,7 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
     (stage 0's, else the shipped one), the network on the GPU when there is one; resumable. Other ranks wait.
     `background`: beside a GPU stage (train/prefetch.py): on the CPU, fewer processes, no progress bar."""
     from occmllm.dataset import EXPERT_RENDERS, kind_folder
-    from occmllm.expert_renders import render_split
+    from occmllm.expert_renders import other_expert, render_split
     from train.run_folder import wait_for
 
     folder = kind_folder(data_dir, split, EXPERT_RENDERS)
@@ -111,8 +111,12 @@ def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, 
           f"network on {device}", flush=True)
     t0 = time.time()
     try:
+        # another run's expert made the renders in this data folder: they are derived data, made again for this run
+        other = other_expert(Path(data_dir), split, str(expert) if expert else None)
+        if other:
+            print(f">> {folder} holds the renders of {other}: replaced by this run's expert's", flush=True)
         counts = render_split(Path(data_dir), split, str(expert) if expert else None, workers, limit, device=device,
-                              progress=not background)
+                              progress=not background, overwrite=bool(other))
     except ValueError as error:
         raise TrainError(f"expert renders: {error}") from None
     print(f">> expert renders{' of ' + where if background else ''}: {counts} in {time.time() - t0:.1f} s",

@@ -335,3 +335,25 @@ def test_fsdp_is_asked_for_by_flag_or_preset_and_refused_with_lora(monkeypatch, 
     assert os.environ["ACCELERATE_USE_FSDP"] == "true" and os.environ["FSDP_VERSION"] == "2"
     code, text = run(["--preset", "smoke", "--out", tmp_path / "g", "--lora", "fsdp=true"], capsys)
     assert code == 2 and "FSDP with LoRA is not supported" in text and not (tmp_path / "g").exists()
+
+
+def test_a_second_run_on_the_same_data_replaces_another_experts_renders(tmp_path, capsys):
+    """Two runs with different 3D experts on one data folder: the second makes the renders again with its own expert
+    (they are derived data) instead of stopping after its first stages; the command line still refuses without
+    --overwrite."""
+    from data_tools import expert_renders as command
+    from occmllm.expert_renders import expert_identity
+    from occmllm.recon.experts import SHIPPED
+    from train.expert import make_expert_renders
+
+    out = tmp_path / "first"
+    code, text = run(["--preset", "smoke", "--out", out, "--stages", "1", "stages.1.renders=expert",
+                      "evaluate.enabled=false"], capsys)
+    assert code == 0, text[-3000:]
+    data = out / "data"
+    make_expert_renders(data, SHIPPED["v5"], None, {}, rank0=True)
+    text = capsys.readouterr().out
+    record = json.loads((data / "train" / "expert_renders" / "expert.json").read_text())
+    assert "holds the renders of another expert" in text and "replaced by this run's expert's" in text
+    assert record["weights_sha256"] == expert_identity(str(SHIPPED["v5"]))["weights_sha256"]
+    assert command.main(["--data", str(data), "--split", "train", "--expert", "learned"]) == 2
