@@ -203,7 +203,9 @@ def train_stage_mpo(stage, settings: dict, start: Path, data_dir: Path, folder: 
     try:
         pairs = [p for kind in stage.data for p in read_pairs(data.require(kind, "train"), limit)]
     except FormatError as error:  # e.g. relabelled clarity with every answer right: nothing to balance
-        raise TrainError(f"stage {stage.id}: no preference pairs: {error}") from None
+        raise TrainError(f"stage {stage.id}: no preference pairs: {error} (the balanced clarity pairs need photos "
+                         "labelled clear and unclear: with relabelled clarity, see the '>> clarity labels' line, e.g. "
+                         "a stage-1 model that answered no Q1 right labels every photo unclear)") from None
     if data.is_export:
         print(f">> stage {stage.id} on the export: {len(pairs)} preference pairs "
               f"({data.require('dpo', 'train').annotation.name})", flush=True)
