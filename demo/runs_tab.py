@@ -86,8 +86,8 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None, models: tu
                     *show(pick, pick_other))
 
         def _show(name, name_other, stage_id=None, curve_name="loss"):
-            a = run_folders.read_run(root / name) if name else None
-            b = run_folders.read_run(root / name_other) if name_other and name_other != NONE else None
+            a = run_folders.read_run_again(root / name) if name else None
+            b = run_folders.read_run_again(root / name_other) if name_other and name_other != NONE else None
             if a is None:
                 empty = pd.DataFrame(columns=["step", "value", "run"])
                 return ("", views.banner("No run to show.", "info"), gr.update(choices=[], value=None),
@@ -116,7 +116,7 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None, models: tu
 
         if explore_model is not None:
             def open_fn(name):
-                run = run_folders.read_run(root / name) if name else None
+                run = run_folders.read_run_again(root / name) if name else None
                 model = run.final_model if run else None
                 if model is None:
                     return gr.update(), views.banner(f"{views.esc(name or 'no run')}: no trained model to open "

@@ -218,12 +218,45 @@ def read_run(path: str | Path) -> Run:
     return run
 
 
+_read: dict[Path, tuple[tuple, Run]] = {}  # read_run_again's runs, with the state of the files they were read from
+
+
+def read_run_again(path: str | Path) -> Run:
+    """read_run, from memory while none of the run's files changed (a viewer that shows a run again and again: its
+    results and curves are parsed once per change)."""
+    path = Path(path)
+    state = _files_state(path)
+    known = _read.get(path)
+    if known is not None and known[0] == state:
+        return known[1]
+    run = read_run(path)
+    _read[path] = (state, run)
+    return run
+
+
+def _files_state(path: Path) -> tuple:
+    """(name, size, mtime) of the files read_run and Run.curves read, and of the folders they are in."""
+    files = [path] + [path / name for name in ("run.json", "results.json", "timing.json")]  # a folder: its entries
+    for stage in path.glob("stage_*"):
+        files += [stage, stage / "DONE", stage / "loss.csv", stage / "eval.csv", stage / "model" / "loss.csv",
+                  stage / "model" / "config.json"]
+    files.append(path / "final" / "config.json")
+    state = []
+    for file in sorted(files):
+        try:
+            info = file.stat()
+            state.append((str(file), info.st_size, info.st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(state)
+
+
 def find_runs(root: str | Path) -> list[Run]:
     """Every folder directly under `root`, as runs (newest first; folders that are no run last, with their note)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    runs = [read_run_again(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(runs, key=lambda r: (not r.is_run, "" if r.started is None else _negate(r.started), r.name))
 
 

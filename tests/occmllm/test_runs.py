@@ -107,3 +107,23 @@ def test_broken_older_and_foreign_folders_are_listed_with_a_note(two_runs, tmp_p
     order = [run.name for run in runs.find_runs(root)]
     assert set(order[-2:]) == {"notes", "empty"}  # runs first
     assert runs.find_runs(tmp_path / "nowhere") == []
+
+
+def test_a_run_is_read_again_only_when_its_files_change(tmp_path):
+    """read_run_again (the Runs tab's reader): the same Run while nothing changed, a fresh one after a stage writes."""
+    import json
+    import os
+
+    from occmllm import runs
+
+    run = tmp_path / "r"
+    (run / "stage_1").mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"1": {"decision": 0.5, "what": "SFT"}}))
+    (run / "stage_1" / "loss.csv").write_text("step,loss\n1,2.0\n2,1.5\n")
+    first = runs.read_run_again(run)
+    assert runs.read_run_again(run) is first and first.final_decision == 0.5
+    (run / "results.json").write_text(json.dumps({"1": {"decision": 0.75, "what": "SFT"}}))
+    later = os.stat(run / "results.json").st_mtime_ns + 10**9  # a later write, whatever the clock's resolution
+    os.utime(run / "results.json", ns=(later, later))
+    again = runs.read_run_again(run)
+    assert again is not first and again.final_decision == 0.75
