@@ -166,6 +166,7 @@ def build_trainer(start: Path, out: Path, pairs, cfg: MPOConfig):
         beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights), max_length=None,
         save_strategy="steps", save_steps=cfg.save_every, save_total_limit=1, logging_steps=1, report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, dataloader_num_workers=cfg.num_workers,
+        use_cpu=not torch.cuda.is_available(),  # (transformers refuses bf16 without it on a CPU-only machine)
         remove_unused_columns=False, disable_tqdm=False, save_only_model=False,
     )
     log = LossLog(out / "loss.csv", ["step", "epoch", "loss", "lr", "rewards/accuracies", "rewards/margins"])

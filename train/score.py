@@ -142,8 +142,9 @@ def answer_distributions(model, full: dict, answer_mask: torch.Tensor, temperatu
     logits = model(**full, position_ids=position_ids, use_cache=False).logits
     length = answer_mask.shape[1]
     logits = logits[:, -length - 1:-1].float() / temperature
-    if suppress:
-        logits[..., suppress] = float("-inf")
+    suppress = [i for i in suppress or () if i < logits.shape[-1]]  # a token the tokenizer has past the model's
+    if suppress:                                                      # output rows (a converted checkpoint's <video>)
+        logits[..., suppress] = float("-inf")                         # cannot be sampled anyway
     return logits.log_softmax(-1)
 
 

@@ -93,3 +93,38 @@ def test_process_group_timeout_and_barrier_only_under_several_processes(monkeypa
     common.start_process_group(240)
     common.wait_for_all_ranks()
     assert calls[0]["timeout"] == timedelta(minutes=240) and calls[1:] == [{}, "barrier"]
+
+
+def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(toy_data, tmp_path, capsys):
+    """The `real` preset end to end on CPU from an InternVL2 chat-layout folder (the tiny Qwen2 fixture: the paper's 1B
+    layout), as `--model` takes the paper's checkpoints: converted on first use, LoRA in every stage, MPO (trl, bf16 on
+    a CPU-only machine) with the reward shift, SCoRe with the exact KL (the converted tokenizer's <video> id lies past
+    the model's 312 output rows). Every stage finishes and the final model is a whole model of the converted one's
+    names and shapes, with trained weights."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "internvl2_chat" / "qwen2" / "checkpoint"
+    model = Path(shutil.copytree(fixture, tmp_path / "paper-1b"))
+    out = tmp_path / "run"
+    code = run_all.main([
+        "--preset", "real", "--model", str(model), "--data", str(toy_data), "--out", str(out), "--report-to", "none",
+        "stages.0.expert=none", "stages.0.steps=2", "stages.0.batch_size=4", "stages.0.eval_every=0",
+        "clarity.relabel=false", "sft.global_batch=8", "mpo.global_batch=4", "score.global_batch=8",
+        "sft.num_workers=0", "mpo.limit=8", "score.limit=8", "evaluate.limit=6",
+        *[f"stages.{s}.epochs=1" for s in ("1", "2", "3b", "4b", "4c")]])
+    text = capsys.readouterr()
+    assert code == 0, (text.out + text.err)[-3000:]
+    for stage in run_all.STAGES:
+        assert (out / f"stage_{stage.id}" / "DONE").is_file(), stage.id
+    assert (model / "occmllm_native" / "model.safetensors").is_file()  # converted once, beside the folder
+    mpo_log = (out / "stage_3a" / "loss.csv").read_text().splitlines()
+    assert len(mpo_log) > 1 and "rewards/margins" in mpo_log[0]
+    assert "kl1" in (out / "stage_4a" / "loss.csv").read_text().splitlines()[0]
+    base = load_file(model / "occmllm_native" / "model.safetensors")
+    final = load_file(out / "final" / "model.safetensors")
+    assert {k: v.shape for k, v in final.items()} == {k: v.shape for k, v in base.items()}  # LoRA merged, not adapters
+    changed = [k for k in base if not (final[k].float() == base[k].float()).all()]
+    assert any("language_model" in k for k in changed), changed
