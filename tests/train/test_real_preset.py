@@ -95,7 +95,7 @@ def test_process_group_timeout_and_barrier_only_under_several_processes(monkeypa
     assert calls[0]["timeout"] == timedelta(minutes=240) and calls[1:] == [{}, "barrier"]
 
 
-def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(toy_data, tmp_path, capsys):
+def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(toy_copy, tmp_path, capsys):
     """The `real` preset end to end on CPU from an InternVL2 chat-layout folder (the tiny Qwen2 fixture: the paper's 1B
     layout), as `--model` takes the paper's checkpoints: converted on first use, LoRA in every stage, MPO (trl, bf16 on
     a CPU-only machine) with the reward shift, SCoRe with the exact KL (the converted tokenizer's <video> id lies past
@@ -110,7 +110,7 @@ def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(toy_data, t
     model = Path(shutil.copytree(fixture, tmp_path / "paper-1b"))
     out = tmp_path / "run"
     code = run_all.main([
-        "--preset", "real", "--model", str(model), "--data", str(toy_data), "--out", str(out), "--report-to", "none",
+        "--preset", "real", "--model", str(model), "--data", str(toy_copy), "--out", str(out), "--report-to", "none",
         "stages.0.expert=none", "stages.0.steps=2", "stages.0.batch_size=4", "stages.0.eval_every=0",
         "clarity.relabel=false", "sft.global_batch=8", "mpo.global_batch=4", "score.global_batch=8",
         "sft.num_workers=0", "mpo.limit=8", "score.limit=8", "evaluate.limit=6",

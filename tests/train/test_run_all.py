@@ -302,11 +302,12 @@ def test_under_torchrun_only_rank_0_trains_the_3d_expert(toy_data, tiny_model, t
     assert not (out / "stage_0" / "model").exists()
 
 
-def test_work_for_later_steps_runs_beside_stage_1(toy_data, tmp_path, capsys):
+def test_work_for_later_steps_runs_beside_stage_1(toy_copy, tmp_path, capsys):
     """prefetch=true (on a GPU the default): the test photos' expert renders, the clarity photos and their renders are
-    made in the background while stage 1 trains; the evaluation and the clarity labels then find them made."""
+    made in the background while stage 1 trains; the evaluation and the clarity labels then find them made. (A copy
+    of the data: renders another test left in the shared one would be found made.)"""
     out = tmp_path / "prefetch"
-    code, text = run(["--preset", "smoke", "--data", toy_data, "--out", out, "--stages", "0", "1", "2", "prefetch=true",
+    code, text = run(["--preset", "smoke", "--data", toy_copy, "--out", out, "--stages", "0", "1", "2", "prefetch=true",
                       "stages.0.shipped=true", "clarity.relabel=true", "clarity.n=16", "clarity.rule=route",
                       "evaluate.limit=8"], capsys)
     assert code == 0, text[-3000:]
