@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     if distributed:
         import torch.distributed as dist
 
-        dist.destroy_process_group()
+        dist.barrier()  # every process here before any tears the group down (a gloo peer leaving while another
+        dist.destroy_process_group()  # still saves ended that one with "terminate called" under a loaded CPU)
 
 
 if __name__ == "__main__":
