@@ -95,19 +95,20 @@ def test_process_group_timeout_and_barrier_only_under_several_processes(monkeypa
     assert calls[0]["timeout"] == timedelta(minutes=240) and calls[1:] == [{}, "barrier"]
 
 
-def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(toy_copy, tmp_path, capsys):
-    """The `real` preset end to end on CPU from an InternVL2 chat-layout folder (the tiny Qwen2 fixture: the paper's 1B
-    layout), as `--model` takes the paper's checkpoints: converted on first use, LoRA in every stage, MPO (trl, bf16 on
-    a CPU-only machine) with the reward shift, SCoRe with the exact KL (the converted tokenizer's <video> id lies past
-    the model's 312 output rows). Every stage finishes and the final model is a whole model of the converted one's
-    names and shapes, with trained weights."""
+@pytest.mark.parametrize("family", ["qwen2", "internlm2", "phi3", "internlm2_5"])
+def test_real_preset_trains_every_stage_of_a_paper_format_checkpoint(family, toy_copy, tmp_path, capsys):
+    """The `real` preset end to end on CPU from an InternVL2 chat-layout folder (the tiny fixtures of the paper's four
+    models' layouts), as `--model` takes the paper's checkpoints: converted on first use, LoRA in every stage, MPO
+    (trl, bf16 on a CPU-only machine) with the reward shift, SCoRe with the exact KL (the converted tokenizer's <video>
+    id can lie past the model's output rows: 312 in the Qwen2 fixture). Every stage finishes and the final model is a
+    whole model of the converted one's names and shapes, with trained weights."""
     import shutil
     from pathlib import Path
 
     from safetensors.torch import load_file
 
-    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "internvl2_chat" / "qwen2" / "checkpoint"
-    model = Path(shutil.copytree(fixture, tmp_path / "paper-1b"))
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "internvl2_chat" / family / "checkpoint"
+    model = Path(shutil.copytree(fixture, tmp_path / family))
     out = tmp_path / "run"
     code = run_all.main([
         "--preset", "real", "--model", str(model), "--data", str(toy_copy), "--out", str(out), "--report-to", "none",
