@@ -82,9 +82,17 @@ def _inputs(processor, images, texts, device):
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def suppressed_ids(tokenizer) -> list[int]:
-    """No image or other special token inside an answer (an untrained model would sample them): eos ends it."""
-    return sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+def suppressed_ids(tokenizer, vocabulary: int | None = None) -> list[int]:
+    """No image or other special token inside an answer (an untrained model would sample them): eos ends it. Ids from
+    `vocabulary` on (the model's output rows) are left out: the model cannot produce them (a converted checkpoint's
+    <video> token can lie there)."""
+    special = set(tokenizer.all_special_ids) - {tokenizer.eos_token_id}
+    return sorted(i for i in special if vocabulary is None or i < vocabulary)
+
+
+def output_rows(model) -> int:
+    """How many tokens the model's head scores."""
+    return model.get_output_embeddings().weight.shape[0]
 
 
 SAMPLING_KEEPS = ("eos_token_id", "bos_token_id", "decoder_start_token_id")  # the checkpoint's, for its turn's end
@@ -103,7 +111,7 @@ def sampling_config(model, tokenizer, cfg: SCoReConfig):
                             repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
                             encoder_no_repeat_ngram_size=0, length_penalty=1.0, min_length=0, min_new_tokens=None,
                             max_new_tokens=cfg.max_new_tokens, num_beams=1, num_return_sequences=1,
-                            suppress_tokens=suppressed_ids(tokenizer), begin_suppress_tokens=None, bad_words_ids=None,
+                            suppress_tokens=suppressed_ids(tokenizer, output_rows(model)), begin_suppress_tokens=None, bad_words_ids=None,
                             sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None,
                             renormalize_logits=False, watermarking_config=None)
 
@@ -142,9 +150,8 @@ def answer_distributions(model, full: dict, answer_mask: torch.Tensor, temperatu
     logits = model(**full, position_ids=position_ids, use_cache=False).logits
     length = answer_mask.shape[1]
     logits = logits[:, -length - 1:-1].float() / temperature
-    suppress = [i for i in suppress or () if i < logits.shape[-1]]  # a token the tokenizer has past the model's
-    if suppress:                                                      # output rows (a converted checkpoint's <video>)
-        logits[..., suppress] = float("-inf")                         # cannot be sampled anyway
+    if suppress:
+        logits[..., suppress] = float("-inf")
     return logits.log_softmax(-1)
 
 
@@ -212,7 +219,8 @@ def score_step(policy, reference, processor, images, labels, cfg: SCoReConfig, s
     full2, mask2, answers2 = sample_attempt(generator, processor, images, second_texts, cfg)
     r1, r2 = rewards_of(answers1, labels, mask1.device), rewards_of(answers2, labels, mask2.device)
 
-    sampled = dict(temperature=cfg.temperature, suppress=suppressed_ids(processor.tokenizer))
+    suppress = suppressed_ids(processor.tokenizer, output_rows(generator))
+    sampled = dict(temperature=cfg.temperature, suppress=suppress)
     dist1, dist2 = (answer_distributions(policy, full1, mask1, **sampled),
                     answer_distributions(policy, full2, mask2, **sampled))
     with torch.no_grad():
