@@ -65,9 +65,19 @@ class Light:
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-def _renderer(width: int, height: int):
+def _pyrender():
+    """pyrender, imported so that it works on a headless GPU server: pyrender imports its pyglet viewer even offscreen,
+    and pyglet 2 then loads X11 libraries such a server lacks ('NoneType' object has no attribute
+    'XRenderFindVisualFormat'); with EGL, pyglet is told to be headless (it then uses EGL too)."""
+    if os.environ.get("PYOPENGL_PLATFORM") == "egl":
+        os.environ.setdefault("PYGLET_HEADLESS", "true")
     import pyrender
 
+    return pyrender
+
+
+def _renderer(width: int, height: int):
+    pyrender = _pyrender()
     key = (width, height)
     if key not in _renderers:
         if not _renderers:
@@ -298,7 +308,7 @@ def _projection(K: np.ndarray, size: int, znear: float, zfar: float) -> np.ndarr
 
 
 def _draw_pyrender(positions, colors, indices, K, size, znear, zfar):
-    import pyrender
+    pyrender = _pyrender()
 
     scene = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.zeros(3))
     rgba = np.concatenate([colors, np.ones((len(colors), 1), np.float32)], axis=1)
