@@ -27,8 +27,9 @@ from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, 
 
 WEIGHTS = Path(__file__).parent / "weights"
 # The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`): "v4" (width 32), the default, whose
-# renders the shipped default VLM was trained to read; "v5" (width 48, thin-part targets), the better shapes (README).
-SHIPPED = {"v4": WEIGHTS, "v5": Path(__file__).parent / "weights_v5"}
+# renders the shipped default VLM was trained to read; "v5" (width 48, thin-part targets), the better shapes on
+# generation-1 photos; "g2" (v5 fine-tuned on generation-2 photos), the one for generation-2 data (README).
+SHIPPED = {"v4": WEIGHTS, "v5": Path(__file__).parent / "weights_v5", "g2": Path(__file__).parent / "weights_g2"}
 
 
 def weights_folder(path: str | Path | None = None) -> Path:
@@ -106,7 +107,7 @@ class LearnedExpert:
     """The trained occupancy network (occmllm.recon.model): photo -> amodal mesh in the camera frame -> render.
 
     path: a folder with config.json + model.safetensors, or a shipped expert's name ("v4", the default, in
-    occmllm/recon/weights; "v5" in occmllm/recon/weights_v5; see SHIPPED).
+    occmllm/recon/weights; "v5" in occmllm/recon/weights_v5; "g2" in occmllm/recon/weights_g2; see SHIPPED).
     threshold: occupancy probability of the surface. min_objectness: below it, "no object found".
     flip_average: also read the mirror image and average both predictions (twice the network time, +0.02 IoU;
     only for photos whose principal point is centred, like the synthetic data and the default K).

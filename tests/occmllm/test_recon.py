@@ -346,11 +346,12 @@ def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
     assert expert_from_spec("learned").config.width == 32
     assert expert_from_spec("learned:v5").config.width == 48
     assert LearnedExpert("v5").config.width == 48
+    assert expert_from_spec("learned:g2").config.width == 48
     own = OccupancyNet(TINY)
     own.save_pretrained(tmp_path / "v5")
     monkeypatch.chdir(tmp_path)
     assert weights_folder("v5") == Path("v5") and LearnedExpert("v5").config.width == TINY.width
-    with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5"):
+    with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5, g2"):
         expert_from_spec("learned:v9")
 
 
