@@ -40,7 +40,8 @@ def build(studio: Studio) -> gr.Dropdown:
                                         info="'default' or the path of a local checkpoint folder")
                     expert = gr.Dropdown(list(dict.fromkeys([config.expert, *EXPERT_CHOICES, *config.experts])),
                                          value=config.expert, label="3D expert", allow_custom_value=True,
-                                         info="learned (the shipped v4 expert), learned:v5 (the shipped v5 expert), "
+                                         info="learned (the shipped v4 expert), learned:v5 (the shipped v5 expert), learned:g2 (v5 "
+                                              "fine-tuned on generation-2 photos), "
                                               "learned:FOLDER, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
                     with gr.Row():
                         force_3d = gr.Checkbox(False, label="Force 3D")

@@ -31,6 +31,7 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
     studio, url = q1_app
     # per item, by keyboard: accept A, accept B, correct both, prefer A but correct it, and again
     plan = ["1", "2", "fix", "1+fix", "1", "fix", "2", "4+fix"]
+    seen = []  # per step: the answers on the screen and the note after the key press (printed when a check fails)
     with chromium_page(url, wait_for=None, accept_downloads=True) as page:
         page.get_by_role("tab", name="Annotate").click()
         page.fill("#name input, #name textarea", "kim")
@@ -50,6 +51,7 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
                 page.keyboard.press(step[0])
             page.wait_for_function("(before) => { const n = document.querySelector('#note').innerText; "
                                    "return n !== before && n.includes('saved #'); }", arg=before, timeout=40000)
+            seen.append(f"{step}: {shown} -> {page.inner_text('#note')!r}")
         page.get_by_role("tab", name="Export").click()
         page.click("#btn-export")
         page.wait_for_function("() => document.querySelector('#export-note').innerText.includes('validated')",
@@ -61,7 +63,8 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
 
     judged = [j for j in studio.store.judgments() if j["annotator"] == "kim"]
     expected = {"1": "A", "2": "B", "fix": "both_bad", "1+fix": "A", "4+fix": "both_bad"}
-    assert [(j["choice"], j["correction"] is not None) for j in judged] == [(expected[s], "fix" in s) for s in plan]
+    assert [(j["choice"], j["correction"] is not None) for j in judged] == [(expected[s], "fix" in s) for s in plan], (
+        "\n".join(seen + [str((j["id"], j["item_id"], j["choice"], j["correction"])) for j in judged]))
     export = tmp_path / "export"
     zipfile.ZipFile(archive).extractall(export)
     assert {"preferences.jsonl", "sft.jsonl", "labels.jsonl", "self_correction.jsonl"} <= {p.name for p in export.iterdir()}
