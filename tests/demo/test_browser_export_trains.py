@@ -36,11 +36,14 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
         page.get_by_role("tab", name="Annotate").click()
         page.fill("#name input, #name textarea", "kim")
         page.click("#btn-start")
-        for step in plan:
-            page.wait_for_selector("#item-photo img", timeout=60000)  # after 'preparing', the item comes by itself
+        for step in plan:  # each step waits for its judgment's acknowledgement before the next key press
+            try:
+                page.wait_for_selector("#item-photo img", timeout=60000)  # after 'preparing', the item comes by itself
+            except Exception as error:
+                raise AssertionError("\n".join(seen + [f"{step}: no photo; note {page.inner_text('#note')!r}, "
+                                                          f"{page.inner_text('#question')!r}"])) from error
             shown = (page.inner_text("#cand-a .cand-text"), page.inner_text("#cand-b .cand-text"))
             fix = next(prompts.identify_answer(c) for c in prompts.CLASSES if prompts.identify_answer(c) not in shown)
-            before = page.inner_text("#note")
             page.locator("#guidelines").click()  # away from the text box: the keys are shortcuts
             if "fix" in step:
                 page.keyboard.press("e")
@@ -49,8 +52,11 @@ def test_an_export_made_in_chromium_trains_stages_1_3a_4a(q1_app, tmp_path):
                 page.keyboard.press("Enter" if step == "fix" else "Escape")  # Enter: it is neither A nor B -> both bad
             if step[0] in "124":
                 page.keyboard.press(step[0])
-            page.wait_for_function("(before) => { const n = document.querySelector('#note').innerText; "
-                                   "return n !== before && n.includes('saved #'); }", arg=before, timeout=40000)
+            # the app's own message for this judgment: the store's row number, one per step in this fresh store (the
+            # note also shows Gradio's timer while the request runs, over the previous message: not an answer)
+            page.wait_for_function("(row) => { const b = document.querySelector('#note .banner'); "
+                                   "return b !== null && b.innerText.startsWith(`saved #${row}:`); }",
+                                   arg=len(seen) + 1, timeout=40000)
             seen.append(f"{step}: {shown} -> {page.inner_text('#note')!r}")
         page.get_by_role("tab", name="Export").click()
         page.click("#btn-export")
