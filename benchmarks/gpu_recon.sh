@@ -41,8 +41,8 @@ export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=
 quiet() { tr '\r' '\n' | grep -v -E "(it/s|s/it)\]$|^[[:space:]]*$" || true; }  # drop progress-bar lines
 elapsed() { echo $(( $(date +%s) - START )); }
 echo "== gpu_recon: n=$N data=$DATA run=$RUN device=$DEVICE batch=$BATCH workers=$WORKERS budget=${TOTAL} min"
-[ "${PYOPENGL_PLATFORM:-}" = egl ] && export PYGLET_HEADLESS=${PYGLET_HEADLESS:-true}  # as occmllm.render does (no X11 there)
-$PY -c "import torch, trimesh, skimage, pyrender; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+$PY -c "import torch, trimesh, skimage; from occmllm.render import import_pyrender; import_pyrender()
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 # 1. the dataset (resumable: existing samples are skipped)
 have=$(ls "$DATA/train/shapes" 2>/dev/null | wc -l || true); have_test=$(ls "$DATA/test/shapes" 2>/dev/null | wc -l || true)

@@ -65,7 +65,7 @@ class Light:
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-def _pyrender():
+def import_pyrender():
     """pyrender, imported so that it works on a headless GPU server: pyrender imports its pyglet viewer even offscreen,
     and pyglet 2 then loads X11 libraries such a server lacks ('NoneType' object has no attribute
     'XRenderFindVisualFormat'); with EGL, pyglet is told to be headless (it then uses EGL too)."""
@@ -77,7 +77,7 @@ def _pyrender():
 
 
 def _renderer(width: int, height: int):
-    pyrender = _pyrender()
+    pyrender = import_pyrender()
     key = (width, height)
     if key not in _renderers:
         if not _renderers:
@@ -308,7 +308,7 @@ def _projection(K: np.ndarray, size: int, znear: float, zfar: float) -> np.ndarr
 
 
 def _draw_pyrender(positions, colors, indices, K, size, znear, zfar):
-    pyrender = _pyrender()
+    pyrender = import_pyrender()
 
     scene = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.zeros(3))
     rgba = np.concatenate([colors, np.ones((len(colors), 1), np.float32)], axis=1)

@@ -47,7 +47,7 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
     settings = dict(settings)
     chosen = chosen_expert(settings)
     if chosen:
-        from occmllm.recon.experts import learned_weights
+        from occmllm.recon.experts import SHIPPED, learned_weights
 
         key, value, spec = chosen
         try:
@@ -55,8 +55,9 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
         except (ValueError, FileNotFoundError) as error:
             raise TrainError(f"stages.0.{key}={value}: {error}") from None
         if not (folder / "model.safetensors").is_file():
+            shipped = ", ".join(f"learned:{name}" for name in SHIPPED)
             raise TrainError(f"stages.0.{key}={value}: {folder} holds no model.safetensors (expected learned, "
-                             "learned:v4, learned:v5, learned:g2 or learned:FOLDER, a learned expert's folder)")
+                             f"{shipped} or learned:FOLDER, a learned expert's folder)")
         print(f">> stage 0: using the 3D expert {folder} (stages.0.{key}={value})")
         return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):  # the VLM stages' settings, if a preset has them
