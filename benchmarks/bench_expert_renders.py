@@ -28,14 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from occmllm.recon.experts import LEARNED_HELP
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder from data_tools.synth")
     parser.add_argument("--split", default="train")
     parser.add_argument("--limit", type=int, default=2000, help="photos rendered per mode (default 2000)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped v4), learned:v5 or "
-                        "learned:FOLDER (a bare v5 or FOLDER is still read)")
+    parser.add_argument("--expert", default="learned", help=f"the learned 3D expert: {LEARNED_HELP} (a bare NAME or "
+                        "FOLDER is still read)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--modes", nargs="+", default=["per-worker", "batched", "per-worker-cpu"])
     parser.add_argument("--parts", type=int, default=50, help="photos timed part by part (0: skip)")

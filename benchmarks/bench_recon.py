@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from occmllm.dataset import load_shape, manifest_rows, sample_path
 from occmllm.recon import LearnedExpert, OracleExpert
-from occmllm.recon.experts import learned_weights
+from occmllm.recon.experts import LEARNED_HELP, learned_weights
 from occmllm.recon.data import list_ids
 from occmllm.recon.scores import compare_meshes, depth_aligned
 
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/synth", help="synthetic dataset folder (made by data_tools.synth)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped v4), learned:v5 or "
-                        "learned:FOLDER (a bare v5 or FOLDER is still read)")
+    parser.add_argument("--expert", default="learned", help=f"the learned 3D expert: {LEARNED_HELP} (a bare NAME or "
+                        "FOLDER is still read)")
     parser.add_argument("--limit", type=int, default=300, help="first N test photos (0: all)")
     parser.add_argument("--timing", type=int, default=50, help="photos timed for the speed figure (one process, "
                         "after the scoring)")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from occmllm.dataset import kind_folder, load_shape, manifest_rows, sample_path  # noqa: E402
 from occmllm.images import as_rgb_array  # noqa: E402
 from occmllm.recon import LearnedExpert  # noqa: E402
-from occmllm.recon.experts import learned_weights  # noqa: E402
+from occmllm.recon.experts import LEARNED_HELP, learned_weights  # noqa: E402
 from occmllm.recon.data import object_extent, window_of  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--start", type=int, default=0, help="first photo (sorted ids)")
     parser.add_argument("--limit", type=int, default=60)
-    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped v4), learned:v5 or "
-                        "learned:FOLDER (a bare v5 or FOLDER is still read)")
+    parser.add_argument("--expert", default="learned", help=f"the learned 3D expert: {LEARNED_HELP} (a bare NAME or "
+                        "FOLDER is still read)")
     parser.add_argument("--object-class", default=None, help="only the photos of this class (from the manifest), "
                         "e.g. knife")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ from pathlib import Path
 from occmllm import expert_renders as library
 from occmllm.dataset import EXPERT_RENDERS, kind_folder
 from occmllm.expert_renders import render_split
-from occmllm.recon.experts import SHIPPED, learned_weights
+from occmllm.recon.experts import LEARNED_HELP, learned_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (data_tools.synth or the same layout)")
     parser.add_argument("--split", default="train", help="split whose photos are rendered (default train)")
-    shipped = ", ".join(f"learned:{name}" for name in SHIPPED)
-    parser.add_argument("--expert", default="learned", help="the learned 3D expert: learned (the default, the shipped "
-                        f"v4 in occmllm/recon/weights), a shipped one by name ({shipped}) or learned:FOLDER")
+    parser.add_argument("--expert", default="learned", help=f"the learned 3D expert: {LEARNED_HELP}")
     parser.add_argument("--workers", type=int, default=1, help="processes, one thread each (default 1)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: each worker runs the network on the GPU")

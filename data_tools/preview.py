@@ -12,6 +12,8 @@ from occmllm.dataset import SPLITS, SynthDataset
 
 
 def main(argv=None) -> int:
+    from occmllm.recon.experts import LEARNED_HELP
+
     p = argparse.ArgumentParser(prog="python -m data_tools.preview", description=library.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, help="dataset folder written by data_tools.synth")
@@ -21,7 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-render", action="store_true", help="also show the object render and the masks")
     p.add_argument("--experts", nargs="+", default=[], metavar="EXPERT", help="also each learned 3D expert's "
-                   "render, labelled with its IoU: learned (v4), learned:v5 or learned:FOLDER")
+                   f"render, labelled with its IoU: {LEARNED_HELP}")
     p.add_argument("--object-class", help="only samples of this class (e.g. knife)")
     p.add_argument("--out", type=Path, help="PNG to write (default DATA/preview[_split].png)")
     args = p.parse_args(argv)

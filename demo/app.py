@@ -64,11 +64,13 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, bloc
 
 
 def main(argv: list[str] | None = None) -> None:
+    from occmllm.recon.experts import LEARNED_HELP
+
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="'default' (embedded model) or a local checkpoint folder")
-    parser.add_argument("--expert", default="learned", help="3D expert: learned[:WEIGHTS] (a folder, or a shipped "
-                        "expert: v4, the default, or v5), oracle:DATA_DIR[:SPLIT], folder:DIR or none (default: learned)")
+    parser.add_argument("--expert", default="learned", help=f"3D expert: {LEARNED_HELP}, oracle:DATA_DIR[:SPLIT], "
+                        "folder:DIR or none (default: learned)")
     parser.add_argument("--data", default="data/studio", type=Path, help="data folder for the annotation database "
                         "and uploaded photos (default: data/studio)")
     parser.add_argument("--dataset", type=Path, help="dataset folder to annotate (seed JSONL files + images)")

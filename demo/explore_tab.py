@@ -18,6 +18,7 @@ from demo import views
 from demo.photo_input import PhotoInput
 from demo.studio import DEFAULT_MODEL, EXPERT_CHOICES, FinishedRun, Studio, StudioError
 from occmllm.images import ImageError
+from occmllm.recon.experts import LEARNED_HELP
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
@@ -40,9 +41,7 @@ def build(studio: Studio) -> gr.Dropdown:
                                         info="'default' or the path of a local checkpoint folder")
                     expert = gr.Dropdown(list(dict.fromkeys([config.expert, *EXPERT_CHOICES, *config.experts])),
                                          value=config.expert, label="3D expert", allow_custom_value=True,
-                                         info="learned (the shipped v4 expert), learned:v5 (the shipped v5 expert), learned:g2 (v5 "
-                                              "fine-tuned on generation-2 photos), "
-                                              "learned:FOLDER, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
+                                         info=f"{LEARNED_HELP}, oracle:DATA_DIR[:SPLIT], folder:DIR or none")
                     with gr.Row():
                         force_3d = gr.Checkbox(False, label="Force 3D")
                         describe = gr.Checkbox(False, label="Show description step")

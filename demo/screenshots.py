@@ -170,14 +170,15 @@ def _save(page, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from occmllm.recon.experts import LEARNED_HELP
+
     parser = argparse.ArgumentParser(prog="python -m demo.screenshots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNGs (default: docs)")
     parser.add_argument("--dataset", type=Path, help="dataset folder for Annotate (default: 40 synthetic samples)")
     parser.add_argument("--example", default="bottle_clear.jpg", help="the demo/examples photo run on Explore")
     parser.add_argument("--fuse", action="store_true", help="Explore decides by photo and render together")
-    parser.add_argument("--expert", default="learned", help="the 3D expert (default: learned, the v4 expert; "
-                        "learned:v5 the wider one)")
+    parser.add_argument("--expert", default="learned", help=f"the 3D expert: {LEARNED_HELP} (default: learned)")
     parser.add_argument("--only-runs", action="store_true", help="only the Runs tab (screenshot-runs.png)")
     parser.add_argument("--runs", type=Path, help="folder of training runs for the Runs tab (default: two smoke runs "
                         "made into a temporary folder)")

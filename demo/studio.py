@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 LOOKAHEAD = 32  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
 BATCH = 8  # items given answers at once (one batched sampling call)
 
-EXPERT_CHOICES = ("learned", "learned:v5", "learned:g2", "none")  # learned = the v4 expert (occmllm.recon.experts.SHIPPED)
+EXPERT_CHOICES = ("learned", "learned:v5", "learned:g2", "none")  # learned = occmllm.recon.experts.DEFAULT
 CANDIDATE_MODES = {
     "samples": "two distinct samples of the model",
     "3d": "the answer before and after the 3D route",

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from occmllm import metrics, prompts
 from occmllm.dataset import manifest_rows
 from occmllm.images import ImageError, load_image
+from occmllm.recon.experts import LEARNED_HELP
 
 
 @dataclass
@@ -218,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="test JSONL in the seed's format (e.g. DIR/test_Q1.jsonl)")
     parser.add_argument("--images", required=True, help="folder the JSONL's image paths are relative to")
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="none", help="3D expert: none | learned[:WEIGHTS] (a folder, or a "
-                        "shipped expert: v4, the default, or v5) | oracle:DATA_DIR[:SPLIT]")
+    parser.add_argument("--expert", default="none", help=f"3D expert: none (default) | {LEARNED_HELP} | "
+                        "oracle:DATA_DIR[:SPLIT]")
     parser.add_argument("--renders", help="folder of precomputed renders ({id}_0_obman_test_rgb_{id}.jpg.png)")
     parser.add_argument("--out", default="runs/evaluate", help="output folder (default: runs/evaluate)")
     parser.add_argument("--batch-size", type=int, default=32)

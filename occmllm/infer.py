@@ -3,7 +3,7 @@
     python -m occmllm.infer photo.jpg [more.jpg ...] [--model PATH] [--expert learned] [--describe] [--json]
 
 Without --model the embedded default model is used (it says so when it is untrained). The 3D expert is the app's,
-`learned` (the shipped v4 expert), unless --expert says otherwise: none, learned:WEIGHTS, learned:v5, learned:g2,
+`learned` (occmllm.recon.experts.DEFAULT), unless --expert says otherwise: none, learned:NAME|FOLDER,
 oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming). With --expert none a "No" to the
 clarity question is reported as "3D required" with no expert, and the first answer is kept. Each identify step also
 prints the model's three most probable classes (--no-probabilities to skip that extra pass).
@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from occmllm.images import ImageError
+from occmllm.recon.experts import LEARNED_HELP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Example: python -m occmllm.infer photo.jpg --expert learned --json")
     parser.add_argument("images", nargs="+", help="photo files (jpg, png, ...)")
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="learned", help="3D expert, as in the app (default: learned, the shipped "
-                        "v4 expert): learned[:WEIGHTS] (a folder, or a shipped expert: v4, v5 or g2) | oracle:DATA_DIR | "
-                        "folder:DIR | none")
+    parser.add_argument("--expert", default="learned", help=f"3D expert, as in the app (default: learned): {LEARNED_HELP} | "
+                        "oracle:DATA_DIR | folder:DIR | none")
     parser.add_argument("--no-probabilities", dest="probabilities", action="store_false",
                         help="skip the class probabilities (one extra forward pass per read image)")
     parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")

@@ -6,9 +6,9 @@ renders of a dataset's photos made with the run's expert, which later stages and
     (the same as: python -m occmllm.recon.train, with the preset's settings)
 A dataset without shapes (e.g. an export from the app) cannot train it: the stage then uses the expert shipped in
 occmllm/recon/weights and says so. `stages.0.expert` names an expert to use instead of training one, in the spelling
-of the app and the command lines (occmllm.recon.expert_from_spec): `learned` (the default preset: the shipped v4
-expert, trained on the GPU by occmllm.recon's own recipe; minutes to retrain), `learned:v5` the wider shipped expert,
-`learned:FOLDER` any trained expert; `none` (or leaving it out) trains one. The older `stages.0.shipped=true|v5|FOLDER`
+of the app and the command lines (occmllm.recon.expert_from_spec): `learned` (the shipped expert
+occmllm.recon.experts.DEFAULT, trained on the GPU by occmllm.recon's own recipe), `learned:NAME` another shipped
+one (SHIPPED), `learned:FOLDER` any trained expert; `none` (or leaving it out) trains one. The older `stages.0.shipped=true|v5|FOLDER`
 is still read, with a message naming the new spelling.
 """
 

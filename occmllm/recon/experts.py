@@ -25,11 +25,18 @@ from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, half_depth, mesh_from_grid
 from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
 
-WEIGHTS = Path(__file__).parent / "weights"
-# The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`): "v4" (width 32), the default, whose
-# renders the shipped default VLM was trained to read; "v5" (width 48, thin-part targets), the better shapes on
-# generation-1 photos; "g2" (v5 fine-tuned on generation-2 photos), the one for generation-2 data (README).
-SHIPPED = {"v4": WEIGHTS, "v5": Path(__file__).parent / "weights_v5", "g2": Path(__file__).parent / "weights_g2"}
+# The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`): "v4" (width 32, in
+# occmllm/recon/weights); "v5" (width 48, thin-part targets), the better shapes on generation-1 photos; "g2" (v5
+# fine-tuned on generation-2 photos), the one for generation-2 data (README).
+SHIPPED = {"v4": Path(__file__).parent / "weights", "v5": Path(__file__).parent / "weights_v5",
+           "g2": Path(__file__).parent / "weights_g2"}
+# What `learned` (and LearnedExpert()) means everywhere: the expert whose renders the shipped default VLM was trained
+# to read (README: the shipped default model).
+DEFAULT = "v4"
+WEIGHTS = SHIPPED[DEFAULT]
+# The one description of the learned spellings, for every --expert help.
+LEARNED_HELP = (f"learned (the shipped {DEFAULT} expert, the app's default), learned:NAME (a shipped expert: "
+                f"{', '.join(SHIPPED)}) or learned:FOLDER (a trained expert's folder)")
 
 
 def weights_folder(path: str | Path | None = None) -> Path:
@@ -44,12 +51,12 @@ def weights_folder(path: str | Path | None = None) -> Path:
     return Path(path)
 
 
-SPEC_HELP = "none | learned[:v4|v5|FOLDER] | oracle:DATA_DIR[:SPLIT] | folder:DIR"
+SPEC_HELP = f"none | learned[:{'|'.join(SHIPPED)}|FOLDER] | oracle:DATA_DIR[:SPLIT] | folder:DIR"
 
 
 def expert_from_spec(spec: str | None):
     """The 3D expert a spec names, the one spelling used everywhere (the app, infer, evaluate, the recipe's presets):
-    "none" (or None), "learned" (the default shipped expert, v4) or "learned:NAME|FOLDER" (a shipped expert's name,
+    "none" (or None), "learned" (the default shipped expert, DEFAULT) or "learned:NAME|FOLDER" (a shipped expert's name,
     see SHIPPED, or a trained expert's folder), "oracle:DATA_DIR[:SPLIT]" (the synthetic ground truth),
     "folder:DIR" (precomputed renders named `{id}_0_obman_test_rgb_{id}.jpg.png`)."""
     if not spec or spec == "none":
@@ -106,8 +113,8 @@ def finish(mesh: trimesh.Trimesh | None, K: np.ndarray, size: int, views: bool, 
 class LearnedExpert:
     """The trained occupancy network (occmllm.recon.model): photo -> amodal mesh in the camera frame -> render.
 
-    path: a folder with config.json + model.safetensors, or a shipped expert's name ("v4", the default, in
-    occmllm/recon/weights; "v5" in occmllm/recon/weights_v5; "g2" in occmllm/recon/weights_g2; see SHIPPED).
+    path: a folder with config.json + model.safetensors, or a shipped expert's name (see SHIPPED;
+    None: DEFAULT).
     threshold: occupancy probability of the surface. min_objectness: below it, "no object found".
     flip_average: also read the mirror image and average both predictions (twice the network time, +0.02 IoU;
     only for photos whose principal point is centred, like the synthetic data and the default K).

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from occmllm.dataset import kind_folder
 from occmllm.recon.data import DeviceDataset, image_cache
+from occmllm.recon.experts import SHIPPED
 from occmllm.recon.model import OccupancyNet, OccupancyNetConfig, box_targets, expert_loss, widened
 
 
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", default="depth", choices=["depth", "intervals"], help="depth: a logit per depth "
                         "cell of each ray; intervals: two (start, length, presence) depth intervals per ray")
     parser.add_argument("--init", default=None, help="start from this trained expert's weights (a "
-                        "folder, or a shipped expert's name: v4, v5) instead of random ones; ignored when --out has a "
+                        f"folder, or a shipped expert's name: {', '.join(SHIPPED)}) instead of random ones; ignored when --out has a "
                         "checkpoint to resume")
     parser.add_argument("--thin-targets", action="store_true", help="train the surface cells of thin parts (blades, "
                         "walls) as inside instead of 1/2, so that they survive the 0.5 threshold")
