@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Run the recipe (or the 3D expert's training) on an offline GPU box that has a CUDA torch, transformers, peft and
+# accelerate but not this project's other packages, and that may only be reachable through short commands (a run
+# outlives each command; results come back as files of at most 15 MB).
+#
+# On a machine with network, in the project root (once):
+#   bash train/gpu_box.sh wheels            # .whl/: the wheels the box lacks (Python 3.12, x86-64): trl, datasets,
+#                                           #   trimesh, pyrender, pyglet, PyOpenGL, ... (WHEEL_PYTHON=3.11 for another)
+#   bash train/gpu_box.sh backgrounds       # data/backgrounds/: mate-backgrounds' photos, for the generator there
+#   # and, for offscreen rendering through the NVIDIA driver's EGL, a folder .gpu-gl/ of GL dispatch libraries
+#   # (libEGL, libGL, libOpenGL from Debian's libglvnd, and 10_nvidia.json): GL_LIBS=.gpu-gl
+# Send the project with those folders to the box; there, in the project root:
+#   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
+#   bash train/gpu_box.sh wait RUN SECONDS [DEST]            # watch it; once it ended, its results into DEST
+#                                                            # (default $OUT): results.md, timing.json, run.log,
+#                                                            # stages.tgz (every stage's results, no weights),
+#                                                            # final.tgz.aa, .ab, ... (the final model; cat them)
+#   bash train/gpu_box.sh expert RUN [gpu_recon.sh arguments] # benchmarks/gpu_recon.sh detached, same `wait`
+# `start` installs the wheels into /tmp/site (once per box), checks that everything imports and that pyrender
+# renders offscreen, then starts the run in its own process session (it goes on when the command that started it
+# returns); `wait` polls every 20 s for SECONDS at most, prints the end of the log, and collects once the run ended.
+set -euo pipefail
+cmd=${1:-help}; shift || true
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+WHEELS="trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 xxhash fsspec==2026.9.0 trimesh pyrender
+pyglet==2.1.19 PyOpenGL==3.1.10 freetype-py networkx imageio six"
+
+box_env() {  # the box's environment: the carried wheels, EGL through the NVIDIA driver, the background photos
+  if [ -d .whl ] && [ ! -f /tmp/site/.installed ] && ! python3 -c "import trl, datasets, trimesh, pyrender" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    touch /tmp/site/.installed
+  fi
+  export PYTHONPATH=/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}
+  local gl=${GL_LIBS:-.gpu-gl}
+  if [ -d "$gl" ]; then
+    export LD_LIBRARY_PATH=$ROOT/$gl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} PYOPENGL_PLATFORM=egl
+    export __EGL_VENDOR_LIBRARY_FILENAMES=$ROOT/$gl/10_nvidia.json
+  fi
+  if ls data/backgrounds/*.jpg >/dev/null 2>&1; then export OCCMLLM_BACKGROUND_DIRS="$ROOT/data/backgrounds/*.jpg"; fi
+  export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+}
+
+check() {  # everything the recipe imports, and one offscreen frame
+  python3 - <<'EOF'
+import torch, transformers, trl, datasets, trimesh, skimage
+from occmllm.render import import_pyrender
+pyrender = import_pyrender()
+pyrender.OffscreenRenderer(64, 64).delete()
+print(f"gpu_box: torch {torch.__version__}, CUDA {torch.cuda.is_available()}, transformers {transformers.__version__}, "
+      f"trl {trl.__version__}; offscreen rendering works")
+EOF
+}
+
+start_detached() {  # start_detached RUN COMMAND...: once per RUN (a second start says so and only waits)
+  local run=$1; shift
+  if [ -f "$run.started" ]; then echo "gpu_box: $run was started already ($(cat "$run.started")); use wait"; return; fi
+  mkdir -p "$(dirname "$run")"
+  echo "$(date +%s) $*" > "$run.started"
+  setsid nohup "$@" > "$run.log" 2>&1 < /dev/null &
+  echo "gpu_box: started $* (log: $run.log)"
+}
+
+case "$cmd" in
+  wheels)
+    mkdir -p .whl
+    # shellcheck disable=SC2086
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${WHEEL_PYTHON:-3.12}" \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl $WHEELS
+    echo "gpu_box: $(ls .whl | wc -l) wheels in .whl ($(du -sh .whl | cut -f1))";;
+  backgrounds)
+    src=/usr/share/backgrounds/mate/nature
+    [ -d "$src" ] || { echo "gpu_box: $src not found: install mate-backgrounds (make setup does)" >&2; exit 1; }
+    mkdir -p data/backgrounds && cp "$src"/*.jpg data/backgrounds/
+    echo "gpu_box: $(ls data/backgrounds | wc -l) photos in data/backgrounds";;
+  start)
+    [ $# -ge 1 ] || { echo "usage: gpu_box.sh start RUN [run_all.py arguments]" >&2; exit 2; }
+    run=$1; shift
+    box_env; check
+    start_detached "$run" python3 train/run_all.py --out "$run" "$@";;
+  expert)
+    [ $# -ge 1 ] || { echo "usage: gpu_box.sh expert RUN [gpu_recon.sh arguments]" >&2; exit 2; }
+    run=$1; shift
+    box_env; check
+    start_detached "$run" bash benchmarks/gpu_recon.sh --run "$run" --out-dir "$run.out" "$@";;
+  wait)
+    [ $# -ge 2 ] || { echo "usage: gpu_box.sh wait RUN SECONDS [DEST]" >&2; exit 2; }
+    run=$1; limit=$2; dest=${3:-${OUT:-$run.results}}; t0=$(date +%s)
+    [ -f "$run.started" ] || { echo "gpu_box: $run was never started" >&2; exit 2; }
+    pid_alive() { pgrep -f -- "--out $run( |\$)|--run $run( |\$)" >/dev/null; }
+    while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 20; done
+    echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
+    tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]|^[[:space:]]*$" | tail -25 | cut -c1-300 || true
+    if pid_alive; then echo "gpu_box: still running"; exit 0; fi
+    mkdir -p "$dest"
+    tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true
+    if [ -d "$run.out" ]; then  # an expert run: gpu_recon.sh's results; the weights in float16, in parts
+      cp "$run.out"/*.txt "$run.out"/*.csv "$run.out"/*.json "$dest/" 2>/dev/null || true
+      python3 -c "import sys; from occmllm.recon.model import OccupancyNet
+OccupancyNet.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], half=True)" "$run" "$run.half"
+      tar czf "$run.weights.tgz" -C "$run.half" . && split -b 15M "$run.weights.tgz" "$dest/weights.tgz."
+    else
+      cp "$run/results.md" "$run/timing.json" "$dest/" 2>/dev/null || true
+      [ -d "$run/final" ] && tar czf "$run.final.tgz" -C "$run" final && split -b 15M "$run.final.tgz" "$dest/final.tgz."
+      tar czf "$dest/stages.tgz" -C "$run" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' \
+        --exclude=data --exclude=clarity_data --exclude='checkpoint*' --exclude=final --exclude=trackio . || true
+    fi
+    ls -la "$dest";;
+  *)
+    sed -n 2,22p "$0";;
+esac
