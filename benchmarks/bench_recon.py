@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from occmllm.dataset import load_shape, manifest_rows, sample_path
 from occmllm.recon import LearnedExpert, OracleExpert
-from occmllm.recon.experts import LEARNED_HELP, learned_weights
+from occmllm.recon.experts import learned_weights
+from occmllm.shipped import LEARNED_HELP
 from occmllm.recon.data import list_ids
 from occmllm.recon.scores import compare_meshes, depth_aligned
 

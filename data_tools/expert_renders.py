@@ -9,7 +9,8 @@ from pathlib import Path
 from occmllm import expert_renders as library
 from occmllm.dataset import EXPERT_RENDERS, kind_folder
 from occmllm.expert_renders import render_split
-from occmllm.recon.experts import LEARNED_HELP, learned_weights
+from occmllm.recon.experts import learned_weights
+from occmllm.shipped import LEARNED_HELP
 
 
 def main(argv: list[str] | None = None) -> int:

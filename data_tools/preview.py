@@ -12,7 +12,7 @@ from occmllm.dataset import SPLITS, SynthDataset
 
 
 def main(argv=None) -> int:
-    from occmllm.recon.experts import LEARNED_HELP
+    from occmllm.shipped import LEARNED_HELP
 
     p = argparse.ArgumentParser(prog="python -m data_tools.preview", description=library.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

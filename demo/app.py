@@ -64,7 +64,7 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, bloc
 
 
 def main(argv: list[str] | None = None) -> None:
-    from occmllm.recon.experts import LEARNED_HELP
+    from occmllm.shipped import LEARNED_HELP
 
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

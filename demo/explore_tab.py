@@ -18,7 +18,7 @@ from demo import views
 from demo.photo_input import PhotoInput
 from demo.studio import DEFAULT_MODEL, EXPERT_CHOICES, FinishedRun, Studio, StudioError
 from occmllm.images import ImageError
-from occmllm.recon.experts import LEARNED_HELP
+from occmllm.shipped import LEARNED_HELP
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 

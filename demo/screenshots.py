@@ -170,7 +170,7 @@ def _save(page, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from occmllm.recon.experts import LEARNED_HELP
+    from occmllm.shipped import LEARNED_HELP
 
     parser = argparse.ArgumentParser(prog="python -m demo.screenshots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

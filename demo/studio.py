@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 from occmllm import prompts
 from occmllm.default_model import DEFAULT_MODEL
 from occmllm.images import ImageError, load_image
+from occmllm.shipped import EXPERT_CHOICES  # noqa: F401  (the app's 3D-expert menu)
 from occmllm.store import Item, Store, StoreError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 LOOKAHEAD = 32  # ready items (still wanting judgments) that the background preparer keeps ahead of the annotators
 BATCH = 8  # items given answers at once (one batched sampling call)
 
-EXPERT_CHOICES = ("learned", "learned:v5", "learned:g2", "none")  # learned = occmllm.recon.experts.DEFAULT
+
 CANDIDATE_MODES = {
     "samples": "two distinct samples of the model",
     "3d": "the answer before and after the 3D route",

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from occmllm import metrics, prompts
 from occmllm.dataset import manifest_rows
 from occmllm.images import ImageError, load_image
-from occmllm.recon.experts import LEARNED_HELP
+from occmllm.shipped import LEARNED_HELP
 
 
 @dataclass

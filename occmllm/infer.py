@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from occmllm.images import ImageError
-from occmllm.recon.experts import LEARNED_HELP
+from occmllm.shipped import LEARNED_HELP
 
 
 def main(argv: list[str] | None = None) -> int:

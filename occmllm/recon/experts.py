@@ -24,19 +24,9 @@ import trimesh
 from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, half_depth, mesh_from_grid
 from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
+from occmllm.shipped import DEFAULT_EXPERT as DEFAULT, EXPERTS as SHIPPED, LEARNED_HELP  # noqa: F401 (names used here)
 
-# The shipped experts, by name (`LearnedExpert("v5")`, `--expert learned:v5`): "v4" (width 32, in
-# occmllm/recon/weights); "v5" (width 48, thin-part targets), the better shapes on generation-1 photos; "g2" (v5
-# fine-tuned on generation-2 photos), the one for generation-2 data (README).
-SHIPPED = {"v4": Path(__file__).parent / "weights", "v5": Path(__file__).parent / "weights_v5",
-           "g2": Path(__file__).parent / "weights_g2"}
-# What `learned` (and LearnedExpert()) means everywhere: the expert whose renders the shipped default VLM was trained
-# to read (README: the shipped default model).
-DEFAULT = "v4"
-WEIGHTS = SHIPPED[DEFAULT]
-# The one description of the learned spellings, for every --expert help.
-LEARNED_HELP = (f"learned (the shipped {DEFAULT} expert, the app's default), learned:NAME (a shipped expert: "
-                f"{', '.join(SHIPPED)}) or learned:FOLDER (a trained expert's folder)")
+WEIGHTS = SHIPPED[DEFAULT]  # the folder `learned` reads
 
 
 def weights_folder(path: str | Path | None = None) -> Path:

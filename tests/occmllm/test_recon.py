@@ -355,6 +355,24 @@ def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
         expert_from_spec("learned:v9")
 
 
+def test_shipped_expert_names_are_read_without_torch_and_match_the_folders():
+    """The --help texts and the app's menu name the shipped experts from occmllm.shipped, which imports no torch (a
+    --help stays fast), and every name there is a loadable expert folder; `learned` is the first menu entry."""
+    import subprocess
+    import sys
+
+    from occmllm.shipped import DEFAULT_EXPERT, EXPERT_CHOICES, EXPERTS, LEARNED_HELP
+
+    code = "import sys, occmllm.shipped; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert EXPERTS == SHIPPED and WEIGHTS == EXPERTS[DEFAULT_EXPERT]
+    for folder in EXPERTS.values():
+        assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert EXPERT_CHOICES[0] == "learned" and EXPERT_CHOICES[-1] == "none"
+    assert {f"learned:{name}" for name in EXPERTS} - set(EXPERT_CHOICES) == {f"learned:{DEFAULT_EXPERT}"}
+    assert all(name in LEARNED_HELP for name in EXPERTS) and f"shipped {DEFAULT_EXPERT} expert" in LEARNED_HELP
+
+
 def test_zoomed_photos_keep_the_3d_targets_aligned(dataset, tmp_path):
     """The photo zoom/shift augmentation only changes the intrinsics: the object's outline in the zoomed photo
     still matches the outline of the 3D occupancy targets, and the box net's depth target maps back to metres."""
