@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="photos + labels.json")
     parser.add_argument("--model", help="model folder (default: the shipped default model)")
-    parser.add_argument("--expert", default="learned", help="3D expert, as in the app (default: learned)")
+    parser.add_argument("--expert", default=None, help="3D expert, as in the app (default: the one the model was "
+                        "trained with, recorded in its folder, else learned)")
     parser.add_argument("--fuse", action="store_true", help="decide by photo and render together (app checkbox)")
     parser.add_argument("--force-3d", action="store_true", help="read every photo through its 3D render too")
     parser.add_argument("--json", type=Path, help="also write every trace and the figures to this JSON file")
@@ -79,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vlm = VLM.load_named(args.model)
+    from occmllm.expert_renders import expert_for_model
+
+    note = None
+    if args.expert is None:
+        args.expert, note = expert_for_model(args.model)
     expert = expert_from_spec(args.expert)
-    print(f"model: {vlm.describe()}\n3D expert: {args.expert}  fuse: {args.fuse}  force 3D: {args.force_3d}\n")
+    print(f"model: {vlm.describe()}\n3D expert: {args.expert}{f' ({note})' if note else ''}  fuse: {args.fuse}  force 3D: {args.force_3d}\n")
     right_final = right_first = routed = 0
     pairs, traces = [], []
     for name, right in labels.items():

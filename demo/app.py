@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="'default' (embedded model) or a local checkpoint folder")
-    parser.add_argument("--expert", default="learned", help=f"3D expert: {LEARNED_HELP}, oracle:DATA_DIR[:SPLIT], "
-                        "folder:DIR or none (default: learned)")
+    parser.add_argument("--expert", default=None, help=f"3D expert: {LEARNED_HELP}, oracle:DATA_DIR[:SPLIT], "
+                        "folder:DIR or none (default: the one the model was trained with, recorded in its folder by "
+                        "train/run_all.py, else learned)")
     parser.add_argument("--data", default="data/studio", type=Path, help="data folder for the annotation database "
                         "and uploaded photos (default: data/studio)")
     parser.add_argument("--dataset", type=Path, help="dataset folder to annotate (seed JSONL files + images)")
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of training runs (train/run_all.py "
                         "--out DIR/NAME) that the Runs tab lists, read only (default: runs)")
     args = parser.parse_args(argv)
+    if args.expert is None:
+        from occmllm.expert_renders import expert_for_model
+
+        args.expert, note = expert_for_model(args.model)
+        if note:
+            print(f"3D expert: {args.expert} ({note})", file=sys.stderr)
     try:
         users = read_users(args.users) if args.users else None
         if args.model != DEFAULT_MODEL:

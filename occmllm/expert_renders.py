@@ -127,6 +127,50 @@ def expert_identity(expert: str | None) -> dict[str, str]:
     return {"expert": str(folder), "weights_sha256": digest}
 
 
+MODEL_EXPERT = "occmllm_expert.json"  # in a trained model's folder: the expert whose renders it was trained on
+
+
+def record_model_expert(model: Path, expert: str | None) -> None:
+    """Write MODEL/occmllm_expert.json: which 3D expert's renders the model was trained on (expert_identity), so
+    that the app and the command lines use the same expert with it (expert_for_model). `expert`: a learned expert's
+    folder or shipped name, or a `learned[:NAME|FOLDER]` spec."""
+    if expert:
+        kind, _, arg = str(expert).partition(":")
+        folder = (arg or None) if kind == "learned" else expert
+        (Path(model) / MODEL_EXPERT).write_text(json.dumps(expert_identity(folder), indent=1) + "\n")
+
+
+def expert_for_model(model: str | Path | None) -> tuple[str, str | None]:
+    """(spec, note): the 3D expert to use with a model when none is asked for: the one whose renders it was trained
+    on (its occmllm_expert.json, matched by the weights' SHA-256 to a shipped expert, else its folder while that
+    still holds the same weights), else `learned`. The note says why when it is not `learned`, or why the recorded
+    expert could not be used; None otherwise. `model` None or "default": the embedded default model's folder."""
+    from occmllm.shipped import DEFAULT_EXPERT, EXPERTS
+
+    if model in (None, "", "default"):
+        from occmllm.default_model import WEIGHTS_DIR
+
+        model = WEIGHTS_DIR
+    record_file = Path(model) / MODEL_EXPERT
+    if not record_file.is_file():
+        return "learned", None
+    try:
+        record = json.loads(record_file.read_text())
+        digest, folder = record["weights_sha256"], record.get("expert")
+    except (ValueError, KeyError, TypeError):
+        return "learned", f"{record_file}: unreadable, so the default expert (learned) is used"
+    for name, shipped in EXPERTS.items():
+        weights = shipped / "model.safetensors"
+        if weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == digest:
+            spec = "learned" if name == DEFAULT_EXPERT else f"learned:{name}"
+            return spec, None if spec == "learned" else f"the expert this model was trained with ({record_file.name})"
+    weights = Path(str(folder)) / "model.safetensors"
+    if folder and weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == digest:
+        return f"learned:{folder}", f"the expert this model was trained with ({record_file.name})"
+    return "learned", (f"this model was trained with the expert {folder} (weights {digest[:12]}...), which is no "
+                       "longer there: the default expert (learned) is used; --expert names another")
+
+
 def other_expert(data: Path, split: str, expert: str | None) -> str | None:
     """What made the renders in DIR/{split}/expert_renders when it was not `expert` ("another expert (FOLDER,
     weights ...)", or "an unknown expert" for renders without expert.json); None when they are `expert`'s or none."""

@@ -2,8 +2,9 @@
 
     python -m occmllm.infer photo.jpg [more.jpg ...] [--model PATH] [--expert learned] [--describe] [--json]
 
-Without --model the embedded default model is used (it says so when it is untrained). The 3D expert is the app's,
-`learned` (occmllm.recon.experts.DEFAULT), unless --expert says otherwise: none, learned:NAME|FOLDER,
+Without --model the embedded default model is used (it says so when it is untrained). The 3D expert is the app's:
+the one the model was trained with (recorded in its folder by train/run_all.py), else `learned`
+(occmllm.shipped.DEFAULT_EXPERT), unless --expert says otherwise: none, learned:NAME|FOLDER,
 oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming). With --expert none a "No" to the
 clarity question is reported as "3D required" with no expert, and the first answer is kept. Each identify step also
 prints the model's three most probable classes (--no-probabilities to skip that extra pass).
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="Example: python -m occmllm.infer photo.jpg --expert learned --json")
     parser.add_argument("images", nargs="+", help="photo files (jpg, png, ...)")
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="learned", help=f"3D expert, as in the app (default: learned): {LEARNED_HELP} | "
+    parser.add_argument("--expert", default=None, help="3D expert, as in the app (default: the one the model was "
+                        f"trained with, recorded in its folder, else learned): {LEARNED_HELP} | "
                         "oracle:DATA_DIR | folder:DIR | none")
     parser.add_argument("--no-probabilities", dest="probabilities", action="store_false",
                         help="skip the class probabilities (one extra forward pass per read image)")
@@ -38,10 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     args = parser.parse_args(argv)
 
+    from occmllm.expert_renders import expert_for_model
     from occmllm.pipeline import Step, Trace, run_cot
     from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM, ModelLoadError
 
+    note = None
+    if args.expert is None:
+        args.expert, note = expert_for_model(args.model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.json:
-        print(f"model: {vlm.describe()}\n3D expert: {args.expert}")
+        print(f"model: {vlm.describe()}\n3D expert: {args.expert}" + (f" ({note})" if note else ""))
         if not vlm.trained:
             print("WARNING: the default model is untrained (random weights); its answers mean nothing yet.")
     failures = 0

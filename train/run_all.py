@@ -234,6 +234,10 @@ def run(args) -> int:
         final_model = stage_folder(out, FINAL) / "model"
         if rank0 and (final_model / "config.json").is_file():
             shutil.copytree(final_model, out / "final", dirs_exist_ok=True)
+            if expert is not None:  # the app and the command lines take the same expert with it (expert_for_model)
+                from occmllm.expert_renders import record_model_expert
+
+                record_model_expert(out / "final", str(expert))
             print(f">> final model: {out / 'final'}   results: {out / 'results.md'}")
         if rank0:
             clock.finish()

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MAX_BYTES = 30 * 2**20
 FILES = ("config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
          "tokenizer_config.json", "chat_template.jinja", "occmllm_default.json", "special_tokens_map.json",
-         "preprocessor_config.json")
+         "preprocessor_config.json", "occmllm_expert.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(WEIGHTS_DIR, ignore_errors=True)
     tmp.rename(WEIGHTS_DIR)
     print(f"copied {len(files)} files ({size / 2**20:.1f} MB) from {final} to {WEIGHTS_DIR}")
+    from occmllm.expert_renders import expert_for_model
+
+    spec, note = expert_for_model(WEIGHTS_DIR)
+    print(f"the app and the command lines will use the 3D expert {spec} with it" + (f": {note}" if note else ""))
     return 0
 
 

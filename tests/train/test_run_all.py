@@ -142,6 +142,48 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
     vlm = VLM.load(out / "final")
     assert vlm.trained and isinstance(vlm.chat(out / "data" / "test" / "images" / sorted(
         os.listdir(out / "data" / "test" / "images"))[0], prompts.Q1), str)
+    # the final model names the expert it was trained with, and the app and the CLIs take that one with it
+    from occmllm.expert_renders import expert_for_model
+
+    spec, note = expert_for_model(out / "final")
+    assert spec == f"learned:{out / 'stage_0' / 'model'}" and "trained with" in note
+
+
+def test_a_model_is_used_with_the_expert_it_was_trained_with(tiny_model, tmp_path):
+    """occmllm_expert.json: a shipped expert is found again by its weights wherever the run was (learned:g2, or plain
+    `learned` for the default one); a trained expert's folder that is gone falls back to `learned` with a message
+    naming it; no record: `learned`; `python -m occmllm.infer` says which it took."""
+    import shutil
+    import subprocess
+    import sys
+
+    from occmllm.expert_renders import MODEL_EXPERT, expert_for_model, record_model_expert
+    from occmllm.shipped import DEFAULT_EXPERT, EXPERTS
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    assert expert_for_model(model) == ("learned", None)
+    other = next(name for name in EXPERTS if name != DEFAULT_EXPERT)
+    record_model_expert(model, f"learned:{other}")
+    assert json.loads((model / MODEL_EXPERT).read_text())["expert"] == str(EXPERTS[other])
+    assert expert_for_model(model)[0] == f"learned:{other}"
+    record_model_expert(model, "learned")
+    assert expert_for_model(model) == ("learned", None)
+    own = tmp_path / "own_expert"
+    shutil.copytree(EXPERTS[DEFAULT_EXPERT], own)
+    (own / "model.safetensors").write_bytes((own / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    record_model_expert(model, f"learned:{own}")
+    assert expert_for_model(model)[0] == f"learned:{own}"
+    shutil.rmtree(own)
+    spec, note = expert_for_model(model)
+    assert spec == "learned" and str(own) in note and "no longer there" in note
+
+    record_model_expert(model, f"learned:{other}")  # the CLI says which expert it took, and why
+    photo = sorted((REPO / "demo" / "examples").glob("*.jpg"))[0]
+    shown = subprocess.run([sys.executable, "-m", "occmllm.infer", str(photo), "--model", str(model)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert f"3D expert: learned:{other} (the expert this model was trained with" in shown.stdout
 
 
 def test_clarity_labels_are_stage_1s_own_correctness_on_new_photos(toy_data, tmp_path, capsys):
