@@ -38,16 +38,21 @@ def photos(n: int, size: int = 256, seed: int = 0) -> list[Image.Image]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model folder (default: the embedded default model)")
-    parser.add_argument("--expert", default="learned", help="3D expert for the with-3D runs (default: learned)")
+    parser.add_argument("--expert", default=None, help="3D expert for the with-3D runs (default: as in the app, the "
+                        "one the model was trained with, else learned)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from occmllm.expert_renders import expert_for_model
     from occmllm.pipeline import cot
     from occmllm.recon import expert_from_spec
     from occmllm.vlm import VLM
+
+    if args.expert is None:
+        args.expert = expert_for_model(args.model)[0]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

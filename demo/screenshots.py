@@ -178,13 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, help="dataset folder for Annotate (default: 40 synthetic samples)")
     parser.add_argument("--example", default="bottle_clear.jpg", help="the demo/examples photo run on Explore")
     parser.add_argument("--fuse", action="store_true", help="Explore decides by photo and render together")
-    parser.add_argument("--expert", default="learned", help=f"the 3D expert: {LEARNED_HELP} (default: learned)")
+    parser.add_argument("--expert", default=None, help=f"the 3D expert: {LEARNED_HELP} (default: as in the app, the "
+                        "one the default model was trained with, else learned)")
     parser.add_argument("--only-runs", action="store_true", help="only the Runs tab (screenshot-runs.png)")
     parser.add_argument("--runs", type=Path, help="folder of training runs for the Runs tab (default: two smoke runs "
                         "made into a temporary folder)")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="the two runs of --runs shown side by side")
     parser.add_argument("--stage", help="the stage whose curves the Runs tab shows (default: its first)")
     args = parser.parse_args(argv)
+    if args.expert is None:
+        from occmllm.expert_renders import expert_for_model
+
+        args.expert = expert_for_model(None)[0]
     shoot(args.out, args.dataset, args.example, fuse=args.fuse, expert=args.expert, only_runs=args.only_runs, runs=args.runs,
           compare=tuple(args.compare) if args.compare else None, stage=args.stage)
 
