@@ -137,7 +137,9 @@ def record_model_expert(model: Path, expert: str | None) -> None:
     if expert:
         kind, _, arg = str(expert).partition(":")
         folder = (arg or None) if kind == "learned" else expert
-        (Path(model) / MODEL_EXPERT).write_text(json.dumps(expert_identity(folder), indent=1) + "\n")
+        identity = expert_identity(folder)
+        identity["expert"] = str(Path(identity["expert"]).resolve())  # found again from any working directory
+        (Path(model) / MODEL_EXPERT).write_text(json.dumps(identity, indent=1) + "\n")
 
 
 def expert_for_model(model: str | Path | None) -> tuple[str, str | None]:
