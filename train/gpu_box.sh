@@ -7,8 +7,9 @@
 #   bash train/gpu_box.sh wheels            # .whl/: the wheels the box lacks (Python 3.12, x86-64): trl, datasets,
 #                                           #   trimesh, pyrender, pyglet, PyOpenGL, ... (WHEEL_PYTHON=3.11 for another)
 #   bash train/gpu_box.sh backgrounds       # data/backgrounds/: mate-backgrounds' photos, for the generator there
-#   # and, for offscreen rendering through the NVIDIA driver's EGL, a folder .gpu-gl/ of GL dispatch libraries
-#   # (libEGL, libGL, libOpenGL from Debian's libglvnd, and 10_nvidia.json): GL_LIBS=.gpu-gl
+#   bash train/gpu_box.sh gl                # .gpu-gl/: GL dispatch libraries (Debian's libglvnd + GLU) and an EGL
+#                                           #   vendor file, for rendering through the NVIDIA driver's EGL on a box
+#                                           #   that has the driver's libEGL_nvidia but no libEGL (GL_LIBS=DIR: another)
 # Send the project with those folders to the box; there, in the project root:
 #   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
 #   bash train/gpu_box.sh wait RUN SECONDS [DEST]            # watch it; once it ended, its results into DEST
@@ -69,6 +70,17 @@ case "$cmd" in
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl $WHEELS
     echo "gpu_box: $(ls .whl | wc -l) wheels in .whl ($(du -sh .whl | cut -f1))";;
+  gl)
+    out=${GL_LIBS:-.gpu-gl}; work=$(mktemp -d); mkdir -p "$out"
+    pkgs="libegl1 libglvnd0 libgl1 libglx0 libopengl0 libgles2 libglu1-mesa"
+    # shellcheck disable=SC2086
+    (cd "$work" && apt-get download $pkgs >/dev/null 2>&1) || { apt-get update -qq >/dev/null 2>&1; (cd "$work" && apt-get download $pkgs >/dev/null); }
+    for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
+    cp -a "$work"/root/usr/lib/x86_64-linux-gnu/lib*.so* "$out/"
+    (cd "$out" && ln -sf libEGL.so.1 libEGL.so && ln -sf libGL.so.1 libGL.so && ln -sf libGLU.so.1 libGLU.so && ln -sf libOpenGL.so.0 libOpenGL.so)
+    echo '{"file_format_version": "1.0.0", "ICD": {"library_path": "/usr/lib/libEGL_nvidia.so.0"}}' > "$out/10_nvidia.json"
+    rm -rf "$work"
+    echo "gpu_box: $out ($(du -sh "$out" | cut -f1)): $(ls "$out" | wc -l) files";;
   backgrounds)
     src=/usr/share/backgrounds/mate/nature
     [ -d "$src" ] || { echo "gpu_box: $src not found: install mate-backgrounds (make setup does)" >&2; exit 1; }
