@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from occmllm.dataset import load_shape, manifest_rows, sample_path
 from occmllm.recon import LearnedExpert, OracleExpert
-from occmllm.recon.experts import learned_weights
-from occmllm.shipped import LEARNED_HELP
 from occmllm.recon.data import list_ids
+from occmllm.recon.experts import learned_weights
 from occmllm.recon.scores import compare_meshes, depth_aligned
+from occmllm.shipped import LEARNED_HELP
 
 BUCKETS = [("visible < 0.4", 0.0, 0.4), ("0.4 - 0.7", 0.4, 0.7), ("visible >= 0.7", 0.7, 1.01)]
 

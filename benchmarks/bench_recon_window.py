@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from occmllm.dataset import kind_folder, load_shape, manifest_rows, sample_path  # noqa: E402
 from occmllm.images import as_rgb_array  # noqa: E402
 from occmllm.recon import LearnedExpert  # noqa: E402
-from occmllm.recon.experts import learned_weights
-from occmllm.shipped import LEARNED_HELP  # noqa: E402
 from occmllm.recon.data import object_extent, window_of  # noqa: E402
+from occmllm.recon.experts import learned_weights  # noqa: E402
 from occmllm.recon.geometry import FrustumBox, frustum_to_camera, half_depth, mesh_from_grid  # noqa: E402
 from occmllm.recon.scores import compare_meshes, depth_aligned  # noqa: E402
+from occmllm.shipped import LEARNED_HELP  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ another expert stops with a message instead of mixing renders of two experts (--
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -120,11 +121,25 @@ def expert_identity(expert: str | None) -> dict[str, str]:
     from occmllm.recon.experts import weights_folder
 
     folder = weights_folder(expert)
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"{weights}: not found (a learned expert folder holds config.json + model.safetensors)")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = weights_sha256(folder)
+    if digest is None:
+        raise ValueError(f"{folder / 'model.safetensors'}: not found (a learned expert folder holds config.json + "
+                         "model.safetensors)")
     return {"expert": str(folder), "weights_sha256": digest}
+
+
+def weights_sha256(folder: str | Path) -> str | None:
+    """The SHA-256 of a learned expert folder's model.safetensors, or None when there is none."""
+    weights = Path(folder) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_by_digest() -> dict[str, str]:
+    """{weights SHA-256: shipped expert's name}, hashed once per process (the shipped files do not change)."""
+    from occmllm.shipped import EXPERTS
+
+    return {digest: name for name, folder in EXPERTS.items() if (digest := weights_sha256(folder))}
 
 
 MODEL_EXPERT = "occmllm_expert.json"  # in a trained model's folder: the expert whose renders it was trained on
@@ -132,12 +147,12 @@ MODEL_EXPERT = "occmllm_expert.json"  # in a trained model's folder: the expert 
 
 def record_model_expert(model: Path, expert: str | None) -> None:
     """Write MODEL/occmllm_expert.json: which 3D expert's renders the model was trained on (expert_identity), so
-    that the app and the command lines use the same expert with it (expert_for_model). `expert`: a learned expert's
-    folder or shipped name, or a `learned[:NAME|FOLDER]` spec."""
+    that the app and the command lines use the same expert with it (expert_for_model). `expert`: a
+    `learned[:NAME|FOLDER]` spec."""
     if expert:
-        kind, _, arg = str(expert).partition(":")
-        folder = (arg or None) if kind == "learned" else expert
-        identity = expert_identity(folder)
+        from occmllm.recon.experts import learned_weights
+
+        identity = expert_identity(str(learned_weights(expert)))
         identity["expert"] = str(Path(identity["expert"]).resolve())  # found again from any working directory
         (Path(model) / MODEL_EXPERT).write_text(json.dumps(identity, indent=1) + "\n")
 
@@ -146,12 +161,11 @@ def expert_for_model(model: str | Path | None) -> tuple[str, str | None]:
     """(spec, note): the 3D expert to use with a model when none is asked for: the one whose renders it was trained
     on (its occmllm_expert.json, matched by the weights' SHA-256 to a shipped expert, else its folder while that
     still holds the same weights), else `learned`. The note says why when it is not `learned`, or why the recorded
-    expert could not be used; None otherwise. `model` None or "default": the embedded default model's folder."""
-    from occmllm.shipped import DEFAULT_EXPERT, EXPERTS
+    expert could not be used; None otherwise. `model` None or DEFAULT_MODEL: the embedded default model's folder."""
+    from occmllm.default_model import DEFAULT_MODEL, WEIGHTS_DIR
+    from occmllm.shipped import DEFAULT_EXPERT
 
-    if model in (None, "", "default"):
-        from occmllm.default_model import WEIGHTS_DIR
-
+    if model in (None, "", DEFAULT_MODEL):
         model = WEIGHTS_DIR
     record_file = Path(model) / MODEL_EXPERT
     if not record_file.is_file():
@@ -161,14 +175,12 @@ def expert_for_model(model: str | Path | None) -> tuple[str, str | None]:
         digest, folder = record["weights_sha256"], record.get("expert")
     except (ValueError, KeyError, TypeError):
         return "learned", f"{record_file}: unreadable, so the default expert (learned) is used"
-    for name, shipped in EXPERTS.items():
-        weights = shipped / "model.safetensors"
-        if weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == digest:
-            spec = "learned" if name == DEFAULT_EXPERT else f"learned:{name}"
-            return spec, None if spec == "learned" else f"the expert this model was trained with ({record_file.name})"
-    weights = Path(str(folder)) / "model.safetensors"
-    if folder and weights.is_file() and hashlib.sha256(weights.read_bytes()).hexdigest() == digest:
-        return f"learned:{folder}", f"the expert this model was trained with ({record_file.name})"
+    because = f"the expert this model was trained with ({record_file.name})"
+    name = _shipped_by_digest().get(digest)
+    if name is not None:
+        return ("learned", None) if name == DEFAULT_EXPERT else (f"learned:{name}", because)
+    if folder and weights_sha256(folder) == digest:
+        return f"learned:{folder}", because
     return "learned", (f"this model was trained with the expert {folder} (weights {digest[:12]}...), which is no "
                        "longer there: the default expert (learned) is used; --expert names another")
 

@@ -237,7 +237,7 @@ def run(args) -> int:
             if expert is not None:  # the app and the command lines take the same expert with it (expert_for_model)
                 from occmllm.expert_renders import record_model_expert
 
-                record_model_expert(out / "final", str(expert))
+                record_model_expert(out / "final", f"learned:{expert}")
             print(f">> final model: {out / 'final'}   results: {out / 'results.md'}")
         if rank0:
             clock.finish()

@@ -24,7 +24,7 @@ import trimesh
 from occmllm.images import as_rgb_array
 from occmllm.recon.geometry import FrustumBox, checked_mesh, frustum_to_camera, half_depth, mesh_from_grid
 from occmllm.recon.reconstruction import Reconstruction, nothing_reconstructed, render_views
-from occmllm.shipped import DEFAULT_EXPERT as DEFAULT, EXPERTS as SHIPPED, LEARNED_HELP  # noqa: F401 (names used here)
+from occmllm.shipped import DEFAULT_EXPERT as DEFAULT, EXPERTS as SHIPPED
 
 WEIGHTS = SHIPPED[DEFAULT]  # the folder `learned` reads
 
