@@ -104,8 +104,10 @@ case "$cmd" in
     while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 20; done
     echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
     tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]|^[[:space:]]*$" | tail -25 | cut -c1-300 || true
-    if pid_alive; then echo "gpu_box: still running"; exit 0; fi
     mkdir -p "$dest"
+    if pid_alive; then  # the stages finished so far, in case the box is gone before the end
+      cp "$run/results.md" "$dest/" 2>/dev/null || true; echo "gpu_box: still running"; exit 0
+    fi
     tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true
     if [ -d "$run.out" ]; then  # an expert run: gpu_recon.sh's results; the weights in float16, in parts
       cp "$run.out"/*.txt "$run.out"/*.csv "$run.out"/*.json "$dest/" 2>/dev/null || true
