@@ -19,7 +19,7 @@
 #   bash train/gpu_box.sh expert RUN [gpu_recon.sh arguments] # benchmarks/gpu_recon.sh detached, same `wait`
 # `start` installs the wheels into /tmp/site (once per box), checks that everything imports and that pyrender
 # renders offscreen, then starts the run in its own process session (it goes on when the command that started it
-# returns); `wait` polls every 20 s for SECONDS at most, prints the end of the log, and collects once the run ended.
+# returns); `wait` polls every 20 s for SECONDS at most, prints the end of the log, and collects once the run ended (before that, the stage table so far).
 set -euo pipefail
 cmd=${1:-help}; shift || true
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
