@@ -101,10 +101,12 @@ case "$cmd" in
     run=$1; limit=$2; dest=${3:-${OUT:-$run.results}}; t0=$(date +%s)
     [ -f "$run.started" ] || { echo "gpu_box: $run was never started" >&2; exit 2; }
     pid_alive() { pgrep -f -- "--out $run( |\$)|--run $run( |\$)" >/dev/null; }
-    while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 20; done
+    mkdir -p "$dest"
+    while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do  # the stage table so far kept in DEST all along,
+      cp "$run/results.md" "$dest/" 2>/dev/null || true; sleep 20   # in case the call is cut off before the end
+    done
     echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
     tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]|^[[:space:]]*$" | tail -25 | cut -c1-300 || true
-    mkdir -p "$dest"
     if pid_alive; then  # the stages finished so far, in case the box is gone before the end
       cp "$run/results.md" "$dest/" 2>/dev/null || true; echo "gpu_box: still running"; exit 0
     fi
