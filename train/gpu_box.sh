@@ -103,7 +103,8 @@ case "$cmd" in
     pid_alive() { pgrep -f -- "--out $run( |\$)|--run $run( |\$)" >/dev/null; }
     mkdir -p "$dest"
     while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do  # the stage table so far kept in DEST all along,
-      cp "$run/results.md" "$dest/" 2>/dev/null || true; sleep 20   # in case the call is cut off before the end
+      cp "$run/results.md" "$dest/" 2>/dev/null || true              # in case the call is cut off before the end
+      tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true; sleep 20
     done
     echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
     tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]|^[[:space:]]*$" | tail -25 | cut -c1-300 || true
