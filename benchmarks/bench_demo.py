@@ -16,7 +16,11 @@ Prints:
               CA bundle for each of its 3 HTTP requests per call, ~40 ms each on this CPU);
     API (default client)  the same with gradio_client's defaults, for reference;
 - N annotators at once (gradio_client) for --seconds: judgments/s, errors, and whether every acknowledged
-  judgment ("saved #ID") is in the database.
+  judgment ("saved #ID") is in the database;
+- with --explorers N: N users running the CoT at once (gradio_client, each its own photo from --photos in turn, the
+  model deciding whether to take the 3D route, as the app does by default) for --explore-seconds: first step shown and
+  whole CoT, median and p95, CoTs/s, errors;
+      python -m benchmarks.bench_demo --seconds 0 --no-browser --explorers 4 --photos ../shared/outside-dev
 Targets: first step <= 0.5 s, CoT with 3D <= 2 s, judgment <= 150 ms, no errors, nothing lost.
 """
 
@@ -105,7 +109,15 @@ def main() -> None:
     parser.add_argument("--expert", default="learned", help="3D expert spec: learned[:WEIGHTS] (default, the "
                         "shipped weights), box (the tests' in-code box), oracle:DATA_DIR, ...")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
+    parser.add_argument("--explorers", type=int, default=0, help="users running the CoT at once (0: skip)")
+    parser.add_argument("--explore-seconds", type=float, default=60, help="duration of the --explorers run")
+    parser.add_argument("--photos", default=str(REPO / "demo" / "examples"), help="folder of photos the explorers "
+                        "upload in turn (.jpg, .jpeg, .png; default: the app's examples)")
     args = parser.parse_args()
+    photos = sorted(str(f) for f in Path(args.photos).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+        if Path(args.photos).is_dir() else []
+    if args.explorers and not photos:
+        raise SystemExit(f"error: --photos {args.photos}: no .jpg, .jpeg or .png photos there")
 
     from demo.app import serve
     from demo.studio import Studio, StudioConfig
@@ -157,6 +169,10 @@ def main() -> None:
     # --- N annotators at once ------------------------------------------------------------------------
     if args.seconds > 0:
         concurrent(url, studio, args.annotators, args.seconds)
+
+    # --- N users running the CoT at once -----------------------------------------------------------------
+    if args.explorers > 0:
+        concurrent_explore(url, args.explorers, args.explore_seconds, photos, args.expert)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     app.close()
@@ -197,6 +213,59 @@ def concurrent(url: str, studio, annotators: int, seconds: float) -> None:
     lost = [i for i in acked if i not in stored]
     print(f"{annotators} annotators for {elapsed:.0f} s: {len(acked)} judgments ({len(acked) / elapsed:.1f}/s), "
           f"{len(errors)} errors, {len(lost)} acknowledged judgments missing from the database")
+    for e in errors[:5]:
+        print("  error:", e)
+
+
+def concurrent_explore(url: str, users: int, seconds: float, photos: list[str], expert: str) -> None:
+    """`users` clients each running the CoT on the photos in turn (their own offset) until `seconds` have passed;
+    prints the first step shown and the whole CoT, median and p95, and how many runs took the 3D route."""
+    firsts: list[float] = []
+    totals: list[float] = []
+    errors: list[str] = []
+    routed = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def explore(k: int) -> None:
+        try:
+            c = Client(url, verbose=False, ssl_verify=False)
+            i = k
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                job = c.submit(handle_file(photos[i % len(photos)]), "default", expert, False, False, False, 1.0, 1.0,
+                               api_name="/explore")
+                first = None
+                for update in job:
+                    if first is None and "step-identify" in update[1]:
+                        first = 1000 * (time.perf_counter() - t0)
+                total = 1000 * (time.perf_counter() - t0)
+                final = job.outputs()[-1]
+                with lock:
+                    if first is None or "final-answer" not in final[2]:
+                        errors.append(f"user{k}: {re.sub('<[^>]+>', ' ', final[0] + final[2])[:200]}")
+                    else:
+                        firsts.append(first)
+                        totals.append(total)
+                        routed[0] += "step-reconstruct" in final[1]
+                i += 1
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(f"user{k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=explore, args=(k,)) for k in range(users)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if totals:
+        print(f"{users} users running the CoT at once for {elapsed:.0f} s ({len(photos)} photos, the model deciding; "
+              f"3D taken in {routed[0]} of {len(totals)}): first step shown {stats(firsts)}; whole CoT {stats(totals)}; "
+              f"{len(totals) / elapsed:.2f} CoTs/s; {len(errors)} errors")
+    else:
+        print(f"{users} users running the CoT at once: no run finished; {len(errors)} errors")
     for e in errors[:5]:
         print("  error:", e)
 

@@ -145,17 +145,23 @@ class Studio:
         chosen, note = self.expert(expert)
         out_dir = self.runs / uuid.uuid4().hex[:12]
         sampling = Sampling(temperature, top_p) if sample else None
-        with self._lock:
-            for event in run_cot(vlm, image if isinstance(image, (str, os.PathLike)) else photo, expert=chosen,
-                                 describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir,
-                                 fuse=fuse, probabilities=True):
-                if isinstance(event, Trace):
-                    path = out_dir / "trace.json"
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    path.write_text(event.to_json())
-                    yield FinishedRun(event, str(path), note)
-                else:
-                    yield event
+        events = run_cot(vlm, image if isinstance(image, (str, os.PathLike)) else photo, expert=chosen,
+                         describe=describe, force_3d=force_3d, sampling=sampling, out_dir=out_dir, fuse=fuse,
+                         probabilities=True)
+        while True:
+            # The lock is held while a step computes, not while the page shows it: users running the CoT at once
+            # take turns step by step, instead of each waiting for the others' whole runs to be streamed out.
+            with self._lock:
+                event = next(events, None)
+            if event is None:
+                return
+            if isinstance(event, Trace):
+                path = out_dir / "trace.json"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(event.to_json())
+                yield FinishedRun(event, str(path), note)
+            else:
+                yield event
 
     # --- annotation ------------------------------------------------------------------------------
     def load_dataset(self, folder: str | os.PathLike, split: str | None = None) -> str:

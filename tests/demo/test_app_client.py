@@ -144,3 +144,31 @@ def wait_for_item(studio, name, k, seconds=120):
         assert time.time() < deadline, "no answers prepared in time"
         time.sleep(0.1)
     return item
+
+
+def test_users_running_the_cot_at_once_take_turns_step_by_step(served, photo, tmp_path):
+    """Two users' runs advanced in turn, a step each (what the lock now allows: it is held while a step computes,
+    not while the page shows it), give each user exactly the steps and answers of their run alone."""
+    import numpy as np
+    from PIL import Image
+
+    studio, _ = served
+    other = tmp_path / "other.jpg"
+    Image.fromarray(np.random.default_rng(7).integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(other)
+    args = ("default", "box", True, False, False, 1.0, 1.0)
+
+    def summary(events):
+        trace = events[-1].trace
+        return [(s.name, s.raw, s.parsed, s.info.get("classes")) for s in trace.steps], trace.final
+
+    alone = [summary(list(studio.run(image, *args))) for image in (photo, str(other))]
+    runs = {k: studio.run(image, *args) for k, image in enumerate((photo, str(other)))}
+    events: list[list] = [[], []]
+    while runs:
+        for k, run in list(runs.items()):
+            event = next(run)
+            assert not studio._lock.locked(), "no lock held while a step is being shown"
+            events[k].append(event)
+            if hasattr(event, "trace"):  # the run's last event
+                del runs[k]
+    assert [summary(e) for e in events] == alone

@@ -165,6 +165,31 @@ def test_answer_logprobs_match_a_forward_pass_of_each_answer_alone(tiny_vlms, fa
             assert scores[i, k] == pytest.approx(expected, abs=1e-3)
     posterior = vlm.class_posterior([PHOTO, other])
     assert posterior.shape == (2, len(prompts.CLASSES)) and np.allclose(posterior.sum(1), 1)
+    # the scores above come from the prompt's KV cache wherever the family can reuse a prefix (not M-RoPE's)
+    with torch.inference_mode():
+        cached = vlm._cached_answer_logprobs([PHOTO, other], [prompt, prompt], answers)
+    assert (cached is None) == (family == "qwen2_vl")
+    if cached is not None:
+        np.testing.assert_allclose(cached, scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["internvl", "smolvlm"])
+def test_answer_logprobs_after_earlier_turns_match_full_passes(tiny_vlms, family):
+    """Scoring the Q6 reply after each photo's own Q1 turn (bench_clarity's use): the same whether the prompts
+    share their KV cache (histories of equal length) or not (unequal: full passes)."""
+    import torch
+
+    vlm = tiny_vlms[family]
+    other = Image.new("RGB", (64, 64), (30, 160, 90))
+    answers = [prompts.clarity_answer(True), prompts.clarity_answer(False)]
+    for histories in ([[(prompts.Q1, "The object is jar.")], [(prompts.Q1, "The object is can.")]],
+                      [[(prompts.Q1, "The object is jar.")], [(prompts.Q1, "I do not know what the object is.")]]):
+        scores = vlm.answer_logprobs([PHOTO, other], prompts.Q6, answers, histories=histories)
+        with torch.inference_mode():
+            full = vlm._full_answer_logprobs([PHOTO, other], [vlm._prompt(prompts.Q6, h) for h in histories],
+                                             answers, 64)
+        np.testing.assert_allclose(scores, full, atol=1e-4)
+        assert np.all(scores < 0)
 
 
 def test_fused_decision_is_the_class_photo_and_render_support_together(tiny_vlms, monkeypatch):
