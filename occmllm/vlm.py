@@ -226,14 +226,20 @@ class VLM:
         self.trained = trained
         self.max_new_tokens = max_new_tokens
         self.model_type = model.config.model_type
-        # Dynamic-NTK RoPE (InternLM2's) changes the frequencies once a sequence passes max_position_embeddings: a
-        # cached prefix was rotated with other frequencies than a full recompute would use, so past that length such
-        # models recompute (below it the frequencies are the plain ones and reuse is exact)
+        # Dynamic-NTK RoPE (InternLM2's) changes the frequencies once a sequence passes max_position_embeddings, and
+        # LongRoPE (Phi-3's) once it passes original_max_position_embeddings: a cached prefix was rotated with other
+        # frequencies than a full recompute would use, so past that length such models recompute (below it the
+        # frequencies are the plain ones and reuse is exact)
         text_config = model.config.get_text_config()
         rope = getattr(text_config, "rope_parameters", None) or {}
+        rope_type = str(rope.get("rope_type", ""))
         self.prefix_reuse = self.model_type not in NO_PREFIX_REUSE
-        self._reuse_below = (getattr(text_config, "max_position_embeddings", None) or 0) \
-            if "dynamic" in str(rope.get("rope_type", "")) else None
+        self._reuse_below = None
+        if "dynamic" in rope_type:
+            self._reuse_below = getattr(text_config, "max_position_embeddings", None) or 0
+        elif "longrope" in rope_type:
+            self._reuse_below = rope.get("original_max_position_embeddings") or getattr(
+                text_config, "original_max_position_embeddings", None) or 0
         self._byte_fallback = _has_byte_fallback(processor.tokenizer)
         self.last_reused_tokens = 0
         self._cache = None  # (image key, token ids 1-D tensor, DynamicCache) of the last `chat` conversation
@@ -511,17 +517,21 @@ class VLM:
 
     def _full_answer_logprobs(self, images: list, prompts_: list[str], answers: list[str],
                               batch_size: int) -> np.ndarray:
-        """answer_logprobs by a full pass over image, prompt and answer for every (image, answer) pair."""
-        lengths = [len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers]
+        """answer_logprobs by a full pass over image, prompt and answer for every (image, answer) pair. An answer's
+        tokens are counted as they follow the prompt (a SentencePiece tokenizer gives an answer alone one more
+        token, its leading space, which after the prompt is not there)."""
+        alone = [len(self.tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers]
+        after = {prompt: self._answer_tokens(prompt, answers) for prompt in dict.fromkeys(prompts_)}
+        lengths = {prompt: [len(t) for t in tokens] if tokens else alone for prompt, tokens in after.items()}
         pairs = [(i, k) for i in range(len(images)) for k in range(len(answers))]
         scores = np.zeros(len(pairs), dtype=np.float64)
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             inputs = self._inputs([images[i] for i, _ in chunk], [prompts_[i] + answers[k] for i, k in chunk])
             logprobs = self.model(**inputs).logits.float().log_softmax(-1)
-            for row, (_, k) in enumerate(chunk):
+            for row, (i, k) in enumerate(chunk):
                 real = inputs["attention_mask"][row].nonzero()[:, 0]  # positions of real tokens, in order
-                positions = real[-lengths[k]:]
+                positions = real[-lengths[prompts_[i]][k]:]
                 tokens = inputs["input_ids"][row, positions]
                 scores[start + row] = float(logprobs[row, positions - 1].gather(-1, tokens[:, None]).sum())
         return scores.reshape(len(images), len(answers))

@@ -108,6 +108,29 @@ def test_batched_answers_equal_one_at_a_time(converted, family):
     assert batch == [e["answers"][0] for e in expected(family)["photos"]]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_answer_scores_count_the_answer_tokens_as_they_follow_the_prompt(converted, family):
+    """The class probabilities' scores (VLM.answer_logprobs): each answer's tokens as they follow the prompt in one
+    tokenization, whether scored from the prompt's KV cache or by full passes (SentencePiece tokenizers give an
+    answer alone a leading-space token that is not there after the prompt; it is not counted)."""
+    vlm = fresh(converted[family])
+    image = load_image(FIXTURES / "photos" / expected(family)["photos"][0]["photo"])
+    answers = [prompts.identify_answer(c) for c in ("jar", "cellphone")]
+    prompt = vlm._prompt(prompts.Q1, None)
+    scores = vlm.answer_logprobs([image], prompts.Q1, answers)
+    with torch.inference_mode():
+        full = vlm._full_answer_logprobs([image], [prompt], answers, 64)  # the way taken where a cache cannot be
+    for k, answer in enumerate(answers):
+        ids = vlm._inputs([image], [prompt + answer])["input_ids"][0]
+        head = len(vlm._inputs([image], [prompt])["input_ids"][0])
+        with torch.inference_mode():
+            logprobs = vlm.model(**vlm._inputs([image], [prompt + answer])).logits.float().log_softmax(-1)[0]
+        assert ids[:head].tolist() == vlm._inputs([image], [prompt])["input_ids"][0].tolist()
+        expected_score = sum(float(logprobs[t - 1, ids[t]]) for t in range(head, len(ids)))
+        assert scores[0, k] == pytest.approx(expected_score, abs=1e-3), (family, answer)
+        assert full[0, k] == pytest.approx(expected_score, abs=1e-3), (family, answer)
+
+
 def test_tiling_at_448_matches_the_seed(converted):
     """The image processor a conversion writes tiles like InternVL2's load_image (448 px, 1-12 tiles by aspect ratio,
     plus a thumbnail, ImageNet mean and std): tile counts for many sizes, and the pixels of the photos."""
