@@ -178,6 +178,17 @@ def main() -> None:
     app.close()
 
 
+def run_at_once(work, names: list) -> float:
+    """work(name) for every name, each in its own thread, all at once; returns the seconds until the last ended."""
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def concurrent(url: str, studio, annotators: int, seconds: float) -> None:
     acked: list[int] = []
     errors: list[str] = []
@@ -202,13 +213,7 @@ def concurrent(url: str, studio, annotators: int, seconds: float) -> None:
             with lock:
                 errors.append(f"{name}: {type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=annotate, args=(f"annotator{i}",)) for i in range(annotators)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_at_once(annotate, [f"annotator{i}" for i in range(annotators)])
     stored = studio.store.judgment_ids()
     lost = [i for i in acked if i not in stored]
     print(f"{annotators} annotators for {elapsed:.0f} s: {len(acked)} judgments ({len(acked) / elapsed:.1f}/s), "
@@ -253,13 +258,7 @@ def concurrent_explore(url: str, users: int, seconds: float, photos: list[str], 
             with lock:
                 errors.append(f"user{k}: {type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=explore, args=(k,)) for k in range(users)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_at_once(explore, list(range(users)))
     if totals:
         print(f"{users} users running the CoT at once for {elapsed:.0f} s ({len(photos)} photos, the model deciding; "
               f"3D taken in {routed[0]} of {len(totals)}): first step shown {stats(firsts)}; whole CoT {stats(totals)}; "
