@@ -10,6 +10,11 @@
 #   bash train/gpu_box.sh gl                # .gpu-gl/: GL dispatch libraries (Debian's libglvnd + GLU) and an EGL
 #                                           #   vendor file, for rendering through the NVIDIA driver's EGL on a box
 #                                           #   that has the driver's libEGL_nvidia but no libEGL (GL_LIBS=DIR: another)
+#   bash train/gpu_box.sh park              # before sending: moves the shipped weights a run there does not read
+#                                           #   (the default model's, the v5 expert's) to $PARK_DIR (default
+#                                           #   /tmp/occmllm-parked) so that the upload stays small, marked
+#                                           #   skip-worktree so that no commit records them as deleted;
+#   bash train/gpu_box.sh unpark            #   afterwards: back in place, checked byte for byte against git
 # Send the project with those folders to the box; there, in the project root:
 #   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
 #   bash train/gpu_box.sh wait RUN SECONDS [DEST]            # watch it; once it ended, its results into DEST
@@ -62,7 +67,25 @@ start_detached() {  # start_detached RUN COMMAND...: once per RUN (a second star
   echo "gpu_box: started $* (log: $run.log)"
 }
 
+PARKED="occmllm/default_model/weights/model.safetensors occmllm/recon/weights_v5/model.safetensors
+occmllm/recon/weights_v5/config.json"
+PARK_DIR=${PARK_DIR:-/tmp/occmllm-parked}
+
 case "$cmd" in
+  park)
+    for f in $PARKED; do
+      if [ -f "$PARK_DIR/$f" ]; then echo "gpu_box: $f is parked already"; continue; fi
+      mkdir -p "$PARK_DIR/$(dirname "$f")" && mv "$f" "$PARK_DIR/$f" && git update-index --skip-worktree "$f"
+    done
+    echo "gpu_box: parked in $PARK_DIR (bash train/gpu_box.sh unpark puts them back)";;
+  unpark)
+    for f in $PARKED; do
+      [ -f "$PARK_DIR/$f" ] && mv "$PARK_DIR/$f" "$f"
+      git update-index --no-skip-worktree "$f"
+      [ -f "$f" ] || git checkout -- "$f"  # lost from the park folder: git's copy
+    done
+    git diff --quiet -- $PARKED || { echo "gpu_box: the unparked files differ from git's: git diff -- $PARKED" >&2; exit 1; }
+    echo "gpu_box: unparked; the weights are as committed";;
   wheels)
     mkdir -p .whl
     # shellcheck disable=SC2086

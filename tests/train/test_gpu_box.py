@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,27 @@ def test_start_wait_collect_the_smoke_recipe(tmp_path):
     assert (tmp_path / "final" / "model.safetensors").is_file()
     stages = subprocess.run(["tar", "tzf", str(dest / "stages.tgz")], capture_output=True, text=True).stdout
     assert "stage_4c/loss.csv" in stages and ".safetensors" not in stages
+
+
+def test_park_keeps_the_shipped_weights_out_of_the_upload_and_out_of_commits(tmp_path):
+    """`park` (before a GPU call with a size limit) moves the weights aside so that even `git commit -a` does not
+    record them as deleted; `unpark` puts them back as committed. Run in a clone, never on this checkout."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=300)
+    shutil.copy(REPO / "train" / "gpu_box.sh", clone / "train" / "gpu_box.sh")  # this checkout's version of the tool
+    parked = "occmllm/default_model/weights/model.safetensors"
+    original = (clone / parked).read_bytes()
+    env = {**os.environ, "PARK_DIR": str(tmp_path / "parked")}
+
+    def run(*args):
+        return subprocess.run(["bash", "train/gpu_box.sh", *args], cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    assert run("park").returncode == 0
+    assert not (clone / parked).exists() and (tmp_path / "parked" / parked).is_file()
+    status = subprocess.run(["git", "status", "--porcelain", "--", "occmllm"], cwd=clone, capture_output=True,
+                            text=True).stdout
+    assert status == "", status  # nothing that `git commit -a` would record about the weights
+    back = run("unpark")
+    assert back.returncode == 0 and "as committed" in back.stdout, back.stdout + back.stderr
+    assert (clone / parked).read_bytes() == original
