@@ -124,29 +124,28 @@ case "$cmd" in
     run=$1; limit=$2; dest=${3:-${OUT:-$run.results}}; t0=$(date +%s)
     [ -f "$run.started" ] || { echo "gpu_box: $run was never started" >&2; exit 2; }
     pid_alive() { pgrep -f -- "--out $run( |\$)|--run $run( |\$)" >/dev/null; }
+    progress() {  # the stage table so far and the log without progress bars, in DEST all along: a call cut off
+      cp "$run/results.md" "$dest/" 2>/dev/null || true  # before the end still returns the finished stages
+      tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true
+    }
     mkdir -p "$dest"
-    while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do  # the stage table so far kept in DEST all along,
-      cp "$run/results.md" "$dest/" 2>/dev/null || true              # in case the call is cut off before the end
-      tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true; sleep 20
-    done
+    while pid_alive && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do progress; sleep 20; done
+    progress
     echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
-    tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]|^[[:space:]]*$" | tail -25 | cut -c1-300 || true
-    if pid_alive; then  # the stages finished so far, in case the box is gone before the end
-      cp "$run/results.md" "$dest/" 2>/dev/null || true; echo "gpu_box: still running"; exit 0
-    fi
-    tr '\r' '\n' < "$run.log" | grep -v -E "(it/s|s/it)\]" > "$dest/run.log" || true
+    grep -v -E "^[[:space:]]*$" "$dest/run.log" | tail -25 | cut -c1-300 || true
+    if pid_alive; then echo "gpu_box: still running"; exit 0; fi
     if [ -d "$run.out" ]; then  # an expert run: gpu_recon.sh's results; the weights in float16, in parts
       cp "$run.out"/*.txt "$run.out"/*.csv "$run.out"/*.json "$dest/" 2>/dev/null || true
       python3 -c "import sys; from occmllm.recon.model import OccupancyNet
 OccupancyNet.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], half=True)" "$run" "$run.half"
       tar czf "$run.weights.tgz" -C "$run.half" . && split -b 15M "$run.weights.tgz" "$dest/weights.tgz."
     else
-      cp "$run/results.md" "$run/timing.json" "$dest/" 2>/dev/null || true
+      cp "$run/timing.json" "$dest/" 2>/dev/null || true
       [ -d "$run/final" ] && tar czf "$run.final.tgz" -C "$run" final && split -b 15M "$run.final.tgz" "$dest/final.tgz."
       tar czf "$dest/stages.tgz" -C "$run" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' \
         --exclude=data --exclude=clarity_data --exclude='checkpoint*' --exclude=final --exclude=trackio . || true
     fi
     ls -la "$dest";;
   *)
-    sed -n 2,22p "$0";;
+    sed -n "2,/^set -euo/{/^set -euo/!p}" "$0";;
 esac
