@@ -36,6 +36,37 @@ def chosen_expert(settings: dict) -> tuple[str, object, str] | None:
     return "expert", expert, str(expert)
 
 
+def chosen_folder(settings: dict) -> tuple[Path, str] | None:
+    """(weights folder, "stages.0.KEY=VALUE") of the expert stage 0 uses instead of training one, taken out of
+    `settings`; None to train one. TrainError when the setting names no learned expert's weights."""
+    chosen = chosen_expert(settings)
+    if not chosen:
+        return None
+    from occmllm.recon.experts import SHIPPED, learned_weights
+
+    key, value, spec = chosen
+    try:
+        folder = learned_weights(spec)
+    except (ValueError, FileNotFoundError) as error:
+        raise TrainError(f"stages.0.{key}={value}: {error}") from None
+    if not (folder / "model.safetensors").is_file():
+        shipped = ", ".join(f"learned:{name}" for name in SHIPPED)
+        raise TrainError(f"stages.0.{key}={value}: {folder} holds no model.safetensors (expected learned, "
+                         f"{shipped} or learned:FOLDER, a learned expert's folder)")
+    return folder, f"stages.0.{key}={value}"
+
+
+def preset_expert(config: dict) -> Path | None:
+    """The 3D expert of a run or a stage that goes without stage 0 (`--stages 1 2`, `--from 2`, `python -m train.sft
+    --stage 1`): the one the preset's stage 0 chooses (the default preset's `expert: learned:g2`), so that its renders
+    and evaluations are those of the whole recipe; None (the shipped default expert) when stage 0 would train one."""
+    chosen = chosen_folder(dict((config.get("stages") or {}).get("0") or {}))
+    if chosen:
+        print(f">> 3D expert without stage 0: {chosen[0]} (the preset's {chosen[1]})", flush=True)
+        return chosen[0]
+    return None
+
+
 def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:
     """Train (or resume) the expert into `folder/model`; returns the folder LearnedExpert loads (the one `expert`
     names, or the shipped one when the data have no shapes). `start` is unused: the expert starts from its own weights."""
@@ -45,20 +76,10 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
     from occmllm.recon.train import ExpertTrainConfig, train_expert
 
     settings = dict(settings)
-    chosen = chosen_expert(settings)
+    chosen = chosen_folder(settings)
     if chosen:
-        from occmllm.recon.experts import SHIPPED, learned_weights
-
-        key, value, spec = chosen
-        try:
-            folder = learned_weights(spec)
-        except (ValueError, FileNotFoundError) as error:
-            raise TrainError(f"stages.0.{key}={value}: {error}") from None
-        if not (folder / "model.safetensors").is_file():
-            shipped = ", ".join(f"learned:{name}" for name in SHIPPED)
-            raise TrainError(f"stages.0.{key}={value}: {folder} holds no model.safetensors (expected learned, "
-                             f"{shipped} or learned:FOLDER, a learned expert's folder)")
-        print(f">> stage 0: using the 3D expert {folder} (stages.0.{key}={value})")
+        folder, setting = chosen
+        print(f">> stage 0: using the 3D expert {folder} ({setting})")
         return folder
     for key in ("parts", "lr_schedule", "weight_decay", "epochs"):  # the VLM stages' settings, if a preset has them
         settings.pop(key, None)

@@ -121,7 +121,7 @@ def run_one_stage(train_stage, kind: str, doc: str, argv: list[str] | None = Non
     """The command line of one stage alone (each stage module's main): the preset's settings of `--stage` as the
     recipe passes them, trained by `train_stage(stage, settings, start, data_dir, folder)` from --model on --data
     into --out (the model in OUT/model)."""
-    from train.expert import make_expert_renders
+    from train.expert import make_expert_renders, preset_expert
     from train.inputs import check_inputs, data_settings, is_export, reads_expert_renders
     from train.run_all import STAGES
 
@@ -147,8 +147,8 @@ def run_one_stage(train_stage, kind: str, doc: str, argv: list[str] | None = Non
         settings = data_settings(stage, stage_settings(config, stage), is_export(args.data))
         if kind != "expert":
             check_inputs([stage], args.data, args.model, evaluate=False)
-        if reads_expert_renders(stage, settings):  # the shipped expert's, as the recipe makes them without stage 0
-            make_expert_renders(args.data, None, settings.get("limit"), config, rank0=True)
+        if reads_expert_renders(stage, settings):  # the preset's expert's, as the recipe makes them without stage 0
+            make_expert_renders(args.data, preset_expert(config), settings.get("limit"), config, rank0=True)
         model = train_stage(stage, settings, args.model, args.data, args.out)
     except TrainError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -88,7 +88,7 @@ from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity
 from train.common import (TrainError, fsdp_requested, start_process_group, use_fsdp,  # noqa: E402
                           wait_for_all_ranks)
 from train.evaluation import evaluate_stage, evaluates  # noqa: E402
-from train.expert import make_expert_renders  # noqa: E402
+from train.expert import make_expert_renders, preset_expert  # noqa: E402
 from train.inputs import (base_model_path, check_inputs, data_folder, data_settings, is_export,  # noqa: E402
                           prepare_inputs, reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
@@ -181,6 +181,8 @@ def run(args) -> int:
 
         # --- the stages ---
         expert = finished_expert(out)  # stage 0's DONE row names the expert it made or chose (the shipped one)
+        if expert is None and not any(stage.kind == "expert" for stage in stages):
+            expert = preset_expert(config)  # a run without stage 0 renders and evaluates with the preset's expert
         prefetch = None
         for stage in stages:
             folder = stage_folder(out, stage.id)

@@ -400,3 +400,29 @@ def test_a_second_run_on_the_same_data_replaces_another_experts_renders(tmp_path
     assert "holds the renders of another expert" in text and "replaced by this run's expert's" in text
     assert record["weights_sha256"] == expert_identity(str(SHIPPED["v5"]))["weights_sha256"]
     assert command.main(["--data", str(data), "--split", "train", "--expert", "learned"]) == 2
+
+
+def test_a_run_or_a_stage_without_stage_0_renders_with_the_presets_expert(tmp_path, capsys):
+    """`--stages 1` (no stage 0 in the run) and `python -m train.sft --stage 1` alone make the training photos' renders
+    with the expert the preset's stage 0 chooses (the default preset's learned:g2), not the app's default expert: a
+    partial run trains and evaluates on what the whole recipe would."""
+    from occmllm.expert_renders import expert_identity
+    from occmllm.recon.experts import SHIPPED
+    from train import sft
+
+    def made_by(data: Path) -> str:
+        return json.loads((data / "train" / "expert_renders" / "expert.json").read_text())["weights_sha256"]
+
+    out = tmp_path / "run"
+    code, text = run(["--preset", "smoke", "--out", out, "--stages", "1", "stages.1.renders=expert",
+                      "evaluate.enabled=false", "stages.0.expert=learned:v5"], capsys)
+    assert code == 0, text[-3000:]
+    assert made_by(out / "data") == expert_identity(str(SHIPPED["v5"]))["weights_sha256"]
+    assert "the preset's stages.0.expert=learned:v5" in text
+    code = sft.main(["--preset", "smoke", "--stage", "1", "--data", str(out / "data"), "--model",
+                     str(out / "stage_1" / "model"), "--out", str(tmp_path / "alone"), "stages.1.renders=expert",
+                     "stages.0.expert=learned:g2"])
+    text = capsys.readouterr().out
+    assert code == 0, text[-3000:]
+    assert made_by(out / "data") == expert_identity(str(SHIPPED["g2"]))["weights_sha256"]
+    assert "replaced by this run's expert's" in text and (tmp_path / "alone" / "model" / "config.json").is_file()
