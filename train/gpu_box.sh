@@ -14,6 +14,8 @@
 #                                           #   (the default model's, the v5 expert's) to $PARK_DIR (default
 #                                           #   /tmp/occmllm-parked) so that the upload stays small, marked
 #                                           #   skip-worktree so that no commit records them as deleted;
+#   bash train/gpu_box.sh park --keep-default  # the same but the default model stays (a call that runs it there,
+#                                           #   e.g. python -m benchmarks.bench_scoring --device cuda): v5 alone
 #   bash train/gpu_box.sh unpark            #   afterwards: back in place, checked byte for byte against git
 # Send the project with those folders to the box; there, in the project root:
 #   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
@@ -73,6 +75,11 @@ PARK_DIR=${PARK_DIR:-/tmp/occmllm-parked}
 
 case "$cmd" in
   park)
+    case "${1:-}" in
+      "") ;;
+      --keep-default) PARKED=$(echo $PARKED | tr " " "\n" | grep -v default_model);;
+      *) echo "gpu_box park: unknown option $1 (--keep-default or nothing)" >&2; exit 2;;
+    esac
     for f in $PARKED; do
       if [ -f "$PARK_DIR/$f" ]; then echo "gpu_box: $f is parked already"; continue; fi
       mkdir -p "$PARK_DIR/$(dirname "$f")" && mv "$f" "$PARK_DIR/$f" && git update-index --skip-worktree "$f"

@@ -67,3 +67,9 @@ def test_park_keeps_the_shipped_weights_out_of_the_upload_and_out_of_commits(tmp
     back = run("unpark")
     assert back.returncode == 0 and "as committed" in back.stdout, back.stdout + back.stderr
     assert (clone / parked).read_bytes() == original
+    # --keep-default: a call that runs the default model there sends it and parks the v5 expert alone
+    v5 = "occmllm/recon/weights_v5/model.safetensors"
+    assert run("park", "--keep-default").returncode == 0
+    assert (clone / parked).read_bytes() == original and not (clone / v5).exists()
+    assert run("unpark").returncode == 0 and (clone / v5).is_file()
+    assert run("park", "--keep-everything").returncode == 2 and (clone / v5).is_file()
