@@ -34,6 +34,8 @@ def test_dry_run_prints_every_stage_in_order(capsys, tmp_path):
     code, text = run(["--preset", "smoke", "--dry-run", "--from", "4a", "--lora"], capsys)
     assert [line.split()[1] for line in text.splitlines() if line.strip().startswith("stage ")] == ["4a", "4b", "4c"]
     assert '"lora": true' in text
+    code, text = run(["--preset", "default", "--dry-run", "--out", tmp_path, "--stages", "1", "2"], capsys)
+    assert code == 0 and "3D expert: learned:g2 (stages.0.expert=learned:g2; stage 0 is not in this run)" in text
 
 
 def _break_line(path: Path, number: int, text: str) -> None:
