@@ -60,11 +60,33 @@ def preset_expert(config: dict) -> Path | None:
     """The 3D expert of a run or a stage that goes without stage 0 (`--stages 1 2`, `--from 2`, `python -m train.sft
     --stage 1`): the one the preset's stage 0 chooses (the default preset's `expert: learned:g2`), so that its renders
     and evaluations are those of the whole recipe; None (the shipped default expert) when stage 0 would train one."""
-    chosen = chosen_folder(dict((config.get("stages") or {}).get("0") or {}))
+    chosen = chosen_folder(stage0_settings(config))
     if chosen:
         print(f">> 3D expert without stage 0: {chosen[0]} (the preset's {chosen[1]})", flush=True)
         return chosen[0]
     return None
+
+
+def plan_expert(config: dict, out: Path, stage0_in_run: bool) -> str:
+    """In words, which 3D expert a run renders and evaluates with (the dry run's plan): a finished stage 0's, else
+    the one stage 0 chooses (preset_expert when stage 0 is not in the run), else one stage 0 trains or the shipped
+    default."""
+    from train.run_folder import finished_expert
+
+    done = finished_expert(out)
+    if done is not None:
+        return f"{done} (stage 0 done in OUT)"
+    chosen = chosen_expert(stage0_settings(config))
+    if chosen:
+        key, value, spec = chosen
+        return f"{spec} (stages.0.{key}={value}{'' if stage0_in_run else '; stage 0 is not in this run'})"
+    return "trained by stage 0" if stage0_in_run else \
+        "learned, the shipped default (stage 0 would train one; not in this run)"
+
+
+def stage0_settings(config: dict) -> dict:
+    """A copy of the preset's stage-0 settings as written (chosen_expert takes its keys out)."""
+    return dict((config.get("stages") or {}).get("0") or {})
 
 
 def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path, folder: Path) -> Path:

@@ -88,7 +88,7 @@ from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity
 from train.common import (TrainError, fsdp_requested, start_process_group, use_fsdp,  # noqa: E402
                           wait_for_all_ranks)
 from train.evaluation import evaluate_stage, evaluates  # noqa: E402
-from train.expert import chosen_expert, make_expert_renders, preset_expert  # noqa: E402
+from train.expert import make_expert_renders, plan_expert, preset_expert  # noqa: E402
 from train.inputs import (base_model_path, check_inputs, data_folder, data_settings, is_export,  # noqa: E402
                           prepare_inputs, reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
@@ -278,25 +278,13 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
         clarity.get("rule", "answer"), clarity.get("rule"))
     print("  clarity labels: " + (f"{rule}, on {clarity.get('n', 8000)} new photos (OUT/clarity_data)"
                                   if clarity.get("relabel") else "the generator's visibility labels"))
-    print(f"  3D expert: {plan_expert(stages, config, out)}")
+    print(f"  3D expert: {plan_expert(config, out, any(stage.kind == 'expert' for stage in stages))}")
     for stage in stages:
         done = " (done, skipped)" if is_done(out, stage.id) else ""
         settings = stage_settings(config, stage)
         starts = starts_from(stage, {s.id for s in stages}, out)
         print(f"  stage {stage.id:<3} {stage.kind:<6} {stage.what:<24} starts {starts or '-':<5} "
               f"data {','.join(stage.data) or 'photos+shapes':<8} {json.dumps(settings)}{done}")
-
-
-def plan_expert(stages: list[Stage], config: dict, out: Path) -> str:
-    """Which 3D expert the run renders and evaluates with, in words (the dry run's plan)."""
-    if is_done(out, "0"):
-        return f"{finished_expert(out)} (stage 0 done in OUT)"
-    in_run = any(stage.kind == "expert" for stage in stages)
-    chosen = chosen_expert(dict((config.get("stages") or {}).get("0") or {}))
-    if chosen:
-        key, value, spec = chosen
-        return f"{spec} (stages.0.{key}={value}{'' if in_run else '; stage 0 is not in this run'})"
-    return "trained by stage 0" if in_run else "learned, the shipped default (stage 0 would train one; not in this run)"
 
 
 if __name__ == "__main__":
