@@ -142,6 +142,7 @@ case "$cmd" in
     grep -v -E "^[[:space:]]*$" "$dest/run.log" | tail -25 | cut -c1-300 || true
     if pid_alive; then echo "gpu_box: still running"; exit 0; fi
     if [ -d "$run.out" ]; then  # an expert run: gpu_recon.sh's results; the weights in float16, in parts
+      box_env  # a wait in its own command has not got the carried packages on its path yet (trimesh)
       cp "$run.out"/*.txt "$run.out"/*.csv "$run.out"/*.json "$dest/" 2>/dev/null || true
       python3 -c "import sys; from occmllm.recon.model import OccupancyNet
 OccupancyNet.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], half=True)" "$run" "$run.half"
