@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.mkdir(parents=True)
     for f in files:
         shutil.copy2(f, tmp / f.name)
+    shipped_expert = name_shipped_expert(tmp)
     shutil.rmtree(WEIGHTS_DIR, ignore_errors=True)
     tmp.rename(WEIGHTS_DIR)
     print(f"copied {len(files)} files ({size / 2**20:.1f} MB) from {final} to {WEIGHTS_DIR}")
@@ -48,7 +49,28 @@ def main(argv: list[str] | None = None) -> int:
 
     spec, note = expert_for_model(WEIGHTS_DIR)
     print(f"the app and the command lines will use the 3D expert {spec} with it" + (f": {note}" if note else ""))
+    if shipped_expert:
+        print(f"(it was trained on the renders of the shipped expert {shipped_expert}; occmllm_expert.json names it)")
     return 0
+
+
+def name_shipped_expert(folder: Path) -> str | None:
+    """When the model's occmllm_expert.json records a shipped expert's weights (matched by SHA-256), write that
+    expert's name in place of the folder it had on the training machine (a GPU box's absolute path means nothing in
+    the package); the digest stays, and it is what the app matches. Returns the name, or None."""
+    import json
+
+    from occmllm.expert_renders import MODEL_EXPERT, _shipped_by_digest
+
+    record_file = folder / MODEL_EXPERT
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    name = _shipped_by_digest().get(record.get("weights_sha256"))
+    if name is not None:
+        record["expert"] = name
+        record_file.write_text(json.dumps(record, indent=1) + "\n")
+    return name
 
 
 if __name__ == "__main__":

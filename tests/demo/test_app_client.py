@@ -121,11 +121,13 @@ def test_start_errors_are_clear(tmp_path):
 
 
 def test_uploaded_batch_gets_model_candidates(tmp_path):
-    from PIL import Image
+    import shutil
+
+    from demo.explore_tab import EXAMPLES
 
     studio = Studio(StudioConfig(tmp_path / "data"))
-    good = tmp_path / "a.jpg"
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(good)
+    good = tmp_path / "a.jpg"  # a photo of the kind the default model reads (a plain colour square is not one:
+    shutil.copy(EXAMPLES / "bowl_occluded.jpg", good)  # the v9 model samples no readable answer for it)
     bad = tmp_path / "b.jpg"
     bad.write_text("nope")
     message = studio.add_photos([str(good), str(bad)])

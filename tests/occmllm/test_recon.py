@@ -342,8 +342,9 @@ def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
     working directory is taken as the folder it is."""
     from occmllm.recon import expert_from_spec
 
-    assert weights_folder(None) == WEIGHTS == SHIPPED["v4"]
-    assert expert_from_spec("learned").config.width == 32
+    assert weights_folder(None) == WEIGHTS == SHIPPED["g2"]  # the expert the shipped default model reads
+    assert expert_from_spec("learned").config.width == 48
+    assert expert_from_spec("learned:v4").config.width == 32
     assert expert_from_spec("learned:v5").config.width == 48
     assert LearnedExpert("v5").config.width == 48
     assert expert_from_spec("learned:g2").config.width == 48

@@ -188,6 +188,43 @@ def test_a_model_is_used_with_the_expert_it_was_trained_with(tiny_model, tmp_pat
     assert f"3D expert: learned:{other} (the expert this model was trained with" in shown.stdout
 
 
+def test_ship_default_names_the_shipped_expert_the_model_was_trained_with(tiny_model, tmp_path, monkeypatch, capsys):
+    """train/ship_default.py copies a run's final model into the package folder; a recorded expert that is a shipped
+    one (matched by its weights) is written by name instead of the training machine's folder, and the app's choice
+    for the shipped model is then plain `learned` when that expert is the default. Not trained, or too big: refused."""
+    import shutil
+
+    import occmllm.default_model as default_model
+    from occmllm.expert_renders import MODEL_EXPERT, expert_for_model, record_model_expert
+    from occmllm.shipped import DEFAULT_EXPERT
+    from train import ship_default
+
+    run_dir = tmp_path / "run"
+    final = run_dir / "final"
+    shutil.copytree(tiny_model, final)
+    record_model_expert(final, f"learned:{DEFAULT_EXPERT}")
+    box = json.loads((final / MODEL_EXPERT).read_text())
+    box["expert"] = "/root/somewhere/occmllm/recon/weights_on_the_box"  # the GPU box's absolute folder
+    (final / MODEL_EXPERT).write_text(json.dumps(box))
+    package = tmp_path / "package" / "weights"
+    monkeypatch.setattr(default_model, "WEIGHTS_DIR", package)
+    assert ship_default.main([str(run_dir)]) == 2  # the tiny model's marker says untrained
+    assert "not a trained default-model folder" in capsys.readouterr().err and not package.exists()
+
+    marker = json.loads((final / default_model.MARKER).read_text())
+    (final / default_model.MARKER).write_text(json.dumps({**marker, "trained": True}))
+    assert ship_default.main([str(run_dir)]) == 0
+    shipped = json.loads((package / MODEL_EXPERT).read_text())
+    assert shipped == {"expert": DEFAULT_EXPERT, "weights_sha256": box["weights_sha256"]}
+    assert (package / "model.safetensors").read_bytes() == (final / "model.safetensors").read_bytes()
+    assert expert_for_model(package) == ("learned", None)
+    assert f"shipped expert {DEFAULT_EXPERT}" in capsys.readouterr().out
+
+    monkeypatch.setattr(ship_default, "MAX_BYTES", 1000)
+    assert ship_default.main([str(final)]) == 2 and "over the 30 MB" in capsys.readouterr().err
+    assert (package / "model.safetensors").is_file()  # a refused copy leaves the shipped one as it was
+
+
 def test_clarity_labels_are_stage_1s_own_correctness_on_new_photos(toy_data, tmp_path, capsys):
     """clarity.relabel: stage 2 learns "No." exactly where stage 1's model answers Q1 wrongly, on photos of another
     seed that stage 1 never trained on."""
