@@ -86,7 +86,7 @@ def final_html(trace) -> str:
     route = decide.heading if decide else ""
     note = decide.info.get("note", "") if decide and not decide.info.get("fused") else ""
     detail = f"first answer: <b>{esc(before)}</b> → final: <b>{esc(trace.final)}</b>" if changed else \
-        (esc(note) if trace.render_missing and note else f"the first answer stands ({esc(route)})")
+        (esc(note) if note else f"the first answer stands ({esc(route)})")
     return (f'<div class="final"><div class="final-label">Final decision</div>'
             f'<div class="final-answer">{esc(trace.final)} {tag}</div><div class="final-detail">{detail} · '
             f'{trace.seconds:.2f} s in total</div></div>')

@@ -216,12 +216,18 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
             trace.final, trace.final_text = q1, raw_q1
     else:
         trace.final, trace.final_text = q1, raw_q1
-    heading = prompts.THREE_D_REQUIRED if routed else prompts.NO_3D_REQUIRED
+    # the heading is the model's call (its clarity answer); Force 3D reads the render without making it required
+    required = routed and (clarity == prompts.NO or not force_3d)
+    heading = prompts.THREE_D_REQUIRED if required else prompts.NO_3D_REQUIRED
+    why = "3D was required" if required else "3D was forced"
     note = ""
     if routed and expert is None:
-        note = "3D was required but no 3D expert is configured: the first answer was kept"
+        note = f"{why} but no 3D expert is configured: the first answer was kept"
     elif routed and trace.render_missing:
-        note = "3D was required but the expert made no render: the first answer was kept"
+        note = f"{why} but the expert made no render: the first answer was kept"
+    elif force_3d and clarity != prompts.NO and render_answer is not None:
+        note = (f"3D forced: the render reads {render_answer}, but the model called the photo clear, so its first "
+                "answer stands")
     info = {"note": note} if note else {}
     if fused is not None:
         info = {"note": "photo and render read together", **fuse_info}

@@ -90,6 +90,24 @@ def test_clear_answer_skips_3d(tiny_vlms, monkeypatch):
     assert trace.step("decide").heading == prompts.NO_3D_REQUIRED
 
 
+def test_forced_3d_on_a_clear_answer_reads_the_render_but_keeps_the_models_call(tiny_vlms, monkeypatch):
+    """Force 3D (the app's setting, --force-3d) reconstructs and reads the render even after "Yes.", but 3D was not
+    required by the model: the decide step says so, keeps the first answer (the seed's rule) and says why, and the
+    app's final panel shows that reason."""
+    from demo.views import final_html
+
+    vlm = tiny_vlms["llava"]
+    answers = iter(["The object is jar.", "Yes.", "The object is bowl."])
+    monkeypatch.setattr(vlm, "chat", lambda *a, **k: (lambda ans: (ans, [(a[1], ans)]))(next(answers)))
+    trace = cot(vlm, PHOTO, expert=BoxExpert(), force_3d=True)
+    decide_step = trace.step("decide")
+    assert trace.used_3d and trace.step("identify_3d").parsed == "bowl" and trace.final == "jar"
+    assert decide_step.heading == prompts.NO_3D_REQUIRED
+    assert decide_step.info["note"] == ("3D forced: the render reads bowl, but the model called the photo clear, so "
+                                        "its first answer stands")
+    assert "3D forced: the render reads bowl" in final_html(trace) and "3D required" not in final_html(trace)
+
+
 def test_unclear_answer_routes_to_render(tiny_vlms, monkeypatch):
     vlm = tiny_vlms["llava"]
     answers = iter(["The object is bottle.", "No.", "The object is jar."])
