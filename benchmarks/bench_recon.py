@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     args.expert = str(learned_weights(args.expert, older_spelling_ok=True))  # a weights folder, for the workers too
+    flip = not args.no_flip
     data = Path(args.data)
     ids = list_ids(data, args.split)
     ids = ids[: args.limit] if args.limit else ids
@@ -196,24 +197,24 @@ def main(argv: list[str] | None = None) -> None:
         if not args.model:
             parser.error("--vlm-only needs --model")
         vlm_accuracy(args.model, data, args.split, ids, manifest,
-                     LearnedExpert(args.expert, threshold=args.threshold, flip_average=not args.no_flip))
+                     LearnedExpert(args.expert, threshold=args.threshold, flip_average=flip))
         return
     tasks = [(str(data), args.split, sid, manifest.get(sid, {}).get("visible_fraction")) for sid in ids]
     if args.workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers, initializer=_init_worker,
-                                 initargs=(args.expert, args.threshold, not args.no_flip)) as pool:
+                                 initargs=(args.expert, args.threshold, flip)) as pool:
             rows = list(tqdm(pool.map(score_one, tasks, chunksize=4), total=len(tasks), desc="reconstruct + score",
                              leave=False))
     else:
-        _init_worker(args.expert, args.threshold, not args.no_flip)
+        _init_worker(args.expert, args.threshold, flip)
         torch.set_num_threads(args.threads)
         rows = [score_one(t) for t in tqdm(tasks, desc="reconstruct + score", leave=False)]
 
     table(rows, "aligned", "learned expert vs ground truth, depth-aligned (target: mean IoU >= 0.70)")
     table(rows, "absolute", "learned expert vs ground truth, absolute camera frame")
-    expert = LearnedExpert(args.expert, threshold=args.threshold, flip_average=not args.no_flip)
+    expert = LearnedExpert(args.expert, threshold=args.threshold, flip_average=flip)
     times = []
     for sid in ids[: args.timing]:
         K = load_shape(sample_path(data, args.split, "shapes", sid)).K

@@ -29,7 +29,9 @@ def read_photos(folder: Path | None, n: int) -> tuple[list, str]:
     from PIL import Image
 
     if folder is not None and folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        from occmllm.store import IMAGE_SUFFIXES
+
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             return [Image.open(p).convert("RGB") for p in files], f"{len(files)} photos of {folder}"
     from benchmarks.bench_cot import photos

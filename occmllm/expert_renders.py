@@ -142,6 +142,11 @@ def _shipped_by_digest() -> dict[str, str]:
     return {digest: name for name, folder in EXPERTS.items() if (digest := weights_sha256(folder))}
 
 
+def shipped_expert_name(digest: str | None) -> str | None:
+    """The name of the shipped expert whose weights have this SHA-256 (v4, v5, g2), or None."""
+    return _shipped_by_digest().get(digest)
+
+
 MODEL_EXPERT = "occmllm_expert.json"  # in a trained model's folder: the expert whose renders it was trained on
 
 
@@ -176,7 +181,7 @@ def expert_for_model(model: str | Path | None) -> tuple[str, str | None]:
     except (ValueError, KeyError, TypeError):
         return "learned", f"{record_file}: unreadable, so the default expert (learned) is used"
     because = f"the expert this model was trained with ({record_file.name})"
-    name = _shipped_by_digest().get(digest)
+    name = shipped_expert_name(digest)
     if name is not None:
         return ("learned", None) if name == DEFAULT_EXPERT else (f"learned:{name}", because)
     if folder and weights_sha256(folder) == digest:

@@ -225,7 +225,7 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
         note = f"{why} but no 3D expert is configured: the first answer was kept"
     elif routed and trace.render_missing:
         note = f"{why} but the expert made no render: the first answer was kept"
-    elif force_3d and clarity != prompts.NO and render_answer is not None:
+    elif not required and render_answer is not None:  # forced after "Yes.": the render was read, not taken
         note = (f"3D forced: the render reads {render_answer}, but the model called the photo clear, so its first "
                 "answer stands")
     info = {"note": note} if note else {}

@@ -60,13 +60,13 @@ def name_shipped_expert(folder: Path) -> str | None:
     the package); the digest stays, and it is what the app matches. Returns the name, or None."""
     import json
 
-    from occmllm.expert_renders import MODEL_EXPERT, _shipped_by_digest
+    from occmllm.expert_renders import MODEL_EXPERT, shipped_expert_name
 
     record_file = folder / MODEL_EXPERT
     if not record_file.is_file():
         return None
     record = json.loads(record_file.read_text())
-    name = _shipped_by_digest().get(record.get("weights_sha256"))
+    name = shipped_expert_name(record.get("weights_sha256"))
     if name is not None:
         record["expert"] = name
         record_file.write_text(json.dumps(record, indent=1) + "\n")
