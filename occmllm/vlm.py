@@ -499,14 +499,17 @@ class VLM:
         if not bool(inputs["attention_mask"].all()) or (
                 self._reuse_below is not None and prefix + longest > self._reuse_below):
             return None
-        output = self.model(**inputs, use_cache=True)
-        cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            return None
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((n, longest), pad, dtype=torch.long, device=self.device)
         for k, answer in enumerate(tokens):
             ids[k, :len(answer)] = torch.tensor(answer, device=self.device)
+        cache = self._conversation_prefix(images, inputs["input_ids"])
+        if cache is not None:  # the last `chat` read this image and prompt: score from its cache, the image unread
+            return self._answers_after_last_token(cache, inputs["input_ids"][0, -1], ids, lengths)
+        output = self.model(**inputs, use_cache=True)
+        cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
         first = output.logits[:, -1].float().log_softmax(-1)[:, ids[:, 0]]  # (images, n): each answer's first token
         if longest > 1:  # the rest from one short row per (image, answer): image 0's n answers, then image 1's, ...
             cache.batch_repeat_interleave(n)
@@ -518,6 +521,39 @@ class VLM:
             following = logprobs[:, :-1].gather(-1, rows[:, 1:, None])[..., 0] * real[:, 1:]
             first = first + following.sum(1).view(len(images), n)
         return first.detach().cpu().numpy().astype(np.float64)
+
+    def _conversation_prefix(self, images: list, input_ids: torch.Tensor):
+        """A copy of the last `chat` conversation's KV cache cropped to all but the last token of `input_ids`, when
+        that conversation was about this one image and began with these tokens (the class probabilities asked for
+        right after the answer, as the pipeline does); None otherwise. The conversation's own cache is left whole."""
+        import copy
+
+        if len(images) != 1 or self._cache is None or self._cache[0] != _image_key(images[0]):
+            return None
+        cached_ids, cache = self._cache[1], self._cache[2]
+        ids = input_ids[0]
+        if len(cached_ids) < len(ids) or not torch.equal(cached_ids[:len(ids)].to(ids.device), ids) or not (
+                hasattr(cache, "crop") and hasattr(cache, "batch_repeat_interleave")):
+            return None
+        prefix = copy.deepcopy(cache)
+        prefix.crop(len(ids) - 1 - prefix.get_seq_length())
+        return prefix
+
+    def _answers_after_last_token(self, cache, last: torch.Tensor, ids: torch.Tensor,
+                                  lengths: torch.Tensor) -> np.ndarray:
+        """(1, answers) log-probabilities of the answers `ids` (rows, padded; `lengths` real tokens each) after a
+        prompt whose KV cache `cache` holds every token but the `last`: one row per answer, the last prompt token
+        first."""
+        n, longest = ids.shape
+        prefix = cache.get_seq_length()
+        cache.batch_repeat_interleave(n)
+        rows = torch.cat([last.reshape(1, 1).expand(n, 1).to(ids.device), ids], 1)
+        real = torch.arange(longest + 1, device=self.device) <= lengths[:, None]
+        mask = torch.cat([torch.ones(n, prefix, dtype=torch.long, device=self.device), real.long()], 1)
+        logprobs = self.model(input_ids=rows, attention_mask=mask, use_cache=False,
+                              **{self._cache_kwarg: cache}).logits.float().log_softmax(-1)
+        scores = (logprobs[:, :-1].gather(-1, rows[:, 1:, None])[..., 0] * real[:, 1:]).sum(1)
+        return scores[None].detach().cpu().numpy().astype(np.float64)
 
     def _full_answer_logprobs(self, images: list, prompts_: list[str], answers: list[str], batch_size: int,
                               after: dict | None = None) -> np.ndarray:

@@ -191,6 +191,33 @@ def test_answer_logprobs_match_a_forward_pass_of_each_answer_alone(tiny_vlms, fa
         np.testing.assert_allclose(cached, scores, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_class_probabilities_right_after_an_answer_read_the_conversations_cache_and_match_a_fresh_reading(
+        tiny_vlms, family):
+    """The pipeline asks for the class probabilities right after the Q1 answer: they come from that conversation's
+    KV cache (the image is not read again) and equal those of a model that never saw the photo; the conversation's
+    next turn is unchanged by it."""
+    import torch
+
+    vlm = tiny_vlms[family]
+    vlm.forget()
+    fresh = vlm.class_posterior([PHOTO])
+    q6_fresh = vlm.chat(PHOTO, prompts.Q6, history=[(prompts.Q1, vlm.chat(PHOTO, prompts.Q1))])
+    vlm.forget()
+    answer, history = vlm.chat(PHOTO, prompts.Q1, return_history=True)
+    ids = vlm._inputs([PHOTO], [vlm._prompt(prompts.Q1, None)])["input_ids"]
+    assert (vlm._conversation_prefix([PHOTO], ids) is None) == (family == "qwen2_vl")  # M-RoPE keeps no cache
+    with torch.inference_mode():
+        after = vlm.class_posterior([PHOTO])
+    np.testing.assert_allclose(after, fresh, atol=1e-5)
+    assert vlm.chat(PHOTO, prompts.Q6, history=history) == q6_fresh
+    other = Image.new("RGB", (64, 64), (200, 40, 40))  # another image: its own reading, not the cached one
+    vlm.forget()
+    expected = vlm.class_posterior([other])
+    vlm.chat(PHOTO, prompts.Q1)
+    np.testing.assert_allclose(vlm.class_posterior([other]), expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["internvl", "smolvlm"])
 def test_answer_logprobs_after_earlier_turns_match_full_passes(tiny_vlms, family):
     """Scoring the Q6 reply after each photo's own Q1 turn (bench_clarity's use): the same whether the prompts
