@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from train.common import (LossLog, StageConfig, accumulation, add_lora, cosine_with_warmup, finish_stage,
                           load_policy, make_accelerator, seed_everything, set_trainable, trainable_parameters)
-from train.data import (EncodedCache, SFTDataset, Sample, augment_batch, collate, read_stage_samples,
+from train.data import (EncodedCache, SFTDataset, Sample, augment_batch, collate, pixel_lattice, read_stage_samples,
                         stage_data_dir)
 from train.recipe_config import run_one_stage, settings_as
 
@@ -167,7 +167,8 @@ def build_cache(dataset, pad_id: int, cfg: SFTConfig, accelerator) -> EncodedCac
         return None
     if cfg.cache not in ("auto", "gpu", "cpu"):
         raise ValueError(f"sft.cache must be auto, gpu, cpu or none, not {cfg.cache!r}")
-    need = EncodedCache.bytes_needed(dataset)
+    lattice = pixel_lattice(dataset.processor)
+    need = EncodedCache.bytes_needed(dataset, lattice=lattice)
     place = cfg.cache
     if place == "auto":
         import psutil
@@ -178,9 +179,12 @@ def build_cache(dataset, pad_id: int, cfg: SFTConfig, accelerator) -> EncodedCac
             accelerator.print(f"sft: {need / 2**30:.1f} GB of encoded samples do not fit in memory; streaming")
             return None
     device = accelerator.device if place == "gpu" else "cpu"
-    cache = EncodedCache.build(dataset, pad_id, device, cfg.num_workers, accelerator.is_local_main_process)
+    cache = EncodedCache.build(dataset, pad_id, device, cfg.num_workers, accelerator.is_local_main_process, lattice)
     if cache is None:
         accelerator.print("sft: samples have images of different shapes; streaming instead of caching")
+    elif cache.lattice is not None:
+        accelerator.print(f"sft: {len(cache)} samples cached in {place} memory, pixels as 8-bit levels (largest "
+                          f"distance from a level: {cache.pixel_error:.3f})")
     return cache
 
 

@@ -6,6 +6,7 @@ import csv
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from occmllm import prompts
@@ -74,6 +75,43 @@ def test_encoded_cache_gives_the_batches_of_the_streaming_path(tiny_model, toy_d
     plain = cache.batch(list(range(6)) * 8, "cpu")["pixel_values"]
     mirrored = [torch.equal(f, p.flip(-1)) and not torch.equal(f, p) for f, p in zip(flipped, plain)]
     assert 0 < sum(mirrored) < len(mirrored)  # some images mirrored, some not
+
+
+def test_encoded_cache_keeps_pixels_as_8_bit_levels_and_gives_back_the_processors_values(tiny_model, toy_data):
+    """With the processor's normalisation known (pixel_lattice) the cache stores one byte per pixel value, half of
+    float16's, and its batches carry the values the processor makes: exactly for an image at the tile size, within
+    the resampling's rounding (at most half a level) for one that is resized."""
+    from PIL import Image
+
+    from occmllm.vlm import VLM
+    from train.data import EncodedCache, SFTDataset, Sample, collate, pixel_lattice
+
+    processor = VLM.load(tiny_model).processor
+    pad = processor.tokenizer.pad_token_id
+    lattice = pixel_lattice(processor)
+    assert lattice is not None
+    scale = float(lattice[0].max())
+    samples = read_samples(DataDir(toy_data).require("Q1_Q6", "train"), limit=6)
+    dataset = SFTDataset(samples, processor)
+    cache = EncodedCache.build(dataset, pad, "cpu", progress=False, lattice=lattice)
+    half = EncodedCache.build(dataset, pad, "cpu", progress=False)
+    assert cache.tensors["pixel_values"].dtype == torch.uint8
+    assert cache.tensors["pixel_values"].nbytes * 2 == half.tensors["pixel_values"].nbytes
+    assert EncodedCache.bytes_needed(dataset, lattice=lattice) < EncodedCache.bytes_needed(dataset)
+    assert 0 <= cache.pixel_error <= 0.5
+    for indices in ([0, 1, 2], [5, 3]):
+        streamed = collate([dataset[i] for i in indices], pad)["pixel_values"]
+        cached = cache.batch(indices, "cpu")["pixel_values"]
+        assert cached.dtype == torch.float32 and cached.shape == streamed.shape
+        assert float((cached - streamed).abs().max()) <= (cache.pixel_error + 1e-3) * scale
+    size = int(dataset[0]["pixel_values"].shape[-1])  # an image at the tile size is not resampled: exact levels
+    tile = Path(toy_data) / "tile.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tile)
+    exact = SFTDataset([Sample(str(tile), samples[0].turns)], processor)
+    cached = EncodedCache.build(exact, pad, "cpu", progress=False, lattice=lattice)
+    assert cached.pixel_error < 1e-3
+    assert torch.allclose(cached.batch([0], "cpu")["pixel_values"], exact[0]["pixel_values"], atol=1e-5)
 
 
 def test_cached_and_streamed_training_agree(tiny_model, toy_data, tmp_path):
