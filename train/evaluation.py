@@ -1,6 +1,7 @@
 """The evaluation after each stage (the preset's `evaluate` block): occmllm.evaluate on the test split, the paper's
 Description / Reflection / Decision and the Decision on the photos with under 40% of the object visible, routed to the
-run's 3D expert; `fuse: true` (or a list of stage ids) also decides on every photo and its render together.
+run's 3D expert; `fuse: true` (or a list of stage ids) also decides on every photo and its render together;
+`after: [stage ids]` evaluates after those stages only (default: after every stage).
 
     python train/run_all.py --preset smoke --out runs/smoke evaluate.fuse=[1,4c] evaluate.limit=16
 """
@@ -35,6 +36,36 @@ def evaluate_stage(stage, model: Path, data_dir: Path, expert: Path | None, conf
         make_expert_renders(data_dir, expert, None, config, True, "test")
     print(f">> evaluating stage {stage.id} on the test split", flush=True)
     return evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse})
+
+
+def evaluates_after(stage, eval_settings: dict) -> bool:
+    """Whether the model of `stage` is evaluated: after every stage, or with `evaluate.after` (a list of stage ids)
+    only after those (each evaluation reads every test photo; the others' rows keep their time and no scores)."""
+    after = after_ids(eval_settings)
+    return after is None or stage.id in after
+
+
+def after_ids(eval_settings: dict) -> set[str] | None:
+    """`evaluate.after` as a set of stage ids (one id alone counts as a list of one), None when it is not set."""
+    after = eval_settings.get("after")
+    if after is None:
+        return None
+    return {str(after)} if isinstance(after, (str, int)) else {str(s) for s in after}
+
+
+def check_evaluate_after(eval_settings: dict, stage_ids: list[str]) -> None:
+    """`evaluate.after` names stages of the recipe, else a TrainError before anything runs."""
+    from train.common import TrainError
+
+    after = eval_settings.get("after")
+    if after is None:
+        return
+    if not isinstance(after, (list, tuple, str, int)):
+        raise TrainError(f"evaluate.after: {after!r} is not a list of stage ids (e.g. evaluate.after=[2,4c])")
+    unknown = sorted(after_ids(eval_settings) - set(stage_ids))
+    if unknown:
+        raise TrainError(f"evaluate.after names {', '.join(unknown)}, not a stage of the recipe "
+                         f"({', '.join(stage_ids)})")
 
 
 def fuses_after(stage, eval_settings: dict) -> bool:

@@ -30,7 +30,8 @@ After every stage its model is evaluated on the test split (occmllm.evaluate: De
 and Decision on the images with under 40% of the object visible) into OUT/results.md and OUT/results.json;
 `evaluate.fuse=true` adds the Decision with every photo also read through its 3D render, photo and render decided
 together (occmllm.evaluate --fuse); `evaluate.fuse=[1,4c]` only after those stages (each fused pass reads every test
-photo's render; train/evaluation.py).
+photo's render; train/evaluation.py); `evaluate.after=[2,4c]` evaluates after those stages only (each evaluation reads
+every test photo; the default preset's seven take about 85 s of its 20 minutes).
 A run started again skips the stages that have OUT/stage_X/DONE and continues the one that was running from its
 last checkpoint. Bad data or a bad model folder stops the run before any training, with file:line.
 A stage whose `starts` stage is neither in this run nor done in OUT starts from the base model, and says so (e.g.
@@ -87,7 +88,7 @@ from train import tracking  # noqa: E402
 from train.clarity_labels import check_clarity_spec, clarity_data, reads_clarity_labels  # noqa: E402
 from train.common import (TrainError, fsdp_requested, start_process_group, use_fsdp,  # noqa: E402
                           wait_for_all_ranks)
-from train.evaluation import evaluate_stage, evaluates  # noqa: E402
+from train.evaluation import check_evaluate_after, evaluate_stage, evaluates, evaluates_after  # noqa: E402
 from train.expert import make_expert_renders, plan_expert, preset_expert  # noqa: E402
 from train.inputs import (base_model_path, check_inputs, data_folder, data_settings, is_export,  # noqa: E402
                           prepare_inputs, reads_expert_renders)
@@ -155,6 +156,7 @@ def run(args) -> int:
     if fsdp_requested() and config.get("lora"):
         raise TrainError("FSDP with LoRA is not supported: LoRA trains few parameters, so plain DDP (no --fsdp) "
                          "fits where FSDP would")
+    check_evaluate_after(config.get("evaluate", {}) or {}, [s.id for s in STAGES])  # a typo stops even a dry run
     if args.dry_run:
         print_plan(stages, config, out, args.data, args.model)
         return 0
@@ -215,7 +217,7 @@ def run(args) -> int:
             if stage.kind == "expert":
                 expert = model
                 row["model"] = str(model)
-            elif evaluate and rank0:
+            elif evaluate and rank0 and evaluates_after(stage, config.get("evaluate", {}) or {}):
                 with clock.piece(f"evaluate {stage.id}"):
                     if prefetch is not None:
                         prefetch.join()

@@ -287,6 +287,29 @@ def test_clarity_rule_route_says_no_where_the_model_is_least_sure(toy_data, tmp_
     assert np.isclose(summary["logprob_threshold"], round(threshold, 4)) or not np.isfinite(threshold)
 
 
+def test_evaluate_after_scores_only_the_stages_it_names(toy_data, tiny_model, tmp_path, capsys):
+    """evaluate.after=[2]: stage 1 trains and keeps its row (time, no scores), stage 2 is scored; a stage id the recipe
+    does not have stops the run before anything is made."""
+    out = tmp_path / "after"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--model", tiny_model, "--out", out, "--stages", "1",
+                      "2", "evaluate.after=[2]"], capsys)
+    assert code == 0, text[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["1", "2"] and (out / "stage_1" / "DONE").is_file()
+    assert "description" not in results["1"] and results["1"]["minutes"] >= 0
+    assert 0 <= results["2"]["description"] <= 1 and 0 <= results["2"]["decision"] <= 1
+    assert text.count(">> evaluating stage") == 1 and ">> evaluating stage 2" in text
+    timing = json.loads((out / "timing.json").read_text())
+    assert "evaluate 2" in timing["pieces"] and "evaluate 1" not in timing["pieces"]
+    assert "| 1 | SFT Q1 | - | - | - |" in (out / "results.md").read_text()
+
+    typo = tmp_path / "typo"
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--model", tiny_model, "--out", typo, "--stages", "1",
+                      "evaluate.after=[1,4d]"], capsys)
+    assert code == 2 and "evaluate.after names 4d, not a stage of the recipe" in text
+    assert not typo.exists()
+
+
 def test_numbers_written_the_usual_way_are_numbers():
     from train.recipe_config import apply_override
 
