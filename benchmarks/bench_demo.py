@@ -19,7 +19,9 @@ Prints:
   judgment ("saved #ID") is in the database;
 - with --explorers N: N users running the CoT at once (gradio_client, each its own photo from --photos in turn, the
   model deciding whether to take the 3D route, as the app does by default) for --explore-seconds: first step shown and
-  whole CoT, median and p95, CoTs/s, errors;
+  whole CoT, median and p95, CoTs/s, errors. Each user is its own process (a user's browser is not in the server's
+  Python interpreter; before 2026-12-07 they were threads of this process, which shares the server's interpreter
+  lock with their streaming and downloads: --clients-in-process measures that way);
       python -m benchmarks.bench_demo --seconds 0 --no-browser --explorers 4 --photos ../shared/outside-dev
 Targets: first step <= 0.5 s, CoT with 3D <= 2 s, judgment <= 150 ms, no errors, nothing lost.
 """
@@ -111,6 +113,9 @@ def main() -> None:
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
     parser.add_argument("--explorers", type=int, default=0, help="users running the CoT at once (0: skip)")
     parser.add_argument("--explore-seconds", type=float, default=60, help="duration of the --explorers run")
+    parser.add_argument("--clients-in-process", action="store_true", help="run the --explorers clients as threads "
+                        "of the benchmark's own process, beside the server (as measured before 2026-12-07), instead "
+                        "of one process per user")
     parser.add_argument("--photos", default=str(REPO / "demo" / "examples"), help="folder of photos the explorers "
                         "upload in turn (.jpg, .jpeg, .png; default: the app's examples)")
     args = parser.parse_args()
@@ -172,7 +177,7 @@ def main() -> None:
 
     # --- N users running the CoT at once -----------------------------------------------------------------
     if args.explorers > 0:
-        concurrent_explore(url, args.explorers, args.explore_seconds, photos, args.expert)
+        concurrent_explore(url, args.explorers, args.explore_seconds, photos, args.expert, args.clients_in_process)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     app.close()
@@ -222,47 +227,82 @@ def concurrent(url: str, studio, annotators: int, seconds: float) -> None:
         print("  error:", e)
 
 
-def concurrent_explore(url: str, users: int, seconds: float, photos: list[str], expert: str) -> None:
-    """`users` clients each running the CoT on the photos in turn (their own offset) until `seconds` have passed;
-    prints the first step shown and the whole CoT, median and p95, and how many runs took the 3D route."""
-    firsts: list[float] = []
-    totals: list[float] = []
-    errors: list[str] = []
-    routed = [0]
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+def explore_user(url: str, k: int, seconds: float, photos: list[str], expert: str, barrier=None) -> dict:
+    """One user running the CoT on the photos in turn (from their own offset `k`) for `seconds` after `barrier` (all
+    users start together); returns their first-step and whole-CoT milliseconds, errors, and the runs routed to 3D."""
+    out = {"firsts": [], "totals": [], "errors": [], "routed": 0}
+    try:
+        c = Client(url, verbose=False, ssl_verify=False)
+        if barrier is not None:
+            barrier.wait()
+        stop = time.perf_counter() + seconds
+        i = k
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            job = c.submit(handle_file(photos[i % len(photos)]), "default", expert, False, False, False, 1.0, 1.0,
+                           api_name="/explore")
+            first = None
+            for update in job:
+                if first is None and "step-identify" in update[1]:
+                    first = 1000 * (time.perf_counter() - t0)
+            total = 1000 * (time.perf_counter() - t0)
+            final = job.outputs()[-1]
+            if first is None or "final-answer" not in final[2]:
+                out["errors"].append(f"user{k}: {re.sub('<[^>]+>', ' ', final[0] + final[2])[:200]}")
+            else:
+                out["firsts"].append(first)
+                out["totals"].append(total)
+                out["routed"] += "step-reconstruct" in final[1]
+            i += 1
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append(f"user{k}: {type(e).__name__}: {e}")
+    return out
 
-    def explore(k: int) -> None:
-        try:
-            c = Client(url, verbose=False, ssl_verify=False)
-            i = k
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                job = c.submit(handle_file(photos[i % len(photos)]), "default", expert, False, False, False, 1.0, 1.0,
-                               api_name="/explore")
-                first = None
-                for update in job:
-                    if first is None and "step-identify" in update[1]:
-                        first = 1000 * (time.perf_counter() - t0)
-                total = 1000 * (time.perf_counter() - t0)
-                final = job.outputs()[-1]
-                with lock:
-                    if first is None or "final-answer" not in final[2]:
-                        errors.append(f"user{k}: {re.sub('<[^>]+>', ' ', final[0] + final[2])[:200]}")
-                    else:
-                        firsts.append(first)
-                        totals.append(total)
-                        routed[0] += "step-reconstruct" in final[1]
-                i += 1
-        except Exception as e:  # noqa: BLE001
+
+def _explore_process(queue, *args) -> None:
+    queue.put(explore_user(*args))
+
+
+def concurrent_explore(url: str, users: int, seconds: float, photos: list[str], expert: str,
+                       in_process: bool = False) -> None:
+    """`users` clients each running the CoT on the photos in turn (their own offset) for `seconds`, all starting
+    together; prints the first step shown and the whole CoT, median and p95, and how many runs took the 3D route.
+    Each user is its own process, as each user's browser is its own program (gradio_client's streaming and downloads
+    then do not take the server's interpreter lock); `in_process`: threads of this process, as before 2026-12-07."""
+    if in_process:
+        results: list[dict] = []
+        lock = threading.Lock()
+
+        def work(k: int) -> None:
+            result = explore_user(url, k, seconds, photos, expert)
             with lock:
-                errors.append(f"user{k}: {type(e).__name__}: {e}")
+                results.append(result)
 
-    elapsed = run_at_once(explore, list(range(users)))
+        elapsed = run_at_once(work, list(range(users)))
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        queue, barrier = ctx.Queue(), ctx.Barrier(users + 1)
+        processes = [ctx.Process(target=_explore_process, args=(queue, url, k, seconds, photos, expert, barrier),
+                                 daemon=True) for k in range(users)]
+        for process in processes:
+            process.start()
+        barrier.wait(timeout=120)  # every user connected: the clock starts for all of them at once
+        t0 = time.perf_counter()
+        results = [queue.get(timeout=seconds + 600) for _ in processes]
+        elapsed = time.perf_counter() - t0
+        for process in processes:
+            process.join(timeout=30)
+    firsts = [ms for r in results for ms in r["firsts"]]
+    totals = [ms for r in results for ms in r["totals"]]
+    errors = [e for r in results for e in r["errors"]]
+    routed = sum(r["routed"] for r in results)
+    where = "threads of the benchmark's process" if in_process else "each its own process"
     if totals:
-        print(f"{users} users running the CoT at once for {elapsed:.0f} s ({len(photos)} photos, the model deciding; "
-              f"3D taken in {routed[0]} of {len(totals)}): first step shown {stats(firsts)}; whole CoT {stats(totals)}; "
-              f"{len(totals) / elapsed:.2f} CoTs/s; {len(errors)} errors")
+        print(f"{users} users running the CoT at once for {elapsed:.0f} s ({where}; {len(photos)} photos, the model "
+              f"deciding; 3D taken in {routed} of {len(totals)}): first step shown {stats(firsts)}; whole CoT "
+              f"{stats(totals)}; {len(totals) / elapsed:.2f} CoTs/s; {len(errors)} errors")
     else:
         print(f"{users} users running the CoT at once: no run finished; {len(errors)} errors")
     for e in errors[:5]:
