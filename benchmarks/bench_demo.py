@@ -270,13 +270,10 @@ def concurrent_explore(url: str, users: int, seconds: float, photos: list[str], 
     Each user is its own process, as each user's browser is its own program (gradio_client's streaming and downloads
     then do not take the server's interpreter lock); `in_process`: threads of this process, as before 2026-12-07."""
     if in_process:
-        results: list[dict] = []
-        lock = threading.Lock()
+        results: list[dict] = [{}] * users
 
         def work(k: int) -> None:
-            result = explore_user(url, k, seconds, photos, expert)
-            with lock:
-                results.append(result)
+            results[k] = explore_user(url, k, seconds, photos, expert)
 
         elapsed = run_at_once(work, list(range(users)))
     else:

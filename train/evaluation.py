@@ -38,34 +38,31 @@ def evaluate_stage(stage, model: Path, data_dir: Path, expert: Path | None, conf
     return evaluate_model(model, data_dir, expert, {**eval_settings, "fuse": fuse})
 
 
+def stage_ids(value) -> set[str]:
+    """A setting that names stages (`evaluate.after`, `evaluate.fuse`) as a set of ids: a list, or one id alone."""
+    return {str(s) for s in value} if isinstance(value, (list, tuple)) else {str(value)}
+
+
 def evaluates_after(stage, eval_settings: dict) -> bool:
-    """Whether the model of `stage` is evaluated: after every stage, or with `evaluate.after` (a list of stage ids)
-    only after those (each evaluation reads every test photo; the others' rows keep their time and no scores)."""
-    after = after_ids(eval_settings)
-    return after is None or stage.id in after
-
-
-def after_ids(eval_settings: dict) -> set[str] | None:
-    """`evaluate.after` as a set of stage ids (one id alone counts as a list of one), None when it is not set."""
+    """Whether the model of `stage` is evaluated: after every stage, or with `evaluate.after` (stage ids) only after
+    those (each evaluation reads every test photo; the others' rows keep their time and no scores)."""
     after = eval_settings.get("after")
-    if after is None:
-        return None
-    return {str(after)} if isinstance(after, (str, int)) else {str(s) for s in after}
+    return after is None or stage.id in stage_ids(after)
 
 
-def check_evaluate_after(eval_settings: dict, stage_ids: list[str]) -> None:
+def check_evaluate_after(eval_settings: dict, recipe_ids: list[str]) -> None:
     """`evaluate.after` names stages of the recipe, else a TrainError before anything runs."""
     from train.common import TrainError
 
     after = eval_settings.get("after")
     if after is None:
         return
-    if not isinstance(after, (list, tuple, str, int)):
+    if not isinstance(after, (list, tuple, str, int)) or isinstance(after, bool):
         raise TrainError(f"evaluate.after: {after!r} is not a list of stage ids (e.g. evaluate.after=[2,4c])")
-    unknown = sorted(after_ids(eval_settings) - set(stage_ids))
+    unknown = sorted(stage_ids(after) - set(recipe_ids))
     if unknown:
         raise TrainError(f"evaluate.after names {', '.join(unknown)}, not a stage of the recipe "
-                         f"({', '.join(stage_ids)})")
+                         f"({', '.join(recipe_ids)})")
 
 
 def fuses_after(stage, eval_settings: dict) -> bool:
@@ -73,7 +70,7 @@ def fuses_after(stage, eval_settings: dict) -> bool:
     ids."""
     fuse = eval_settings.get("fuse")
     if isinstance(fuse, (list, tuple)):
-        return stage.id in {str(s) for s in fuse}
+        return stage.id in stage_ids(fuse)
     return bool(fuse)
 
 

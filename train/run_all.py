@@ -174,7 +174,9 @@ def run(args) -> int:
         check_prefetch(config)
         with clock.piece("data"):
             data_dir, base, export = prepare_inputs(config, args.data, args.model, out, rank0)
-        evaluate = evaluates(config.get("evaluate", {}) or {}, data_dir, rank0)
+        eval_settings = config.get("evaluate", {}) or {}
+        # off too when evaluate.after names no stage of this run: no test renders made beside stage 1 for nothing
+        evaluate = evaluates(eval_settings, data_dir, rank0) and any(evaluates_after(s, eval_settings) for s in stages)
         if export and (config.get("clarity") or {}).get("relabel"):  # the annotators' answers are the export's labels
             print(">> clarity.relabel is off on an export: its preference pairs are the annotators' own", flush=True)
             config["clarity"] = {**config["clarity"], "relabel": False}
@@ -217,7 +219,7 @@ def run(args) -> int:
             if stage.kind == "expert":
                 expert = model
                 row["model"] = str(model)
-            elif evaluate and rank0 and evaluates_after(stage, config.get("evaluate", {}) or {}):
+            elif evaluate and rank0 and evaluates_after(stage, eval_settings):
                 with clock.piece(f"evaluate {stage.id}"):
                     if prefetch is not None:
                         prefetch.join()
