@@ -19,6 +19,10 @@ photos, applied to test photos):
 
     python -m benchmarks.bench_clarity --data /tmp/loc --split train --limit 600
     python -m benchmarks.bench_clarity --data /tmp/loc --split test --limit 0 --thresholds 0.49,0.9,-0.1
+
+Beside the model's signals, where the manifest has it: the generator's visible fraction, which no model sees (the
+labels `clarity.relabel: false` teaches: "No." below a visible fraction): the best Decision of routing by it is what a
+clarity answer that learnt those labels perfectly could reach.
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
     from occmllm import formats, prompts
-    from occmllm.dataset import kind_folder
+    from occmllm.dataset import kind_folder, manifest_rows
     from occmllm.images import load_image
     from occmllm.vlm import VLM
 
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     convs = convs[: args.limit] if args.limit else convs
     renders = args.data / args.split / "expert_renders"
     with_renders = all((renders / f"{c.id}.png").is_file() for c in convs)
+    rows = manifest_rows(args.data / args.split)
+    visible = np.array([rows.get(c.id, {}).get("visible_fraction", np.nan) for c in convs], float)
     right, clear, confidence, logprob, render_right = [], [], [], [], []
     for start in tqdm(range(0, len(convs), args.batch_size), desc="photos", unit="batch"):
         batch = convs[start:start + args.batch_size]
@@ -128,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             line += (f"; at {fixed[i]:.4g}: {decision_at(fixed[i], score, right, render_right):.4f} "
                      f"(routes {(score < fixed[i]).mean():.2f})")
         print(line)
+    if not np.isnan(visible).any():
+        threshold, best = best_threshold(visible, right, render_right)
+        print(f"route below a visible fraction (the generator's truth, no model's signal) best here {threshold:.3f}: "
+              f"{best:.4f} (routes {(visible < threshold).mean():.2f}); below 0.4: "
+              f"{decision_at(0.4, visible, right, render_right):.4f} (routes {(visible < 0.4).mean():.2f})")
 
 
 if __name__ == "__main__":
