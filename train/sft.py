@@ -46,7 +46,6 @@ class SFTConfig(StageConfig):
 
 BUDGET_PROBE = (10, 40)  # steps whose duration measures the speed (the first ones warm up the loaders and kernels)
 BUDGET_REFIT = 20.0  # seconds between later fits of the step count to the time left
-LOSS_READ_EVERY = 20  # steps between reads of the losses from the device (each read waits for the GPU)
 
 
 def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, name: str = "sft") -> Path:
@@ -92,7 +91,6 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     budget = Budget(cfg.time_budget_s, step, resumed=step > 0)
 
     bar = tqdm(total=total_steps, initial=step, desc=f"stage {name}", disable=not accelerator.is_local_main_process)
-    losses = PendingLosses(log if accelerator.is_main_process else None, bar)
     model.train()
     while step < total_steps:
         epoch = step // max(1, steps_per_epoch)
@@ -122,9 +120,12 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            losses.add(step, round(step / max(1, steps_per_epoch), 4), scheduler.get_last_lr()[0],
-                       accelerator.gather(loss.detach()).mean())
+            loss_value = accelerator.gather(loss.detach()).mean().item()
+            if accelerator.is_main_process:
+                log.write(step=step, epoch=round(step / max(1, steps_per_epoch), 4), loss=loss_value,
+                          lr=scheduler.get_last_lr()[0])
             bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             fitted = budget.fit(step, total_steps, accelerator)
             if fitted != total_steps:
                 if abs(fitted - total_steps) > 0.01 * total_steps:
@@ -134,11 +135,9 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
                 bar.total = total_steps
                 bar.refresh()
             if step % cfg.save_every == 0 and step < total_steps:
-                losses.flush()
                 save_checkpoint(accelerator, checkpoint, step, total_steps)
             if step >= total_steps:
                 break
-    losses.flush()
     bar.close()
     return finish_stage(accelerator, model, processor, out, start, name, checkpoint)
 
@@ -196,30 +195,6 @@ def epoch_order(n: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
     share = math.ceil(n / world)
     order = (order * 2)[: share * world] if n else order
     return order[rank::world]
-
-
-class PendingLosses:
-    """Each step's loss, kept on the device and read back (one wait for the GPU) every `every` steps, at checkpoints
-    and at the end, then written to the loss log row by row as before: reading it after every step made the host
-    wait for each step to finish before it could queue the next one."""
-
-    def __init__(self, log: LossLog | None, bar, every: int = LOSS_READ_EVERY):
-        self.log, self.bar, self.every, self.rows = log, bar, every, []
-
-    def add(self, step: int, epoch: float, lr: float, loss: torch.Tensor) -> None:
-        self.rows.append((step, epoch, lr, loss))
-        if len(self.rows) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        values = torch.stack([row[3].float() for row in self.rows]).tolist()
-        if self.log is not None:
-            for (step, epoch, lr, _), value in zip(self.rows, values):
-                self.log.write(step=step, epoch=epoch, loss=value, lr=lr)
-        self.bar.set_postfix(loss=f"{values[-1]:.4f}")
-        self.rows = []
 
 
 class Budget:
