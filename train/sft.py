@@ -40,7 +40,7 @@ class SFTConfig(StageConfig):
     time_budget_s: float | None = None  # stop (with the schedule ended) when training would take longer than this
     cache: str = "auto"  # encode every sample once and keep it: gpu | cpu | none | auto (gpu if it fits, else cpu)
     hflip: bool = False  # mirror images left-right at random (for one-tile models)
-    compile: bool = False  # torch.compile the forward pass on CUDA
+    compile: bool = False  # torch.compile the forward pass on CUDA; every batch full (an epoch's remainder left out)
     augment: bool = False  # move, scale, turn and recolour images at random (train.data.random_augment; one-tile models)
 
 
@@ -67,7 +67,12 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     cache = build_cache(dataset, pad_id, cfg, accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     grad_accum = accumulation(cfg, world)
-    batches_per_epoch = math.ceil(len(samples) / world / cfg.batch_size)
+    share = math.ceil(len(samples) / world)  # this process's samples per epoch (epoch_order)
+    # compile: every batch full. The epoch's last, smaller batch is left out (a different few samples each epoch, as
+    # every epoch shuffles): torch.compile would compile the model a second time for its shape, 13-40 s of stage 1's
+    # budget on an H100 (docs/results/sft_loss_read_h100.md).
+    full_only = cfg.compile and share >= cfg.batch_size
+    batches_per_epoch = share // cfg.batch_size if full_only else math.ceil(share / cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / grad_accum))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     if cfg.max_steps:
@@ -96,11 +101,12 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
         epoch = step // max(1, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + epoch, rank, world)
         skip = (step - epoch * steps_per_epoch) * grad_accum * cfg.batch_size
+        end = batches_per_epoch * cfg.batch_size if full_only else len(order)
         if cache is not None:
-            chunks = [order[i: i + cfg.batch_size] for i in range(skip, len(order), cfg.batch_size)]
+            chunks = [order[i: i + cfg.batch_size] for i in range(skip, end, cfg.batch_size)]
             loader, n_batches = (cache.batch(c, accelerator.device, hflip=cfg.hflip, augment=cfg.augment) for c in chunks), len(chunks)
         else:
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order[skip:]),
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order[skip:end]),
                                                  batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                                  collate_fn=lambda b: collate(b, pad_id))
             n_batches = len(loader)

@@ -126,6 +126,27 @@ def test_cached_and_streamed_training_agree(tiny_model, toy_data, tmp_path):
     assert losses["none"] == __import__("pytest").approx(losses["cpu"], rel=2e-3)
 
 
+def test_compiled_training_sees_only_full_batches(tiny_model, toy_data, tmp_path, monkeypatch):
+    """With `compile` every batch has batch_size samples (a smaller last batch would make torch.compile compile the
+    model again); without it the epoch's remainder is a batch of its own."""
+    from train.data import EncodedCache
+    from train.sft import SFTConfig, train_sft
+
+    samples = read_samples(DataDir(toy_data).require("Q1", "train"), limit=10)  # 10 = 3 batches of 3 + 1
+    sizes, batch = [], EncodedCache.batch
+    monkeypatch.setattr(EncodedCache, "batch", lambda self, indices, *a, **k: sizes.append(len(indices)) or
+                        batch(self, indices, *a, **k))
+    steps = {}
+    for compiled in (False, True):
+        sizes.clear()
+        out = tmp_path / str(compiled)
+        train_sft(tiny_model, out, samples, SFTConfig(lr=1e-3, batch_size=3, epochs=2, cache="cpu", compile=compiled))
+        steps[compiled] = [r["epoch"] for r in csv.DictReader(open(out / "loss.csv"))]
+        assert sorted(set(sizes)) == ([3] if compiled else [1, 3])
+    assert len(steps[False]) == 8 and len(steps[True]) == 6  # 2 epochs of 4 batches / of 3 full ones
+    assert float(steps[True][-1]) == 2.0
+
+
 def test_stages_of_one_process_may_differ_in_precision():
     from train.common import make_accelerator
 
