@@ -73,6 +73,7 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
     # budget on an H100 (docs/results/sft_loss_read_h100.md).
     full_only = cfg.compile and share >= cfg.batch_size
     batches_per_epoch = share // cfg.batch_size if full_only else math.ceil(share / cfg.batch_size)
+    end = batches_per_epoch * cfg.batch_size  # where an epoch's batches stop in its order (past the end: all of it)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / grad_accum))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     if cfg.max_steps:
@@ -101,7 +102,6 @@ def train_sft(start: Path, out: Path, samples: list[Sample], cfg: SFTConfig, nam
         epoch = step // max(1, steps_per_epoch)
         order = epoch_order(len(samples), cfg.seed + epoch, rank, world)
         skip = (step - epoch * steps_per_epoch) * grad_accum * cfg.batch_size
-        end = batches_per_epoch * cfg.batch_size if full_only else len(order)
         if cache is not None:
             chunks = [order[i: i + cfg.batch_size] for i in range(skip, end, cfg.batch_size)]
             loader, n_batches = (cache.batch(c, accelerator.device, hflip=cfg.hflip, augment=cfg.augment) for c in chunks), len(chunks)
