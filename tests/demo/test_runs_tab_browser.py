@@ -147,6 +147,34 @@ def test_two_runs_side_by_side_with_the_differences_marked(page, runs_root):
     assert "A: smoke" in timing and "B: longer" in timing and "B - A" in timing
 
 
+def test_the_last_choice_wins_when_two_are_made_quickly(page, runs_root, monkeypatch):
+    """A run chosen, then at once a run to compare with: the page ends on the comparison even when the first
+    choice's answer is the slower one (both choices' answers go through one queue, in the order they were made)."""
+    choose(page, "#compare-choice", "(none)")
+    page.wait_for_function("() => !document.querySelector('#run-results table.compare')", timeout=30000)
+    original, calls = run_folders.read_run_again, []
+
+    def first_read_slow(path):
+        calls.append(path)
+        if len(calls) == 1:
+            time.sleep(3)  # the first choice's answer is slow
+        return original(path)
+
+    monkeypatch.setattr(run_folders, "read_run_again", first_read_slow)
+    choose(page, "#run-choice", "longer")
+    choose(page, "#compare-choice", "smoke")
+    page.wait_for_selector("#run-results table.compare", timeout=30000)
+    deadline, seen = time.time() + 30, -1
+    while time.time() < deadline and len(calls) != seen:  # until no answer has been read for 3 s
+        seen = len(calls)
+        time.sleep(3)
+    time.sleep(1)  # and the last answer drawn
+    assert len(calls) >= 3  # the first choice's read and the comparison's two
+    assert page.locator("#run-results table.compare").count() == 1
+    page.wait_for_function("() => document.querySelectorAll('#run-curve svg .mark-line path').length == 2",
+                           timeout=30000)
+
+
 def test_open_in_explore_answers_with_the_runs_final_model(page, app_url, runs_root, photo):
     studio, _ = app_url
     choose(page, "#run-choice", "smoke")
