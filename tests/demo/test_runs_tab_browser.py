@@ -175,6 +175,33 @@ def test_the_last_choice_wins_when_two_are_made_quickly(page, runs_root, monkeyp
                            timeout=30000)
 
 
+def test_a_run_chosen_again_while_the_first_answer_is_pending_is_shown(page, runs_root, monkeypatch):
+    """The same dropdown changed twice before its first answer came: the page ends on the second run."""
+    choose(page, "#compare-choice", "(none)")
+    page.wait_for_function("() => !document.querySelector('#run-results table.compare')", timeout=30000)
+    choose(page, "#run-choice", "longer")
+    page.wait_for_function("() => !document.querySelector('#run-results').innerText.includes('SFT CoT mix')",
+                           timeout=30000)
+    original, calls = run_folders.read_run_again, []
+
+    def first_read_slow(path):
+        calls.append(path)
+        if len(calls) == 1:
+            time.sleep(3)
+        return original(path)
+
+    monkeypatch.setattr(run_folders, "read_run_again", first_read_slow)
+    choose(page, "#run-choice", "smoke")
+    choose(page, "#run-choice", "longer")
+    deadline, seen = time.time() + 30, -1
+    while time.time() < deadline and len(calls) != seen:  # until no answer has been read for 3 s
+        seen = len(calls)
+        time.sleep(3)
+    time.sleep(1)
+    assert [path.name for path in calls][-1] == "longer"
+    assert "SFT CoT mix" not in page.inner_text("#run-results")  # longer has stages 1 and 2 only; smoke has 4c
+
+
 def test_open_in_explore_answers_with_the_runs_final_model(page, app_url, runs_root, photo):
     studio, _ = app_url
     choose(page, "#run-choice", "smoke")
