@@ -95,6 +95,29 @@ def test_annotate_overlap_undo_review_export(served, tmp_path):
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
+def test_review_answers_come_in_the_order_asked(served, monkeypatch):
+    """Two review requests (a filter set, then at once another): the second is answered after the first even when
+    the first is slow, so the page ends on the filters set last (one queue for the Review view)."""
+    studio, url = served
+    original, calls, done = studio.store.judgments_frame, [], []
+
+    def first_slow(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(studio.store, "judgments_frame", first_slow)
+    client = Client(url, verbose=False)
+    first = client.submit("", "", "", api_name="/review", result_callbacks=[lambda *_: done.append("first")])
+    deadline = time.time() + 30
+    while not calls and time.time() < deadline:  # the first request is being answered
+        time.sleep(0.05)
+    second = client.submit("", "", "", api_name="/review", result_callbacks=[lambda *_: done.append("second")])
+    first.result(timeout=60), second.result(timeout=60)
+    assert len(calls) == 2 and done == ["first", "second"]
+
+
 def test_bad_dataset_folder_in_page(served, tmp_path):
     _, url = served
     client = Client(url, verbose=False)
