@@ -64,13 +64,10 @@ def build(studio: Studio) -> gr.Tab:
 
         filters = [who_filter, choice_filter, search]
         outputs = [kappa, counts, table, disagreements, who_filter]
-        # One queue for every listener that draws the view, answered in the order the filters were set (as on the
-        # Runs tab: otherwise an earlier filter's slower answer could replace a later one's), and a filter changed
-        # again while its answer is pending is answered too (always_last), so the view follows the last filters.
-        view = {"concurrency_id": "review-view", "concurrency_limit": 1}
-        refresh.click(review_fn, filters, outputs, api_name="review", **view)
-        tab.select(review_fn, filters, outputs, **view)
+        view = "review-view"  # every listener that redraws the view: answered in the order asked (views.in_order)
+        refresh.click(review_fn, filters, outputs, api_name="review", **views.in_order(view))
+        tab.select(review_fn, filters, outputs, **views.in_order(view))
         for box in (choice_filter, who_filter):
-            box.input(review_fn, filters, outputs, trigger_mode="always_last", **view)
-        search.submit(review_fn, filters, outputs, trigger_mode="always_last", **view)
+            box.input(review_fn, filters, outputs, **views.follows_last(view))
+        search.submit(review_fn, filters, outputs, **views.follows_last(view))
     return tab

@@ -107,18 +107,14 @@ def build(root: str | Path, explore_model: gr.Dropdown | None = None, models: tu
                     plot(metrics_plot(a, b), "series"), timing_frame(a, b))
 
         shown = [about, results, stage, column, curve, metrics, timing]
-        # Every listener that draws the view shares one queue, one answer at a time in the order the choices were
-        # made: with a queue each, a run chosen and at once a run to compare with could answer in the other order,
-        # and the single run's slower answer would replace the comparison; a choice made again while its answer is
-        # pending is answered too (always_last), so the view follows the last choices.
-        view = {"concurrency_id": "runs-view", "concurrency_limit": 1}
-        refresh.click(listing, [chosen, other], [table, chosen, other, *shown], api_name="runs", **view)
-        tab.select(listing, [chosen, other], [table, chosen, other, *shown], api_visibility="private", **view)
+        view = "runs-view"  # every listener that redraws the view: answered in the order asked (views.in_order)
+        refresh.click(listing, [chosen, other], [table, chosen, other, *shown], api_name="runs", **views.in_order(view))
+        tab.select(listing, [chosen, other], [table, chosen, other, *shown], api_visibility="private",
+                   **views.in_order(view))
         for box in (chosen, other):
-            box.input(show, [chosen, other], shown, api_visibility="private", trigger_mode="always_last", **view)
+            box.input(show, [chosen, other], shown, api_visibility="private", **views.follows_last(view))
         for box in (stage, column):
-            box.input(show, [chosen, other, stage, column], shown, api_visibility="private", trigger_mode="always_last",
-                      **view)
+            box.input(show, [chosen, other, stage, column], shown, api_visibility="private", **views.follows_last(view))
 
         if explore_model is not None:
             def open_fn(name):

@@ -10,6 +10,19 @@ STEP_TITLES = {"describe": "Describe", "identify": "Identify", "reflect": "Self-
                "reconstruct": "3D reconstruction", "identify_3d": "Identify on the render", "decide": "Decision"}
 
 
+def in_order(view: str) -> dict:
+    """Event-listener arguments for every listener that redraws one view (`view` names it): one queue for all of
+    them, one answer at a time in the order asked. With a queue each (and the app's 16 at a time) an earlier choice's
+    slower answer could replace a later one's."""
+    return {"concurrency_id": view, "concurrency_limit": 1}
+
+
+def follows_last(view: str) -> dict:
+    """`in_order(view)` for an input or submit event: a control changed again while its answer is pending is answered
+    too (gradio's default, once, drops that change), so the view follows the last choices."""
+    return {**in_order(view), "trigger_mode": "always_last"}
+
+
 def esc(text) -> str:
     return html.escape("" if text is None else str(text))
 

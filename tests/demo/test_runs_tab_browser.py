@@ -85,6 +85,29 @@ def line_points(page, plot: str) -> list[int]:
         .map(p => (p.getAttribute('d') || '').split(/[ML]/).filter(s => s.trim()).length)""", plot)
 
 
+def first_read_slow(monkeypatch) -> list:
+    """Make the next answer's first run-folder read take 3 s; returns the list of folders read from now on."""
+    original, calls = run_folders.read_run_again, []
+
+    def read(path):
+        calls.append(path)
+        if len(calls) == 1:
+            time.sleep(3)
+        return original(path)
+
+    monkeypatch.setattr(run_folders, "read_run_again", read)
+    return calls
+
+
+def wait_until_quiet(calls: list) -> None:
+    """Until no run folder has been read for 3 s (at most 30 s), then a second for the last answer to be drawn."""
+    deadline, seen = time.time() + 30, -1
+    while time.time() < deadline and len(calls) != seen:
+        seen = len(calls)
+        time.sleep(3)
+    time.sleep(1)
+
+
 def test_runs_are_listed_with_their_notes(page, runs_root):
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_function("() => document.querySelector('#runs-table') && "
@@ -152,23 +175,11 @@ def test_the_last_choice_wins_when_two_are_made_quickly(page, runs_root, monkeyp
     choice's answer is the slower one (both choices' answers go through one queue, in the order they were made)."""
     choose(page, "#compare-choice", "(none)")
     page.wait_for_function("() => !document.querySelector('#run-results table.compare')", timeout=30000)
-    original, calls = run_folders.read_run_again, []
-
-    def first_read_slow(path):
-        calls.append(path)
-        if len(calls) == 1:
-            time.sleep(3)  # the first choice's answer is slow
-        return original(path)
-
-    monkeypatch.setattr(run_folders, "read_run_again", first_read_slow)
+    calls = first_read_slow(monkeypatch)  # the first choice's answer is slow
     choose(page, "#run-choice", "longer")
     choose(page, "#compare-choice", "smoke")
     page.wait_for_selector("#run-results table.compare", timeout=30000)
-    deadline, seen = time.time() + 30, -1
-    while time.time() < deadline and len(calls) != seen:  # until no answer has been read for 3 s
-        seen = len(calls)
-        time.sleep(3)
-    time.sleep(1)  # and the last answer drawn
+    wait_until_quiet(calls)
     assert len(calls) >= 3  # the first choice's read and the comparison's two
     assert page.locator("#run-results table.compare").count() == 1
     page.wait_for_function("() => document.querySelectorAll('#run-curve svg .mark-line path').length == 2",
@@ -182,22 +193,10 @@ def test_a_run_chosen_again_while_the_first_answer_is_pending_is_shown(page, run
     choose(page, "#run-choice", "longer")
     page.wait_for_function("() => !document.querySelector('#run-results').innerText.includes('SFT CoT mix')",
                            timeout=30000)
-    original, calls = run_folders.read_run_again, []
-
-    def first_read_slow(path):
-        calls.append(path)
-        if len(calls) == 1:
-            time.sleep(3)
-        return original(path)
-
-    monkeypatch.setattr(run_folders, "read_run_again", first_read_slow)
+    calls = first_read_slow(monkeypatch)
     choose(page, "#run-choice", "smoke")
     choose(page, "#run-choice", "longer")
-    deadline, seen = time.time() + 30, -1
-    while time.time() < deadline and len(calls) != seen:  # until no answer has been read for 3 s
-        seen = len(calls)
-        time.sleep(3)
-    time.sleep(1)
+    wait_until_quiet(calls)
     assert [path.name for path in calls][-1] == "longer"
     assert "SFT CoT mix" not in page.inner_text("#run-results")  # longer has stages 1 and 2 only; smoke has 4c
 
