@@ -11,8 +11,8 @@ _RECON = Path(__file__).resolve().parent / "recon"
 # for generation-2 data (README).
 EXPERTS = {"v4": _RECON / "weights", "v5": _RECON / "weights_v5", "g2": _RECON / "weights_g2"}
 # What `learned` (and LearnedExpert()) means everywhere: the expert whose renders the shipped default VLM was trained
-# to read (README: the shipped default model; v10, like v9 made by the `default` preset on generation-2 photos with g2's
-# renders. Before them, v4 for the v8 model).
+# to read (README: the shipped default model; v11, like v9 and v10 made by the `default` preset on generation-2
+# photos with g2's renders. Before them, v4 for the v8 model).
 DEFAULT_EXPERT = "g2"
 # The one description of the learned spellings, for every --expert help.
 LEARNED_HELP = (f"learned (the shipped {DEFAULT_EXPERT} expert, the app's default), learned:NAME (a shipped expert: "
