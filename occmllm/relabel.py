@@ -54,7 +54,11 @@ def set_clear(manifest: pd.DataFrame, clear: dict[str, bool], missing: str, sour
     return m
 
 
-def routing_threshold(confidence, photo_right, render_right, max_unclear: float = 0.5) -> tuple[float, int, float]:
+MAX_UNCLEAR = 0.5  # routing_threshold's cap when none is given (train/run_all.py's `clarity.max_unclear` default)
+
+
+def routing_threshold(confidence, photo_right, render_right,
+                      max_unclear: float = MAX_UNCLEAR) -> tuple[float, int, float]:
     """The routing rule that the clarity answer should follow when the 3D route helps: "No." (read the render) for
     the photos whose Q1 answer the model is least sure of. Picks how many of the least sure photos to route (at most
     `max_unclear` of them; the fewest among equals) so that the most answers come out right, reading the render's

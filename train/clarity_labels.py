@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from occmllm.relabel import MAX_UNCLEAR
 from train.common import TrainError
 
 CLARITY_KINDS = ("Q1_Q6", "dpo", "cot")  # the data kinds whose answers include the clarity label
@@ -36,7 +37,7 @@ def check_clarity_spec(spec: dict) -> str:
     rule = spec.get("rule", "answer")
     if rule not in ("answer", "route"):
         raise TrainError(f"clarity.rule: {rule!r} is not one of answer, route")
-    share = spec.get("max_unclear", 0.5)
+    share = spec.get("max_unclear", MAX_UNCLEAR)
     if not isinstance(share, (int, float)) or not 0 < share <= 1:
         raise TrainError(f"clarity.max_unclear: {share!r} is not a share of the photos in (0, 1]")
     return rule
@@ -114,7 +115,7 @@ def make_clarity_data(config: dict, out: Path, model: Path, expert: Path | None 
         render_right = np.array([prompts.parse_object(on_render.get(i, "")) == c for i, c in zip(ids, classes)])
         confidence = np.array([logprob[i] for i in ids])
         threshold, routed, accuracy = routing_threshold(confidence, photo_right, render_right,
-                                                        spec.get("max_unclear", 0.5))
+                                                        spec.get("max_unclear", MAX_UNCLEAR))
         m = set_clear(manifest, {i: bool(c >= threshold) for i, c in zip(ids, confidence)}, "error",
                       f"run_all route: {model}")
         summary.update(render_right=int(render_right.sum()), logprob_threshold=round(threshold, 4),
