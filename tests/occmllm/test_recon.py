@@ -115,6 +115,26 @@ def test_half_precision_weights_are_half_the_file_and_the_same_predictions(tmp_p
         model.save_pretrained(tmp_path / "bad", half=True)
 
 
+def test_the_cpu_expert_runs_channels_last_with_the_same_predictions(tmp_path):
+    """LearnedExpert on a CPU keeps its network's weights channels-last (faster convolutions there): the occupancy,
+    window and objectness are those of the network as saved, for a photo and its mirror image averaged."""
+    torch.manual_seed(0)
+    model = OccupancyNet(TINY).eval()
+    for module in model.modules():  # BatchNorm statistics away from (0, 1), so that the layout matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    folder = model.save_pretrained(tmp_path / "expert")
+    expert = LearnedExpert(folder, min_objectness=0.0)
+    assert next(expert.model.shape_net.parameters()).is_contiguous(memory_format=torch.channels_last)
+    photo = (np.random.default_rng(0).random((TINY.image_size, TINY.image_size, 3)) * 255).astype(np.uint8)
+    box, prob, objectness, _ = expert.predict(photo)
+    expert.model = OccupancyNet.from_pretrained(folder)  # the same weights, the default layout
+    box0, prob0, objectness0, _ = expert.predict(photo)
+    assert np.abs(prob - prob0).max() < 1e-4 and abs(objectness - objectness0) < 1e-5
+    assert abs(box.u0 - box0.u0) < 1e-3 and abs(box.r - box0.r) < 1e-3
+
+
 def test_a_trained_expert_widens_to_the_same_function_and_trains_on(dataset, tmp_path):
     from dataclasses import replace
 
