@@ -53,6 +53,8 @@ def step_card(step, index: int) -> str:
         parts.append(f'<div class="row"><span class="k">Parsed</span><span class="v"><span class="pill {cls}">{esc(parsed)}</span></span></div>')
     if isinstance(step.info.get("classes"), dict):
         parts.append(probabilities_html(step.info["classes"], step.parsed))
+    if isinstance(step.info.get("clarity"), dict):
+        parts.append(probabilities_html(step.info["clarity"], step.parsed, "Answer probabilities"))
     if step.info.get("note"):
         parts.append(f'<div class="row"><span class="k">Note</span><span class="v">{esc(step.info["note"])}</span></div>')
     for view in ("photo", "render"):  # a fused decision: the class probabilities of both readings, top three
@@ -64,8 +66,10 @@ def step_card(step, index: int) -> str:
     return "".join(parts)
 
 
-def probabilities_html(classes: dict[str, float], answer: str | None) -> str:
-    """The model's probabilities of the eight classes as bars, most probable first; the answered class marked."""
+def probabilities_html(classes: dict[str, float], answer: str | None, title: str = "Class probabilities") -> str:
+    """The model's probabilities of its possible answers (the eight classes, or Yes / No) as bars, most probable
+    first; the answer it gave marked, and a hint when none of them is more likely than not (for two answers: when
+    the more likely one is under 0.6)."""
     rows = []
     for name, p in sorted(classes.items(), key=lambda kv: -kv[1]):
         mark = " probs-answer" if name == answer else ""
@@ -73,8 +77,8 @@ def probabilities_html(classes: dict[str, float], answer: str | None) -> str:
                     f'<span class="probs-bar"><span style="width:{max(0.0, min(1.0, p)) * 100:.1f}%"></span></span>'
                     f'<span class="probs-p">{p:.2f}</span></div>')
     top = max(classes.values()) if classes else 0.0
-    hint = " · the model is guessing" if top < 0.5 else ""
-    return (f'<div class="row"><span class="k">Class probabilities{hint}</span><span class="v probs">'
+    hint = " · the model is guessing" if top < (0.6 if len(classes) == 2 else 0.5) else ""
+    return (f'<div class="row"><span class="k">{esc(title)}{hint}</span><span class="v probs">'
             + "".join(rows) + "</span></div>")
 
 

@@ -7,7 +7,8 @@ the one the model was trained with (recorded in its folder by train/run_all.py),
 (occmllm.shipped.DEFAULT_EXPERT), unless --expert says otherwise: none, learned:NAME|FOLDER,
 oracle:DATA_DIR[:SPLIT], folder:DIR (precomputed renders, the seed's MOHO naming). With --expert none a "No" to the
 clarity question is reported as "3D required" with no expert, and the first answer is kept. Each identify step also
-prints the model's three most probable classes (--no-probabilities to skip that extra pass).
+prints the model's three most probable classes, and the self-assessment its probabilities of "Yes." and "No."
+(--no-probabilities to skip those extra passes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"trained with, recorded in its folder, else learned): {LEARNED_HELP} | "
                         "oracle:DATA_DIR | folder:DIR | none")
     parser.add_argument("--no-probabilities", dest="probabilities", action="store_false",
-                        help="skip the class probabilities (one extra forward pass per read image)")
+                        help="skip the class probabilities and the self-assessment's Yes / No probabilities (a short extra pass each, from the conversation's cache)")
     parser.add_argument("--describe", action="store_true", help="ask the round / thin / long questions first")
     parser.add_argument("--force-3d", action="store_true", help="reconstruct even when the model says it is clear")
     parser.add_argument("--fuse", action="store_true", help="when a render is read, decide by the photo and the render "
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                     if event.info.get("classes"):
                         top = sorted(event.info["classes"].items(), key=lambda kv: -kv[1])[:3]
                         print(f"  {'':12s} class probabilities: " + ", ".join(f"{c} {p:.2f}" for c, p in top))
+                    if event.info.get("clarity"):
+                        print(f"  {'':12s} answer probabilities: " +
+                              ", ".join(f"{a} {p:.2f}" for a, p in event.info["clarity"].items()))
                     if event.info.get("note"):
                         print(f"  {'':12s} note: {event.info['note']}")
         except ImageError as error:

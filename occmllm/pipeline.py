@@ -23,7 +23,8 @@ Steps (../shared/seed/NOTES.md, "Inference as the original code runs it"):
               after "No", or a clarity answer that is neither yes nor no, is wrong there, while the trace still
               shows the first answer.
 With `probabilities=True` the identify steps also carry the model's probabilities of the eight classes
-(`info["classes"]`), so that a reader sees when the model is guessing.
+(`info["classes"]`) and the self-assessment its probabilities of "Yes." and "No." (`info["clarity"]`, normalised over
+the two), so that a reader sees when the model is guessing.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     expert made extra views) are written. `fuse`: when
     a render was read, decide by the photo and the render together instead of the render alone (with `force_3d`:
     every photo is also read through its 3D render). `probabilities`: add the eight classes' probabilities to the
-    identify steps' info ("classes")."""
+    identify steps' info ("classes") and the probabilities of "Yes." and "No." to the self-assessment's ("clarity")."""
     start = time.perf_counter()
     source = str(image) if isinstance(image, (str, Path)) else None
     photo = load_image(image)
@@ -149,8 +150,14 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     yield step
 
     t0 = time.perf_counter()
+    before_q6 = history
     raw_q6, history, info = _ask(vlm, photo, prompts.Q6, history, sampling)
     clarity = prompts.parse_yes_no(raw_q6)
+    if probabilities:  # how sure the self-assessment is: P("Yes.") against P("No."), from the conversation's cache
+        yes_no = vlm.answer_logprobs([photo], prompts.Q6, [prompts.clarity_answer(True), prompts.clarity_answer(False)],
+                                     histories=[before_q6])[0]
+        p_yes = float(1 / (1 + np.exp(yes_no[1] - yes_no[0])))
+        info = {**info, "clarity": {prompts.YES: round(p_yes, 4), prompts.NO: round(1 - p_yes, 4)}}
     step = Step("reflect", prompts.STEP_REFLECT, prompts.Q6, raw_q6, clarity, time.perf_counter() - t0, info=info)
     trace.steps.append(step)
     yield step

@@ -39,7 +39,10 @@ def test_explore_streams_steps_3d_and_trace(served, photo):
     assert [s["name"] for s in data["steps"]][:2] == ["identify", "reflect"] and data["used_3d"]
     probs = data["steps"][0]["info"]["classes"]  # the eight classes' probabilities, shown beside the answer
     assert sorted(probs) == sorted(prompts.CLASSES) and abs(sum(probs.values()) - 1) < 1e-3
-    assert steps.count('class="probs-row') == 2 * len(prompts.CLASSES)  # photo and render, one bar per class
+    clarity = data["steps"][1]["info"]["clarity"]  # and how sure its self-assessment is
+    assert list(clarity) == [prompts.YES, prompts.NO] and abs(sum(clarity.values()) - 1) < 1e-3
+    # photo and render, one bar per class, and the self-assessment's Yes and No
+    assert steps.count('class="probs-row') == 2 * len(prompts.CLASSES) + 2 and "Answer probabilities" in steps
     _, (status, steps, final, *_rest) = explore(client, photo, fused=True)  # decided by photo and render together
     assert "photo and render read together" in steps and "On the render" in steps
 

@@ -139,6 +139,27 @@ def test_class_probabilities_on_the_identify_steps(tiny_vlms):
     assert "classes" not in cot(vlm, PHOTO, expert=None).step("identify").info  # off unless asked for
 
 
+@pytest.mark.parametrize("family", ["internvl", "qwen2_vl"])
+def test_the_self_assessment_carries_its_yes_no_probabilities(tiny_vlms, family):
+    """With probabilities the reflect step also says how sure the model is of its Yes / No: P("Yes.") against
+    P("No.") after its own Q1 answer, the same as full passes over photo, Q1 turn, Q6 and each answer (InternVL
+    reads them from the conversation's cache, Qwen2-VL's M-RoPE from full passes); the answer it gave is unchanged."""
+    import torch
+
+    vlm = tiny_vlms[family]
+    trace = cot(vlm, PHOTO, expert=None, probabilities=True)
+    reflect = trace.step("reflect")
+    clarity = reflect.info["clarity"]
+    assert list(clarity) == [prompts.YES, prompts.NO] and sum(clarity.values()) == pytest.approx(1, abs=1e-3)
+    history = [(prompts.Q1, trace.step("identify").raw)]
+    with torch.inference_mode():
+        full = vlm._full_answer_logprobs([PHOTO], [vlm._prompt(prompts.Q6, history)],
+                                         [prompts.clarity_answer(True), prompts.clarity_answer(False)], 64)[0]
+    assert clarity[prompts.YES] == pytest.approx(1 / (1 + np.exp(full[1] - full[0])), abs=2e-4)
+    assert reflect.raw == cot(vlm, PHOTO, expert=None).step("reflect").raw  # the answer is the same without them
+    assert "clarity" not in cot(vlm, PHOTO, expert=None).step("reflect").info
+
+
 def test_infer_cli(tiny_model_dirs, tmp_path, capsys):
     photo = tmp_path / "photo.jpg"
     PHOTO.save(photo)
