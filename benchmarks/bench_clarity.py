@@ -43,15 +43,6 @@ def auc(right: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_wrong))
 
 
-def p_clear(vlm, images: list, q1_answers: list[str]) -> np.ndarray:
-    """P("Yes.") / (P("Yes.") + P("No.")) as the Q6 reply after each photo's Q1 turn (VLM.answer_logprobs)."""
-    from occmllm import prompts
-
-    scores = vlm.answer_logprobs(images, prompts.Q6, [prompts.clarity_answer(True), prompts.clarity_answer(False)],
-                                 histories=[[(prompts.Q1, a)] for a in q1_answers])
-    return 1 / (1 + np.exp(scores[:, 1] - scores[:, 0]))
-
-
 def best_threshold(score: np.ndarray, photo_right: np.ndarray, render_right: np.ndarray) -> tuple[float, float]:
     """(threshold, Decision) of routing the photos with score < threshold to the render, best over every cut."""
     order = np.argsort(score)
@@ -104,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         answers, scores = vlm.generate_batch(images, [prompts.Q1] * len(images), with_logprobs=True)
         logprob.extend(scores.tolist())
         posterior = vlm.class_posterior(images)
-        clear.extend(p_clear(vlm, images, answers).tolist())
+        clear.extend(vlm.clear_probability(images, [[(prompts.Q1, a)] for a in answers]).tolist())
         truths = [prompts.parse_object(c.conversations[1]["value"]) for c in batch]
         for truth, answer, p in zip(truths, answers, posterior):
             right.append(prompts.parse_object(answer) == truth)

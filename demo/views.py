@@ -54,7 +54,7 @@ def step_card(step, index: int) -> str:
     if isinstance(step.info.get("classes"), dict):
         parts.append(probabilities_html(step.info["classes"], step.parsed))
     if isinstance(step.info.get("clarity"), dict):
-        parts.append(probabilities_html(step.info["clarity"], step.parsed, "Answer probabilities"))
+        parts.append(probabilities_html(step.info["clarity"], step.parsed, "Answer probabilities", guessing_below=0.6))
     if step.info.get("note"):
         parts.append(f'<div class="row"><span class="k">Note</span><span class="v">{esc(step.info["note"])}</span></div>')
     for view in ("photo", "render"):  # a fused decision: the class probabilities of both readings, top three
@@ -66,10 +66,11 @@ def step_card(step, index: int) -> str:
     return "".join(parts)
 
 
-def probabilities_html(classes: dict[str, float], answer: str | None, title: str = "Class probabilities") -> str:
+def probabilities_html(classes: dict[str, float], answer: str | None, title: str = "Class probabilities",
+                       guessing_below: float = 0.5) -> str:
     """The model's probabilities of its possible answers (the eight classes, or Yes / No) as bars, most probable
-    first; the answer it gave marked, and a hint when none of them is more likely than not (for two answers: when
-    the more likely one is under 0.6)."""
+    first; the answer it gave marked, and a hint that the model is guessing when the most probable one is under
+    `guessing_below`."""
     rows = []
     for name, p in sorted(classes.items(), key=lambda kv: -kv[1]):
         mark = " probs-answer" if name == answer else ""
@@ -77,7 +78,7 @@ def probabilities_html(classes: dict[str, float], answer: str | None, title: str
                     f'<span class="probs-bar"><span style="width:{max(0.0, min(1.0, p)) * 100:.1f}%"></span></span>'
                     f'<span class="probs-p">{p:.2f}</span></div>')
     top = max(classes.values()) if classes else 0.0
-    hint = " · the model is guessing" if top < (0.6 if len(classes) == 2 else 0.5) else ""
+    hint = " · the model is guessing" if top < guessing_below else ""
     return (f'<div class="row"><span class="k">{esc(title)}{hint}</span><span class="v probs">'
             + "".join(rows) + "</span></div>")
 

@@ -154,9 +154,7 @@ def run_cot(vlm, image, expert=None, describe: bool = False, force_3d: bool = Fa
     raw_q6, history, info = _ask(vlm, photo, prompts.Q6, history, sampling)
     clarity = prompts.parse_yes_no(raw_q6)
     if probabilities:  # how sure the self-assessment is: P("Yes.") against P("No."), from the conversation's cache
-        yes_no = vlm.answer_logprobs([photo], prompts.Q6, [prompts.clarity_answer(True), prompts.clarity_answer(False)],
-                                     histories=[before_q6])[0]
-        p_yes = float(1 / (1 + np.exp(yes_no[1] - yes_no[0])))
+        p_yes = float(vlm.clear_probability([photo], [before_q6])[0])
         info = {**info, "clarity": {prompts.YES: round(p_yes, 4), prompts.NO: round(1 - p_yes, 4)}}
     step = Step("reflect", prompts.STEP_REFLECT, prompts.Q6, raw_q6, clarity, time.perf_counter() - t0, info=info)
     trace.steps.append(step)

@@ -590,6 +590,14 @@ class VLM:
         probs = np.exp(scores)
         return probs / probs.sum(1, keepdims=True)
 
+    def clear_probability(self, images: list, histories: list[list[tuple[str, str]]]) -> np.ndarray:
+        """(len(images),) P("Yes.") / (P("Yes.") + P("No.")) as the clarity answer (Q6) after each image's earlier
+        turns `histories[i]` (its Q1 turn): how sure the model's self-assessment is. Right after the conversation's
+        own Q6 answer the last one comes from its KV cache (answer_logprobs)."""
+        scores = self.answer_logprobs(images, prompts.Q6, [prompts.clarity_answer(True), prompts.clarity_answer(False)],
+                                      histories=histories)
+        return 1 / (1 + np.exp(scores[:, 1] - scores[:, 0]))
+
     # --- sampling ----------------------------------------------------------------------------------
     def sample(self, image, question: str, n: int = 4, temperature: float = 1.0, top_p: float = 1.0,
                history: list[tuple[str, str]] | None = None, max_new_tokens: int | None = None,
