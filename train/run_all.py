@@ -61,6 +61,10 @@ otherwise they are the generator's visibility labels.
 On a GPU, the work later steps need and the CPU can do (the test photos' expert renders, the clarity photos and their
 renders) runs beside stage 1 (`prefetch: auto|true|false`; its output in OUT/prefetch.log; train/prefetch.py). The
 whole run's wall clock, piece by piece, goes to OUT/timing.json and under the results table (train/run_folder.py).
+`--time-limit SECONDS` (or `time_limit_s`) makes a run end in time on a box of any speed, e.g. a GPU lent for a fixed
+time: each stage with a `time_budget_s` gets at most the time left less the later stages' budgets and
+`time_limit_reserve_s` (default 120 s: encoding, clarity labels, MPO, SCoRe, evaluations), and says so; with
+`stages.1.time_budget_s` set high, stage 1 takes whatever the limit leaves (train/run_folder.py:budget_within_limit).
 Every stage logs its metrics (loss, learning rate, rewards, KL, the evaluation after it) to a tracker as well as to
 its loss.csv: `--report-to trackio` (the default; OUT/trackio, dashboard `TRACKIO_DIR=OUT/trackio trackio show`),
 `tensorboard` (OUT/tensorboard) or `none`, or the preset's `report_to` (train/tracking.py). results.md shows each
@@ -94,8 +98,9 @@ from train.inputs import (base_model_path, check_inputs, data_folder, data_setti
                           prepare_inputs, reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
 from train.recipe_config import Stage, load_config, report_to, stage_settings  # noqa: E402
-from train.run_folder import (RunClock, finished_expert, is_done, mark_done, read_results,  # noqa: E402
-                              start_model, starts_from, wait_for, write_results, write_run_info)
+from train.run_folder import (TIME_LIMIT_RESERVE_S, RunClock, budget_within_limit, finished_expert,  # noqa: E402
+                              is_done, mark_done, read_results, start_model, starts_from, wait_for, write_results,
+                              write_run_info)
 
 STAGES = [
     Stage("0", "expert", "3D expert"),
@@ -129,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-to", choices=tracking.REPORT_TO, help="where every stage's metrics go besides "
                         "loss.csv: trackio (the default: OUT/trackio, local, no network), tensorboard "
                         "(OUT/tensorboard) or none; the preset's `report_to` otherwise")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="end the run within SECONDS of its start "
+                        "(data included; a resumed run: of this process's start): every stage with a time_budget_s "
+                        "gets at most what is left less the later stages' budgets and time_limit_reserve_s (the "
+                        "preset's, else 120 s) for the work without a budget; with a large stages.1.time_budget_s, "
+                        "stage 1 takes the rest of the time, however fast the box (the preset's time_limit_s "
+                        "otherwise)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. stages.1.epochs=3 sft.batch_size=4")
     args = parser.parse_args(argv)
@@ -148,7 +159,7 @@ def run(args) -> int:
     model."""
     # --- configuration ---
     config = load_config(args.preset, args.overrides, lora=args.lora, fsdp=args.fsdp, seed=args.seed,
-                         report_to=args.report_to)
+                         report_to=args.report_to, time_limit_s=args.time_limit)
     out = Path(args.out or REPO / "runs" / Path(args.preset).stem)
     stages = stage_order(args.stages, args.start_from)
     if config.get("fsdp"):
@@ -188,7 +199,7 @@ def run(args) -> int:
         if expert is None and not any(stage.kind == "expert" for stage in stages):
             expert = preset_expert(config)  # a run without stage 0 renders and evaluates with the preset's expert
         prefetch = None
-        for stage in stages:
+        for index, stage in enumerate(stages):
             folder = stage_folder(out, stage.id)
             if is_done(out, stage.id):
                 print(f">> stage {stage.id} ({stage.what}): done, skipped")
@@ -212,10 +223,11 @@ def run(args) -> int:
                     make_expert_renders(stage_data, expert, settings.get("limit"), config, rank0)
             if rank0 and prefetch is None:
                 prefetch = start_prefetch(stages, stage, config, out, data_dir, expert, evaluate)
+            cut = fit_time_budget(stage, settings, stages[index + 1:], config, out, clock)
             tracker.start_stage(stage.id, {"what": stage.what, "kind": stage.kind, "starts": starts, **settings})
             with clock.piece(f"stage {stage.id}"):
                 model = run_stage(stage, settings, start, stage_data, folder)
-            row = {"what": stage.what, "minutes": round((time.time() - t0) / 60, 2)}
+            row = {"what": stage.what, "minutes": round((time.time() - t0) / 60, 2), **cut}
             if stage.kind == "expert":
                 expert = model
                 row["model"] = str(model)
@@ -248,6 +260,29 @@ def run(args) -> int:
         if rank0:
             clock.finish()
     return 0
+
+
+def fit_time_budget(stage: Stage, settings: dict, later: list[Stage], config: dict, out: Path, clock: RunClock
+                    ) -> dict:
+    """Under a time limit (--time-limit / time_limit_s), cut this stage's time_budget_s in `settings` to what the run
+    has left (run_folder.budget_within_limit); returns {"time_budget_s": the cut budget} for its results row when it
+    was cut, else {}. Under torchrun every process computes it from its own clock and stops at rank 0's step anyway
+    (train.sft.Budget)."""
+    limit, budget = config.get("time_limit_s"), settings.get("time_budget_s")
+    if not limit or not budget:
+        return {}
+    later_budgets = sum(float(stage_settings(config, s).get("time_budget_s") or 0) for s in later
+                        if not is_done(out, s.id))
+    reserve = float(config.get("time_limit_reserve_s", TIME_LIMIT_RESERVE_S))
+    elapsed = time.time() - clock.start
+    fitted = round(budget_within_limit(float(budget), elapsed, float(limit), later_budgets, reserve), 1)
+    if fitted >= budget:
+        return {}
+    print(f">> stage {stage.id}: time budget {budget:.0f} -> {fitted:.0f} s, to end within the time limit of "
+          f"{limit:.0f} s ({elapsed:.0f} s gone; later stages' budgets {later_budgets:.0f} s, reserve {reserve:.0f} s)",
+          flush=True)
+    settings["time_budget_s"] = fitted
+    return {"time_budget_s": fitted}
 
 
 def stage_order(requested: list[str] | None, start_from: str | None) -> list[Stage]:
@@ -283,6 +318,9 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print("  clarity labels: " + (f"{rule}, on {clarity.get('n', 8000)} new photos (OUT/clarity_data)"
                                   if clarity.get("relabel") else "the generator's visibility labels"))
     print(f"  3D expert: {plan_expert(config, out, any(stage.kind == 'expert' for stage in stages))}")
+    if config.get("time_limit_s"):
+        print(f"  time limit: {config['time_limit_s']:.0f} s; time-budgeted stages cut to fit, with a reserve of "
+              f"{float(config.get('time_limit_reserve_s', TIME_LIMIT_RESERVE_S)):.0f} s for the rest")
     for stage in stages:
         done = " (done, skipped)" if is_done(out, stage.id) else ""
         settings = stage_settings(config, stage)

@@ -121,6 +121,19 @@ def write_run_info(out: Path, args, report_to: str, stage_ids: list[str]) -> Non
     path.write_text(json.dumps(info, indent=2) + "\n")
 
 
+TIME_LIMIT_RESERVE_S = 120.0  # --time-limit: what a run needs besides its stages' time budgets (time_limit_reserve_s)
+SHORTEST_BUDGET_S = 10.0  # a time-budgeted stage never gets less than this (or its own budget, when smaller)
+
+
+def budget_within_limit(budget: float, elapsed: float, limit: float, later_budgets: float, reserve: float) -> float:
+    """A stage's training time budget, cut so that the run can end within `limit` seconds of its start: what is left
+    after `elapsed`, less the time budgets of the stages after it and `reserve` (the work that has no budget: encoding
+    the samples, clarity labels, MPO, SCoRe, evaluations, saving). Never more than `budget`, never less than
+    SHORTEST_BUDGET_S (or `budget` when that is smaller)."""
+    left = limit - elapsed - later_budgets - reserve
+    return max(min(budget, SHORTEST_BUDGET_S), min(budget, left))
+
+
 class RunClock:
     """Wall-clock seconds of a run's pieces (data, each stage's training and evaluation, the clarity labels), written
     to OUT/timing.json and under the results table: what a time target is checked against. A resumed run counts only

@@ -488,3 +488,29 @@ def test_a_run_or_a_stage_without_stage_0_renders_with_the_presets_expert(tmp_pa
     assert code == 0, text[-3000:]
     assert made_by(out / "data") == expert_identity(str(SHIPPED["g2"]))["weights_sha256"]
     assert "replaced by this run's expert's" in text and (tmp_path / "alone" / "model" / "config.json").is_file()
+
+
+def test_a_time_limit_cuts_stage_budgets_to_what_the_run_has_left():
+    from train.run_folder import budget_within_limit
+
+    # 900 s limit, 250 s gone, 125 s of later budgets, 120 s reserve: 405 s left for a stage that asked for 540
+    assert budget_within_limit(540, elapsed=250, limit=900, later_budgets=125, reserve=120) == 405
+    assert budget_within_limit(300, elapsed=250, limit=900, later_budgets=125, reserve=120) == 300  # fits: unchanged
+    assert budget_within_limit(540, elapsed=890, limit=900, later_budgets=125, reserve=120) == 10  # over: the floor
+    assert budget_within_limit(5, elapsed=890, limit=900, later_budgets=0, reserve=0) == 5  # never above its own
+
+
+def test_a_run_under_a_time_limit_stops_stage_1_in_time(toy_data, tiny_model, tmp_path, capsys):
+    """Stage 1 asks for an hour and many epochs; --time-limit 1 leaves it the shortest budget (10 s), which the
+    trainer keeps to, and the results row says what it got; stage 2 has no time budget and is not touched."""
+    out = tmp_path / "limited"
+    t0 = time.time()
+    code, text = run(["--preset", "smoke", "--data", toy_data, "--model", tiny_model, "--out", out, "--stages", "1",
+                      "2", "--time-limit", "1", "stages.1.epochs=100000", "stages.1.time_budget_s=3600",
+                      "stages.1.renders=false", "evaluate.enabled=false"], capsys)
+    assert code == 0, text[-3000:]
+    assert ">> stage 1: time budget 3600 -> 10 s, to end within the time limit of 1 s" in text
+    assert "[1] time budget 10 s:" in text  # the trainer fitted its steps to the cut budget
+    results = json.loads((out / "results.json").read_text())
+    assert results["1"]["time_budget_s"] == 10 and "time_budget_s" not in results["2"]
+    assert results["1"]["minutes"] < 1 and time.time() - t0 < 120
