@@ -19,6 +19,9 @@
 #   bash train/gpu_box.sh unpark            #   afterwards: back in place, checked byte for byte against git
 # Send the project with those folders to the box; there, in the project root:
 #   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
+#                                                            #   (--time-limit S: the run ends within S seconds
+#                                                            #   however fast the box; leave the start, ~130 s,
+#                                                            #   and the collection out of the device time left)
 #   bash train/gpu_box.sh wait RUN SECONDS [DEST]            # watch it; once it ended, its results into DEST
 #                                                            # (default $OUT): results.md, timing.json, run.log,
 #                                                            # stages.tgz (every stage's results, no weights),
