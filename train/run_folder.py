@@ -95,6 +95,10 @@ def write_results(out: Path, results: dict) -> None:
         pictures = markdown(out, draw_plots(out))
     except ImportError as error:
         pictures = f"\nNo pictures: {error} (pip install matplotlib, then python train/plots.py {out}).\n"
+    cut = [f"stage {stage_id} {row['time_budget_s']:.0f} s" for stage_id, row in results.items()
+           if row.get("time_budget_s") is not None]
+    if cut:  # run_all.fit_time_budget: the stage trained for less than its preset asked, to end within --time-limit
+        lines += ["", "Time budgets cut to end within the run's time limit: " + ", ".join(cut) + "."]
     (out / "results.md").write_text("\n".join(lines) + "\n" + pictures)
 
 

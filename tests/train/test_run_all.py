@@ -514,3 +514,4 @@ def test_a_run_under_a_time_limit_stops_stage_1_in_time(toy_data, tiny_model, tm
     results = json.loads((out / "results.json").read_text())
     assert results["1"]["time_budget_s"] == 10 and "time_budget_s" not in results["2"]
     assert results["1"]["minutes"] < 1 and time.time() - t0 < 120
+    assert "Time budgets cut to end within the run's time limit: stage 1 10 s." in (out / "results.md").read_text()
