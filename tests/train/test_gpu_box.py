@@ -42,7 +42,20 @@ def test_start_wait_collect_the_smoke_recipe(tmp_path):
     subprocess.run(["tar", "xzf", str(joined), "-C", str(tmp_path)], check=True)
     assert (tmp_path / "final" / "model.safetensors").is_file()
     stages = subprocess.run(["tar", "tzf", str(dest / "stages.tgz")], capture_output=True, text=True).stdout
-    assert "stage_4c/loss.csv" in stages and ".safetensors" not in stages
+    assert "stage_4c/loss.csv" in stages and ".safetensors" not in stages and ".tgz" not in stages
+    # the smoke preset's stage 0 trains a 3D expert: it comes back too, in float16 like the shipped ones
+    expert_parts = sorted(dest.glob("expert.tgz.*"))
+    assert expert_parts
+    (tmp_path / "expert.tgz").write_bytes(b"".join(p.read_bytes() for p in expert_parts))
+    (tmp_path / "expert").mkdir()
+    subprocess.run(["tar", "xzf", str(tmp_path / "expert.tgz"), "-C", str(tmp_path / "expert")], check=True)
+    import torch
+    from occmllm.recon.model import OccupancyNet
+
+    trained = OccupancyNet.from_pretrained(run / "stage_0" / "model")
+    fetched = OccupancyNet.from_pretrained(tmp_path / "expert")
+    for (name, a), (_, b) in zip(trained.state_dict().items(), fetched.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-2), name
 
 
 def test_park_keeps_the_shipped_weights_out_of_the_upload_and_out_of_commits(tmp_path):
