@@ -121,7 +121,27 @@ def train_stage_expert(stage, settings: dict, start: Path | None, data_dir: Path
     def log(values: dict, step: int) -> None:  # losses and grid IoU as expert/NAME in the run's tracker
         tracking.log(values, step, prefix="expert/")
 
-    return Path(train_expert(data_dir, folder / "model", config, on_log=log))
+    return store_as_shipped(Path(train_expert(data_dir, folder / "model", config, on_log=log)))
+
+
+def store_as_shipped(model: Path) -> Path:
+    """The trained expert rewritten in float16, as the shipped experts are stored (OccupancyNet.save_pretrained
+    half=True), before anything renders with it: the renders the later stages learn from then come from the very file
+    that ships with the model (train/ship_default.py matches an expert by its SHA-256), and `gpu_box.sh wait` brings
+    back those bytes. Weights beyond float16's range stay in float32, with a message."""
+    from occmllm.recon.model import OccupancyNet
+
+    half = model.with_name(model.name + ".half")
+    try:
+        OccupancyNet.from_pretrained(model).save_pretrained(half, half=True)
+    except ValueError as error:
+        print(f">> stage 0: the 3D expert stays in float32: {error}", flush=True)
+        return model
+    for name in ("config.json", "model.safetensors"):
+        os.replace(half / name, model / name)
+    half.rmdir()
+    print(f">> stage 0: the 3D expert stored in float16, as the shipped ones: {model}", flush=True)
+    return model
 
 
 def make_expert_renders(data_dir: Path, expert: Path | None, limit: int | None, config: dict, rank0: bool,

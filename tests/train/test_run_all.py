@@ -140,6 +140,16 @@ def test_smoke_preset_end_to_end(tmp_path, capsys):
             assert (out / f"stage_{stage}" / "loss.csv").is_file()
     expert_config = json.loads((out / "stage_0" / "model" / "config.json").read_text())  # the 3D expert was trained
     assert expert_config["width"] == 16  # at the preset's width
+    from safetensors import safe_open
+
+    weights = out / "stage_0" / "model" / "model.safetensors"
+    with safe_open(str(weights), "pt") as tensors:  # stored as the shipped experts are, before anything rendered
+        floats = {str(t.dtype) for t in map(tensors.get_tensor, tensors.keys()) if t.is_floating_point()}
+    assert floats == {"torch.float16"}
+    record = json.loads((out / "final" / "occmllm_expert.json").read_text())
+    import hashlib
+
+    assert record["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()  # the file that ships
     assert "| 4c |" in (out / "results.md").read_text()
     vlm = VLM.load(out / "final")
     assert vlm.trained and isinstance(vlm.chat(out / "data" / "test" / "images" / sorted(
