@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -135,6 +136,7 @@ def store_as_shipped(model: Path) -> Path:
     try:
         OccupancyNet.from_pretrained(model).save_pretrained(half, half=True)
     except ValueError as error:
+        shutil.rmtree(half, ignore_errors=True)
         print(f">> stage 0: the 3D expert stays in float32: {error}", flush=True)
         return model
     for name in ("config.json", "model.safetensors"):

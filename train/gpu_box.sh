@@ -146,20 +146,21 @@ case "$cmd" in
     echo "gpu_box: $(( $(date +%s) - $(cut -d' ' -f1 "$run.started") )) s since the start"
     grep -v -E "^[[:space:]]*$" "$dest/run.log" | tail -25 | cut -c1-300 || true
     if pid_alive; then echo "gpu_box: still running"; exit 0; fi
-    pack_expert() {  # pack_expert WEIGHTS NAME: a trained 3D expert in float16 (as shipped) into DEST/NAME.tgz.aa, ...
-      box_env  # a wait in its own command has not got the carried packages on its path yet (trimesh)
-      python3 -c "import sys; from occmllm.recon.model import OccupancyNet
-OccupancyNet.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], half=True)" "$1" "$run.$2.half"
-      tar czf "$run.$2.tgz" -C "$run.$2.half" . && split -b 15M "$run.$2.tgz" "$dest/$2.tgz."
+    pack() {  # pack DIR NAME: the files of DIR into DEST/NAME.tgz.aa, .ab, ... (parts of 15 MB)
+      tar czf "$run.$2.tgz" -C "$1" . && split -b 15M "$run.$2.tgz" "$dest/$2.tgz."
     }
     if [ -d "$run.out" ]; then  # an expert run: gpu_recon.sh's results; the weights in float16, in parts
+      box_env  # a wait in its own command has not got the carried packages on its path yet (trimesh)
       cp "$run.out"/*.txt "$run.out"/*.csv "$run.out"/*.json "$dest/" 2>/dev/null || true
-      pack_expert "$run" weights
+      python3 -c "import sys; from occmllm.recon.model import OccupancyNet
+OccupancyNet.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], half=True)" "$run" "$run.half"
+      pack "$run.half" weights
     else
       cp "$run/timing.json" "$dest/" 2>/dev/null || true
       [ -d "$run/final" ] && tar czf "$run.final.tgz" -C "$run" final && split -b 15M "$run.final.tgz" "$dest/final.tgz."
-      # an expert stage 0 trained (not a shipped one it chose): the final model reads its renders, so it ships with it
-      [ -f "$run/stage_0/model/model.safetensors" ] && pack_expert "$run/stage_0/model" expert
+      # an expert stage 0 trained (not a shipped one it chose; stored in float16 by train/expert.py:store_as_shipped):
+      # the final model reads its renders, so it ships with it
+      [ -f "$run/stage_0/model/model.safetensors" ] && pack "$run/stage_0/model" expert
       tar czf "$dest/stages.tgz" -C "$run" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' \
         --exclude=data --exclude=clarity_data --exclude='checkpoint*' --exclude=final --exclude=trackio . || true
     fi

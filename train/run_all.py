@@ -98,8 +98,8 @@ from train.inputs import (base_model_path, check_inputs, data_folder, data_setti
                           prepare_inputs, reads_expert_renders)
 from train.prefetch import check_prefetch, start_prefetch  # noqa: E402
 from train.recipe_config import Stage, load_config, report_to, stage_settings  # noqa: E402
-from train.run_folder import (TIME_LIMIT_RESERVE_S, RunClock, budget_within_limit, finished_expert,  # noqa: E402
-                              is_done, mark_done, read_results, start_model, starts_from, wait_for, write_results,
+from train.run_folder import (RunClock, budget_within_limit, finished_expert, is_done, mark_done,  # noqa: E402
+                              read_results, start_model, starts_from, time_limit_reserve, wait_for, write_results,
                               write_run_info)
 
 STAGES = [
@@ -273,7 +273,7 @@ def fit_time_budget(stage: Stage, settings: dict, later: list[Stage], config: di
         return {}
     later_budgets = sum(float(stage_settings(config, s).get("time_budget_s") or 0) for s in later
                         if not is_done(out, s.id))
-    reserve = float(config.get("time_limit_reserve_s", TIME_LIMIT_RESERVE_S))
+    reserve = time_limit_reserve(config)
     elapsed = time.time() - clock.start
     fitted = round(budget_within_limit(float(budget), elapsed, float(limit), later_budgets, reserve), 1)
     if fitted >= budget:
@@ -320,7 +320,7 @@ def print_plan(stages: list[Stage], config: dict, out: Path, data: str | None, m
     print(f"  3D expert: {plan_expert(config, out, any(stage.kind == 'expert' for stage in stages))}")
     if config.get("time_limit_s"):
         print(f"  time limit: {config['time_limit_s']:.0f} s; time-budgeted stages cut to fit, with a reserve of "
-              f"{float(config.get('time_limit_reserve_s', TIME_LIMIT_RESERVE_S)):.0f} s for the rest")
+              f"{time_limit_reserve(config):.0f} s for the rest")
     for stage in stages:
         done = " (done, skipped)" if is_done(out, stage.id) else ""
         settings = stage_settings(config, stage)

@@ -129,6 +129,11 @@ TIME_LIMIT_RESERVE_S = 120.0  # --time-limit: what a run needs besides its stage
 SHORTEST_BUDGET_S = 10.0  # a time-budgeted stage never gets less than this (or its own budget, when smaller)
 
 
+def time_limit_reserve(config: dict) -> float:
+    """Seconds a run under --time-limit keeps for the work without a time budget: the preset's time_limit_reserve_s."""
+    return float(config.get("time_limit_reserve_s", TIME_LIMIT_RESERVE_S))
+
+
 def budget_within_limit(budget: float, elapsed: float, limit: float, later_budgets: float, reserve: float) -> float:
     """A stage's training time budget, cut so that the run can end within `limit` seconds of its start: what is left
     after `elapsed`, less the time budgets of the stages after it and `reserve` (the work that has no budget: encoding
