@@ -11,11 +11,14 @@
 #                                           #   vendor file, for rendering through the NVIDIA driver's EGL on a box
 #                                           #   that has the driver's libEGL_nvidia but no libEGL (GL_LIBS=DIR: another)
 #   bash train/gpu_box.sh park              # before sending: moves the shipped weights a run there does not read
-#                                           #   (the default model's, the v5 expert's) to $PARK_DIR (default
+#                                           #   (the default model's, the v5 and g4 experts') to $PARK_DIR (default
 #                                           #   /tmp/occmllm-parked) so that the upload stays small, marked
 #                                           #   skip-worktree so that no commit records them as deleted;
 #   bash train/gpu_box.sh park --keep-default  # the same but the default model stays (a call that runs it there,
-#                                           #   e.g. python -m benchmarks.bench_scoring --device cuda): v5 alone
+#                                           #   e.g. python -m benchmarks.bench_scoring --device cuda)
+#   bash train/gpu_box.sh park --keep weights_g4 --park weights_g2  # the g4 expert goes, g2 stays here (a run
+#                                           #   that reads or continues g4 there; the upload limit, 64 MiB, holds
+#                                           #   one of the two)
 #   bash train/gpu_box.sh unpark            #   afterwards: back in place, checked byte for byte against git
 # Send the project with those folders to the box; there, in the project root:
 #   bash train/gpu_box.sh start RUN [run_all.py arguments]   # e.g. start /root/run --preset default
@@ -75,22 +78,31 @@ start_detached() {  # start_detached RUN COMMAND...: once per RUN (a second star
 }
 
 PARKED="occmllm/default_model/weights/model.safetensors occmllm/recon/weights_v5/model.safetensors
-occmllm/recon/weights_v5/config.json"
+occmllm/recon/weights_v5/config.json occmllm/recon/weights_g4/model.safetensors occmllm/recon/weights_g4/config.json"
+PARKABLE="$PARKED occmllm/recon/weights_g2/model.safetensors occmllm/recon/weights_g2/config.json"  # --park weights_g2
 PARK_DIR=${PARK_DIR:-/tmp/occmllm-parked}
 
 case "$cmd" in
   park)
-    case "${1:-}" in
-      "") ;;
-      --keep-default) PARKED=$(echo $PARKED | tr " " "\n" | grep -v default_model);;
-      *) echo "gpu_box park: unknown option $1 (--keep-default or nothing)" >&2; exit 2;;
-    esac
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --keep-default) PARKED=$(echo $PARKED | tr " " "\n" | grep -v default_model); shift;;
+        --keep) [ -n "${2:-}" ] && echo $PARKED | tr " " "\n" | grep -q "/$2/" || {
+                  echo "gpu_box park: --keep takes a parked folder's name: $(echo $PARKED | tr " " "\n" | xargs -n1 dirname | xargs -n1 basename | sort -u | tr "\n" " ")" >&2; exit 2; }
+                PARKED=$(echo $PARKED | tr " " "\n" | grep -v "/$2/"); shift 2;;
+        --park) [ -n "${2:-}" ] && echo $PARKABLE | tr " " "\n" | grep -q "/$2/" || {
+                  echo "gpu_box park: --park takes a shipped weights folder's name (weights_g2)" >&2; exit 2; }
+                PARKED="$PARKED $(echo $PARKABLE | tr " " "\n" | grep "/$2/")"; shift 2;;
+        *) echo "gpu_box park: unknown option $1 (--keep-default, --keep FOLDER, --park FOLDER or nothing)" >&2; exit 2;;
+      esac
+    done
     for f in $PARKED; do
       if [ -f "$PARK_DIR/$f" ]; then echo "gpu_box: $f is parked already"; continue; fi
       mkdir -p "$PARK_DIR/$(dirname "$f")" && mv "$f" "$PARK_DIR/$f" && git update-index --skip-worktree "$f"
     done
     echo "gpu_box: parked in $PARK_DIR (bash train/gpu_box.sh unpark puts them back)";;
   unpark)
+    PARKED=$PARKABLE  # whatever a park moved
     for f in $PARKED; do
       [ -f "$PARK_DIR/$f" ] && mv "$PARK_DIR/$f" "$f"
       git update-index --no-skip-worktree "$f"

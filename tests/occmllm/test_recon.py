@@ -372,7 +372,7 @@ def test_shipped_experts_load_by_name_and_folders_win(tmp_path, monkeypatch):
     own.save_pretrained(tmp_path / "v5")
     monkeypatch.chdir(tmp_path)
     assert weights_folder("v5") == Path("v5") and LearnedExpert("v5").config.width == TINY.width
-    with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5, g2"):
+    with pytest.raises(FileNotFoundError, match="no shipped expert of that name .shipped: v4, v5, g2, g4"):
         expert_from_spec("learned:v9")
 
 

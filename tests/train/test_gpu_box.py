@@ -86,3 +86,13 @@ def test_park_keeps_the_shipped_weights_out_of_the_upload_and_out_of_commits(tmp
     assert (clone / parked).read_bytes() == original and not (clone / v5).exists()
     assert run("unpark").returncode == 0 and (clone / v5).is_file()
     assert run("park", "--keep-everything").returncode == 2 and (clone / v5).is_file()
+    # --keep weights_g4 --park weights_g2: a run that reads or continues g4 there sends it instead of g2, and unpark
+    # puts g2 back too
+    g2, g4 = "occmllm/recon/weights_g2/model.safetensors", "occmllm/recon/weights_g4/model.safetensors"
+    assert run("park").returncode == 0 and not (clone / g4).exists() and (clone / g2).is_file()
+    assert run("unpark").returncode == 0 and (clone / g4).is_file()
+    assert run("park", "--keep", "weights_g4", "--park", "weights_g2").returncode == 0
+    assert (clone / g4).is_file() and not (clone / g2).exists() and not (clone / v5).exists()
+    back = run("unpark")
+    assert back.returncode == 0 and (clone / g2).is_file() and (clone / v5).is_file(), back.stdout + back.stderr
+    assert run("park", "--keep", "weights_x").returncode == 2 and run("park", "--park", "default").returncode == 2
