@@ -84,15 +84,16 @@ PARK_DIR=${PARK_DIR:-/tmp/occmllm-parked}
 
 case "$cmd" in
   park)
+    in_folder() { echo $2 | tr " " "\n" | grep "/$1/"; }  # in_folder FOLDER LIST: LIST's files under a FOLDER
     while [ $# -gt 0 ]; do
       case "$1" in
-        --keep-default) PARKED=$(echo $PARKED | tr " " "\n" | grep -v default_model); shift;;
-        --keep) [ -n "${2:-}" ] && echo $PARKED | tr " " "\n" | grep -q "/$2/" || {
-                  echo "gpu_box park: --keep takes a parked folder's name: $(echo $PARKED | tr " " "\n" | xargs -n1 dirname | xargs -n1 basename | sort -u | tr "\n" " ")" >&2; exit 2; }
+        --keep-default) set -- --keep default_model "${@:2}";;
+        --keep) in_folder "${2:-?}" "$PARKED" >/dev/null || {
+                  echo "gpu_box park: --keep takes a parked folder's name (default_model, weights_v5, weights_g4)" >&2; exit 2; }
                 PARKED=$(echo $PARKED | tr " " "\n" | grep -v "/$2/"); shift 2;;
-        --park) [ -n "${2:-}" ] && echo $PARKABLE | tr " " "\n" | grep -q "/$2/" || {
+        --park) in_folder "${2:-?}" "$PARKABLE" >/dev/null || {
                   echo "gpu_box park: --park takes a shipped weights folder's name (weights_g2)" >&2; exit 2; }
-                PARKED="$PARKED $(echo $PARKABLE | tr " " "\n" | grep "/$2/")"; shift 2;;
+                PARKED="$PARKED $(in_folder "$2" "$PARKABLE")"; shift 2;;
         *) echo "gpu_box park: unknown option $1 (--keep-default, --keep FOLDER, --park FOLDER or nothing)" >&2; exit 2;;
       esac
     done
